@@ -1,0 +1,55 @@
+# fastinfer — the two commands a user needs are `make run` and `make test`.
+# Both install what is missing first (scripts/deps.sh is idempotent), so they
+# work on a fresh Debian machine and cost little on the second run.
+
+ORT_VERSION  := 1.29.0
+ORT_DIR      := $(CURDIR)/.cache/onnxruntime/$(ORT_VERSION)
+ORT_LIB      := $(ORT_DIR)/libonnxruntime.so
+BIN          := bin/fastinfer
+MODELS       ?= models
+DEFAULT_MODEL ?= resnet50
+ADDR         ?= :8080
+GO           ?= go
+GOFLAGS_TEST ?= -race -count=1
+# Tests that start ONNX Runtime read the library path from here.
+export ONNXRUNTIME_LIB := $(ORT_LIB)
+export CGO_ENABLED := 1
+
+.PHONY: all deps gpu-deps build run test test-short vet generate default-model clean
+
+all: build
+
+deps:
+	@scripts/deps.sh all
+
+gpu-deps:
+	@scripts/deps.sh ort-gpu
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/fastinfer
+
+# The default model: an ImageNet-topology ResNet-50 with seeded random
+# weights, built from Go. Not committed (100 MB); rebuilt only when missing.
+default-model: build
+	@if [ ! -f $(MODELS)/$(DEFAULT_MODEL)/1/model.onnx ]; then \
+		$(BIN) models build $(DEFAULT_MODEL) --out $(MODELS)/$(DEFAULT_MODEL); \
+	fi
+
+run: default-model
+	$(BIN) serve --models $(MODELS) --addr $(ADDR) --ort-lib $(ORT_LIB)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+test-short: deps
+	$(GO) test -short $(GOFLAGS_TEST) ./...
+
+# Regenerates the ONNX protobuf types (committed; only needed after an
+# onnx.proto change).
+generate:
+	@scripts/deps.sh protoc
+	$(GO) generate ./...
+
+clean:
+	rm -rf bin
