@@ -1,0 +1,134 @@
+package models
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    Preprocess
+		wantErr string
+	}{
+		{name: "empty gets ImageNet", in: "", want: ImageNet()},
+		{name: "yaml", in: "preprocess:\n  resize: 32\n  crop: 28\n  color: gray\n  mean: [0.5]\n  std: [0.5]\n",
+			want: Preprocess{Resize: 32, Crop: 28, Color: "gray", Scale: 1.0 / 255, Mean: []float32{0.5}, Std: []float32{0.5}}},
+		{name: "json is yaml", in: `{"preprocess": {"crop": 224, "color": "BGR", "scale": 1}}`,
+			want: Preprocess{Crop: 224, Color: "bgr", Scale: 1}},
+		{name: "unknown key", in: "preproces:\n  crop: 3\n", wantErr: "preproces"},
+		{name: "bad color", in: "preprocess: {color: cmyk}", wantErr: "color"},
+		{name: "mean length", in: "preprocess: {mean: [1, 2]}", wantErr: "mean has 2 values"},
+		{name: "zero std", in: "preprocess: {std: [1, 0, 1]}", wantErr: "std must not contain 0"},
+		{name: "crop over resize", in: "preprocess: {resize: 100, crop: 200}", wantErr: "larger than resize"},
+		{name: "negative", in: "preprocess: {crop: -1}", wantErr: "negative"},
+		{name: "labels path", in: "labels: ../../etc/passwd", wantErr: "file name"},
+		{name: "not yaml", in: "preprocess: [", wantErr: "yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*c.Preprocess, tt.want) {
+				t.Fatalf("preprocess = %+v, want %+v", *c.Preprocess, tt.want)
+			}
+		})
+	}
+}
+
+func TestScan(t *testing.T) {
+	ms, errs, err := Scan(filepath.Join("testdata", "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Model{}
+	for _, m := range ms {
+		got[m.Name] = m
+	}
+	if len(got) != 3 {
+		t.Fatalf("models = %v, want good, jsoncfg, noconfig", keys(got))
+	}
+	good := got["good"]
+	var nums []int
+	for _, v := range good.Versions {
+		nums = append(nums, v.Number)
+	}
+	// 03 and "latest" are not version names; 10 holds no model.onnx yet.
+	if !reflect.DeepEqual(nums, []int{1, 2}) || good.Latest().Number != 2 {
+		t.Errorf("good versions = %v", nums)
+	}
+	if want := []string{"tabby", "tiger cat", "", "siamese"}; !reflect.DeepEqual(good.Labels, want) {
+		t.Errorf("labels = %q, want %q", good.Labels, want)
+	}
+	if p := good.Config.Preprocess; p.Color != "gray" || p.Crop != 28 || p.Resize != 32 {
+		t.Errorf("good preprocess = %+v", p)
+	}
+	if got["jsoncfg"].Config.Output != "probs" || got["jsoncfg"].Config.Preprocess.Color != "bgr" {
+		t.Errorf("jsoncfg config = %+v", got["jsoncfg"].Config)
+	}
+	if p := got["noconfig"].Config.Preprocess; !reflect.DeepEqual(*p, ImageNet()) {
+		t.Errorf("noconfig preprocess = %+v", p)
+	}
+	wantErrs := map[string]string{"badcfg": "config.yaml", "noversion": "no version folder"}
+	if len(errs) != len(wantErrs) {
+		t.Fatalf("errors = %v", errs)
+	}
+	for _, e := range errs {
+		var le *LoadError
+		if !errors.As(e, &le) {
+			t.Fatalf("%v is not a LoadError", e)
+		}
+		if w, ok := wantErrs[le.Model]; !ok || !strings.Contains(e.Error(), w) {
+			t.Errorf("error for %s = %v, want mention of %q", le.Model, e, w)
+		}
+	}
+}
+
+func TestScanMissingRoot(t *testing.T) {
+	if _, _, err := Scan(filepath.Join(t.TempDir(), "nope")); err == nil {
+		t.Fatal("Scan of a missing folder succeeded")
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"resnet50": true, "fashion-mnist_v2.1": true, "": false, "..": false, ".hidden": false,
+		"a/b": false, "a..b": false, "%2e%2e": false, strings.Repeat("a", 129): false,
+	} {
+		if ValidName(s) != want {
+			t.Errorf("ValidName(%q) = %v, want %v", s, !want, want)
+		}
+	}
+}
+
+func TestReadLabelsCRLF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "labels.txt")
+	if err := os.WriteFile(p, []byte("a\r\nb\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ReadLabels(p)
+	if err != nil || !reflect.DeepEqual(l, []string{"a", "b"}) {
+		t.Fatalf("ReadLabels = %q, %v", l, err)
+	}
+}
+
+func keys(m map[string]Model) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	return k
+}

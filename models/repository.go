@@ -1,0 +1,145 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ModelFile is the file name of a version's ONNX graph.
+const ModelFile = "model.onnx"
+
+// ConfigFile is the file name of a model's configuration.
+const ConfigFile = "config.yaml"
+
+// Version is one numbered version folder.
+type Version struct {
+	Number int
+	Dir    string
+	Path   string // the version's model.onnx
+}
+
+// Model is one model folder of the repository.
+type Model struct {
+	Name     string
+	Dir      string
+	Config   Config
+	Labels   []string
+	Versions []Version // ascending
+}
+
+// Latest is the version served: the highest number.
+func (m Model) Latest() Version { return m.Versions[len(m.Versions)-1] }
+
+// LoadError is a model folder that could not be read; the other models still
+// load.
+type LoadError struct {
+	Model string
+	Path  string // the file at fault
+	Err   error
+}
+
+func (e *LoadError) Error() string { return fmt.Sprintf("model %s: %s: %v", e.Model, e.Path, e.Err) }
+func (e *LoadError) Unwrap() error { return e.Err }
+
+var (
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	versionRE = regexp.MustCompile(`^[1-9][0-9]{0,8}$`)
+)
+
+// ValidName reports whether s can name a model (and so appear in a URL path
+// and a file path safely).
+func ValidName(s string) bool { return nameRE.MatchString(s) && !strings.Contains(s, "..") }
+
+// Scan reads every model folder under root. It returns the models that are
+// well formed and one *LoadError per folder that is not; an unreadable root
+// is a plain error.
+func Scan(root string) ([]Model, []error, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading model repository: %w", err)
+	}
+	var ms []Model
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !ValidName(e.Name()) {
+			continue
+		}
+		m, ok, err := Read(filepath.Join(root, e.Name()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			ms = append(ms, m)
+		}
+	}
+	return ms, errs, nil
+}
+
+// Read reads one model folder. ok is false, with no error, for a folder that
+// is not a model at all (no config.yaml and no version folder).
+func Read(dir string) (m Model, ok bool, err error) {
+	name := filepath.Base(dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return Model{}, false, &LoadError{name, dir, err}
+	}
+	hasConfig := false
+	var versions []Version
+	for _, e := range entries {
+		switch {
+		case e.Name() == ConfigFile:
+			hasConfig = true
+		case strings.HasSuffix(e.Name(), ".go"):
+			return Model{}, false, nil // Go source: this is code, not a model
+		case e.IsDir() && versionRE.MatchString(e.Name()):
+			n, _ := strconv.Atoi(e.Name())
+			vdir := filepath.Join(dir, e.Name())
+			versions = append(versions, Version{Number: n, Dir: vdir, Path: filepath.Join(vdir, ModelFile)})
+		}
+	}
+	if !hasConfig && len(versions) == 0 {
+		return Model{}, false, nil
+	}
+	m = Model{Name: name, Dir: dir}
+	cfgPath := filepath.Join(dir, ConfigFile)
+	if hasConfig {
+		b, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return Model{}, false, &LoadError{name, cfgPath, err}
+		}
+		if m.Config, err = ParseConfig(b); err != nil {
+			return Model{}, false, &LoadError{name, cfgPath, err}
+		}
+	} else if m.Config, err = ParseConfig(nil); err != nil {
+		return Model{}, false, &LoadError{name, cfgPath, err}
+	}
+	if m.Config.Labels != "" {
+		lp := filepath.Join(dir, m.Config.Labels)
+		if m.Labels, err = ReadLabels(lp); err != nil {
+			return Model{}, false, &LoadError{name, lp, err}
+		}
+	}
+	// A version folder without model.onnx is skipped (it may still be being
+	// written); a model with none at all is an error.
+	var usable []Version
+	for _, v := range versions {
+		st, err := os.Stat(v.Path)
+		if err == nil && st.Mode().IsRegular() {
+			usable = append(usable, v)
+		}
+	}
+	if len(usable) == 0 {
+		return Model{}, false, &LoadError{name, dir, errors.New("no version folder holds " + ModelFile + " (want " + filepath.Join(name, "1", ModelFile) + ")")}
+	}
+	sort.Slice(usable, func(i, j int) bool { return usable[i].Number < usable[j].Number })
+	m.Versions = usable
+	return m, true, nil
+}
+

@@ -1,0 +1,246 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	goruntime "runtime"
+	"strconv"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// SessionOptions picks the tensors a Session runs and where.
+type SessionOptions struct {
+	Input, Output string // "" = the model's only input / first output
+	// RowShape fills dynamic non-batch input dimensions (e.g. [3,224,224]
+	// for a model exported with dynamic H and W); nil uses the model's.
+	RowShape []int64
+	Device   int // CUDA device ordinal
+}
+
+// Session is one ONNX Runtime session over a model with one float32 input
+// whose first dimension is the batch. Run is safe for concurrent use (ORT
+// sessions are).
+type Session struct {
+	sess           *ort.DynamicAdvancedSession
+	inputs         []TensorInfo
+	outputs        []TensorInfo
+	in, out        TensorInfo
+	inRow, outRow  []int64 // shape of one batch row
+	inLen, outLen  int     // elements per row
+	provider       string
+	fallbackReason string
+}
+
+// ErrShape is returned (wrapped) for buffers that do not fit the model.
+var ErrShape = errors.New("tensor shape mismatch")
+
+// NewSession loads the ONNX model at path on the best provider the
+// environment allows, falling back to the CPU when CUDA cannot be used.
+func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	s := &Session{}
+	for _, i := range ins {
+		s.inputs = append(s.inputs, toInfo(i))
+	}
+	for _, i := range outs {
+		s.outputs = append(s.outputs, toInfo(i))
+	}
+	if s.in, err = pick("input", s.inputs, o.Input, path); err != nil {
+		return nil, err
+	}
+	if s.out, err = pick("output", s.outputs, o.Output, path); err != nil {
+		return nil, err
+	}
+	if s.in.DataType != "FP32" || s.out.DataType != "FP32" {
+		return nil, fmt.Errorf("%s: input %s is %s and output %s is %s; only FP32 is served for now",
+			path, s.in.Name, s.in.DataType, s.out.Name, s.out.DataType)
+	}
+	if s.inRow, err = rowShape(s.in, o.RowShape); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if s.outRow, err = rowShape(s.out, nil); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s.inLen, s.outLen = prod(s.inRow), prod(s.outRow)
+
+	provLib := cudaProviderLib(e.cfg.Lib)
+	_, statErr := os.Stat(provLib)
+	try, reason := cudaPlan(e.cfg.Provider, e.gpus, statErr == nil, provLib)
+	gpuWanted := e.cfg.Provider == ProviderCUDA || e.gpus.Available()
+	if try {
+		sess, err := e.open(path, s, true, o.Device)
+		if err == nil {
+			s.sess, s.provider = sess, ProviderCUDA
+			return s, nil
+		}
+		reason = "CUDA provider failed to initialise: " + err.Error()
+	}
+	if reason != "" {
+		e.noteFallback(path, reason, gpuWanted)
+	}
+	sess, err := e.open(path, s, false, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.sess, s.provider, s.fallbackReason = sess, ProviderCPU, reason
+	return s, nil
+}
+
+func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.DynamicAdvancedSession, error) {
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer opts.Destroy()
+	if err := opts.SetIntraOpNumThreads(e.cfg.IntraOpThreads); err != nil {
+		return nil, fmt.Errorf("intra-op threads: %w", err)
+	}
+	if err := opts.SetGraphOptimizationLevel(e.opt); err != nil {
+		return nil, fmt.Errorf("graph optimisation level: %w", err)
+	}
+	if useCUDA {
+		co, err := ort.NewCUDAProviderOptions()
+		if err != nil {
+			return nil, fmt.Errorf("CUDA provider options: %w", err)
+		}
+		defer co.Destroy()
+		// HEURISTIC: EXHAUSTIVE conv search makes the first run of every
+		// batch size take seconds (onnxruntime #21541).
+		if err := co.Update(map[string]string{
+			"device_id":              strconv.Itoa(device),
+			"cudnn_conv_algo_search": "HEURISTIC",
+		}); err != nil {
+			return nil, fmt.Errorf("CUDA provider options: %w", err)
+		}
+		if err := opts.AppendExecutionProviderCUDA(co); err != nil {
+			return nil, fmt.Errorf("appending CUDA provider: %w", err)
+		}
+	}
+	sess, err := ort.NewDynamicAdvancedSession(path, []string{s.in.Name}, []string{s.out.Name}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating session for %s: %w", path, err)
+	}
+	return sess, nil
+}
+
+// Run executes batch rows: in holds batch*InputLen() floats, out receives
+// batch*OutputLen() floats. Both buffers are used in place, without copies.
+func (s *Session) Run(in []float32, batch int, out []float32) error {
+	if batch <= 0 || len(in) < batch*s.inLen || len(out) < batch*s.outLen {
+		return fmt.Errorf("%w: batch %d needs %d input and %d output floats, got %d and %d",
+			ErrShape, batch, batch*s.inLen, batch*s.outLen, len(in), len(out))
+	}
+	inT, err := ort.NewTensor(batchShape(batch, s.inRow), in[:batch*s.inLen])
+	if err != nil {
+		return fmt.Errorf("input tensor: %w", err)
+	}
+	defer inT.Destroy()
+	outT, err := ort.NewTensor(batchShape(batch, s.outRow), out[:batch*s.outLen])
+	if err != nil {
+		return fmt.Errorf("output tensor: %w", err)
+	}
+	defer outT.Destroy()
+	err = s.sess.Run([]ort.Value{inT}, []ort.Value{outT})
+	goruntime.KeepAlive(in)
+	goruntime.KeepAlive(out)
+	if err != nil {
+		return fmt.Errorf("running %s: %w", s.in.Name, err)
+	}
+	return nil
+}
+
+// Close releases the session.
+func (s *Session) Close() error { return s.sess.Destroy() }
+
+// Inputs and Outputs describe every tensor of the model.
+func (s *Session) Inputs() []TensorInfo  { return s.inputs }
+func (s *Session) Outputs() []TensorInfo { return s.outputs }
+
+// Input and Output are the tensors Run feeds and reads.
+func (s *Session) Input() TensorInfo  { return s.in }
+func (s *Session) Output() TensorInfo { return s.out }
+
+// InputRow and OutputRow are the shapes of one batch row.
+func (s *Session) InputRow() []int64  { return s.inRow }
+func (s *Session) OutputRow() []int64 { return s.outRow }
+
+// InputLen and OutputLen are elements per batch row.
+func (s *Session) InputLen() int  { return s.inLen }
+func (s *Session) OutputLen() int { return s.outLen }
+
+// Provider is the execution provider the session runs on: "cuda" or "cpu".
+func (s *Session) Provider() string { return s.provider }
+
+// FallbackReason says why a session is on the CPU ("" when none was needed
+// or the CPU was asked for).
+func (s *Session) FallbackReason() string { return s.fallbackReason }
+
+func pick(kind string, infos []TensorInfo, name, path string) (TensorInfo, error) {
+	if name != "" {
+		for _, i := range infos {
+			if i.Name == name {
+				return i, nil
+			}
+		}
+		return TensorInfo{}, fmt.Errorf("%s: no %s named %q (model has %v)", path, kind, name, names(infos))
+	}
+	if len(infos) == 0 {
+		return TensorInfo{}, fmt.Errorf("%s: model has no %s", path, kind)
+	}
+	if kind == "input" && len(infos) > 1 {
+		return TensorInfo{}, fmt.Errorf("%s: model has inputs %v; name one in config.yaml", path, names(infos))
+	}
+	return infos[0], nil
+}
+
+func names(infos []TensorInfo) []string {
+	n := make([]string, len(infos))
+	for i, t := range infos {
+		n[i] = t.Name
+	}
+	return n
+}
+
+// rowShape is the tensor's shape without its batch dimension, with dynamic
+// dimensions filled from fill.
+func rowShape(t TensorInfo, fill []int64) ([]int64, error) {
+	if len(t.Shape) < 2 {
+		return nil, fmt.Errorf("%s has shape %v; want a batch dimension first", t.Name, t.Shape)
+	}
+	row := append([]int64(nil), t.Shape[1:]...)
+	if fill != nil && len(fill) != len(row) {
+		return nil, fmt.Errorf("%s: row shape %v does not match the model's %v", t.Name, fill, row)
+	}
+	for i, d := range row {
+		if fill != nil {
+			if d >= 0 && d != fill[i] {
+				return nil, fmt.Errorf("%s: row shape %v does not match the model's %v", t.Name, fill, row)
+			}
+			row[i] = fill[i]
+			continue
+		}
+		if d < 0 {
+			return nil, fmt.Errorf("%s has dynamic dimension %d in %v; give its size", t.Name, i+1, t.Shape)
+		}
+	}
+	return row, nil
+}
+
+func prod(s []int64) int {
+	n := 1
+	for _, d := range s {
+		n *= int(d)
+	}
+	return n
+}
+
+func batchShape(batch int, row []int64) ort.Shape {
+	s := make(ort.Shape, 0, len(row)+1)
+	s = append(s, int64(batch))
+	return append(s, row...)
+}
