@@ -1,0 +1,282 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastinfer/batching"
+	"fastinfer/vision/guard"
+)
+
+const defaultTopK = 5
+
+// classify answers POST /v1/models/{m}[/versions/{v}]/classify.
+func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
+	start := time.Now()
+	label := unknownModel
+	m, aerr := s.models.get(name, version)
+	if aerr == nil {
+		label = m.Name
+		aerr = s.classifyModel(ctx, m, start)
+	}
+	if aerr != nil {
+		writeError(ctx, aerr)
+	}
+	code := strconv.Itoa(ctx.Response.StatusCode())
+	s.metrics.requests.WithLabelValues(label, code).Inc()
+	s.metrics.duration.WithLabelValues(label, code).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
+	topK, aerr := parseTopK(ctx.QueryArgs().Peek("top_k"), m.Classes)
+	if aerr != nil {
+		return aerr
+	}
+	imgs, aerr := s.images(ctx)
+	if aerr != nil {
+		return aerr
+	}
+	rows := len(imgs)
+
+	in := m.buffer(rows * m.InputLen)
+	defer m.release(in)
+	pre := time.Now()
+	if aerr := preprocessAll(m, imgs, *in); aerr != nil {
+		return aerr
+	}
+	preDur := time.Since(pre)
+	s.metrics.preprocess.WithLabelValues(m.Name).Observe(preDur.Seconds())
+
+	out := m.buffer(rows * m.Classes)
+	defer m.release(out)
+	// Requests are not abandoned on client disconnect yet; the queue is
+	// bounded, so a burst of vanished clients costs at most MaxQueue runs.
+	tm, err := m.Infer(context.Background(), *in, rows, *out)
+	if err != nil {
+		return s.inferError(m, err)
+	}
+	s.metrics.queue.WithLabelValues(m.Name).Observe(tm.Queue.Seconds())
+	s.metrics.compute.WithLabelValues(m.Name).Observe(tm.Compute.Seconds())
+	s.metrics.images.WithLabelValues(m.Name).Add(float64(rows))
+
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	b := ctx.Response.Body()[:0]
+	b = appendClassification(b, m, *out, rows, topK, timings{
+		preprocess: preDur, queue: tm.Queue, infer: tm.Compute, total: time.Since(start),
+	})
+	ctx.Response.SetBodyRaw(b)
+	return nil
+}
+
+func parseTopK(raw []byte, classes int) (int, *apiError) {
+	if raw == nil {
+		return min(defaultTopK, classes), nil
+	}
+	k, err := strconv.Atoi(string(raw))
+	if err != nil || k < 1 {
+		return 0, errorf(400, codeBadRequest, "top_k must be a positive integer, got "+strconv.Quote(string(raw)))
+	}
+	return min(k, classes), nil
+}
+
+var (
+	mediaMultipart = []byte("multipart/form-data")
+	mediaOctet     = []byte("application/octet-stream")
+	mediaImage     = []byte("image/")
+)
+
+// images returns the uploaded images in upload order: the raw body, or each
+// multipart part named "image".
+func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
+	ct := ctx.Request.Header.ContentType()
+	media := ct
+	if i := bytes.IndexByte(media, ';'); i >= 0 {
+		media = media[:i]
+	}
+	media = bytes.ToLower(bytes.TrimSpace(media))
+	switch {
+	case bytes.Equal(media, mediaMultipart):
+		form, err := ctx.MultipartForm()
+		if err != nil {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				return nil, errorf(413, codeTooLarge, "multipart body too large")
+			}
+			return nil, errorf(400, codeBadRequest, "malformed multipart body: "+err.Error())
+		}
+		parts := form.File["image"]
+		if len(parts) == 0 {
+			return nil, errorf(400, codeBadRequest, `multipart body has no file part named "image"`)
+		}
+		if len(parts) > s.opts.MaxImages {
+			return nil, errorf(413, codeTooLarge, fmt.Sprintf("%d images in one request; the limit is %d", len(parts), s.opts.MaxImages))
+		}
+		imgs := make([][]byte, len(parts))
+		for i, fh := range parts {
+			f, err := fh.Open()
+			if err != nil {
+				return nil, errorf(400, codeBadRequest, fmt.Sprintf("reading image part %d: %v", i, err))
+			}
+			imgs[i], err = io.ReadAll(io.LimitReader(f, int64(s.opts.MaxBodyBytes)))
+			f.Close()
+			if err != nil {
+				return nil, errorf(400, codeBadRequest, fmt.Sprintf("reading image part %d: %v", i, err))
+			}
+		}
+		return imgs, nil
+	case bytes.HasPrefix(media, mediaImage), bytes.Equal(media, mediaOctet):
+		return [][]byte{ctx.PostBody()}, nil
+	case len(media) == 0:
+		return nil, errorf(415, codeMediaType, "missing Content-Type: send image bytes as image/jpeg, image/png or application/octet-stream, or multipart/form-data with image parts")
+	default:
+		return nil, errorf(415, codeMediaType, "unsupported Content-Type "+strconv.Quote(string(ct))+": send image/jpeg, image/png, application/octet-stream or multipart/form-data")
+	}
+}
+
+// preprocessAll fills one input row per image; several images decode in
+// parallel (vision bounds how many decodes run at once).
+func preprocessAll(m *Model, imgs [][]byte, in []float32) *apiError {
+	errs := make([]error, len(imgs))
+	if len(imgs) == 1 {
+		errs[0] = m.Preprocess(imgs[0], in[:m.InputLen])
+	} else {
+		var wg sync.WaitGroup
+		for i, img := range imgs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = m.Preprocess(img, in[i*m.InputLen:(i+1)*m.InputLen])
+			}()
+		}
+		wg.Wait()
+	}
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		prefix := ""
+		if len(imgs) > 1 {
+			prefix = fmt.Sprintf("image %d: ", i)
+		}
+		switch {
+		case errors.Is(err, guard.ErrTooLarge):
+			return errorf(413, codeTooLarge, prefix+err.Error())
+		case errors.Is(err, guard.ErrEmpty), errors.Is(err, guard.ErrBadImage):
+			return errorf(400, codeBadImage, prefix+err.Error())
+		default:
+			return errorf(500, codeInternal, prefix+"preprocessing failed: "+err.Error())
+		}
+	}
+	return nil
+}
+
+func (s *Server) inferError(m *Model, err error) *apiError {
+	switch {
+	case errors.Is(err, batching.ErrQueueFull):
+		return errorf(429, codeQueueFull, "model "+m.Name+" is overloaded: "+err.Error()+"; retry later")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errorf(503, codeUnavailable, "request abandoned: "+err.Error())
+	}
+	s.log.Error("inference failed", "model", m.Name, "version", m.Version, "err", err)
+	return errorf(500, codeInternal, "inference failed: "+err.Error())
+}
+
+type timings struct{ preprocess, queue, infer, total time.Duration }
+
+// appendClassification writes the 200 body by hand: this is the hot path,
+// and reflection-based JSON would allocate per prediction.
+func appendClassification(b []byte, m *Model, logits []float32, rows, topK int, t timings) []byte {
+	b = append(b, `{"model":`...)
+	b = appendJSONString(b, m.Name)
+	b = append(b, `,"version":"`...)
+	b = strconv.AppendInt(b, int64(m.Version), 10)
+	b = append(b, `","results":[`...)
+	var idxBuf [16]int
+	for r := range rows {
+		if r > 0 {
+			b = append(b, ',')
+		}
+		row := logits[r*m.Classes : (r+1)*m.Classes]
+		top := topIndices(row, topK, idxBuf[:0])
+		maxLogit, sum := softmaxDenominator(row)
+		b = append(b, `{"predictions":[`...)
+		for i, idx := range top {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"index":`...)
+			b = strconv.AppendInt(b, int64(idx), 10)
+			if idx < len(m.Labels) && m.Labels[idx] != "" {
+				b = append(b, `,"label":`...)
+				b = appendJSONString(b, m.Labels[idx])
+			}
+			b = append(b, `,"score":`...)
+			b = appendFloat(b, math.Exp(float64(row[idx])-maxLogit)/sum, 32)
+			b = append(b, '}')
+		}
+		b = append(b, "]}"...)
+	}
+	b = append(b, `],"timing_ms":{"preprocess":`...)
+	b = appendMillis(b, t.preprocess)
+	b = append(b, `,"queue":`...)
+	b = appendMillis(b, t.queue)
+	b = append(b, `,"infer":`...)
+	b = appendMillis(b, t.infer)
+	b = append(b, `,"total":`...)
+	b = appendMillis(b, t.total)
+	return append(b, "}}\n"...)
+}
+
+func appendMillis(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
+}
+
+// softmaxDenominator returns max(row) and Σexp(x-max), so a score is
+// exp(x-max)/sum without overflow.
+func softmaxDenominator(row []float32) (float64, float64) {
+	maxv := math.Inf(-1)
+	for _, v := range row {
+		maxv = math.Max(maxv, float64(v))
+	}
+	sum := 0.0
+	for _, v := range row {
+		sum += math.Exp(float64(v) - maxv)
+	}
+	return maxv, sum
+}
+
+// topIndices returns the indices of the k largest values, largest first, the
+// lower index first among equals. NaN sorts below everything.
+func topIndices(row []float32, k int, dst []int) []int {
+	k = min(k, len(row))
+	greater := func(a, b int) bool {
+		va, vb := row[a], row[b]
+		if va != vb {
+			return va > vb || (vb != vb && va == va) // a beats a NaN b
+		}
+		return a < b
+	}
+	for i := range row {
+		if len(dst) < k {
+			dst = append(dst, i)
+		} else if greater(i, dst[k-1]) {
+			dst[k-1] = i
+		} else {
+			continue
+		}
+		// Insertion step: bubble the new entry up to its place.
+		for j := len(dst) - 1; j > 0 && greater(dst[j], dst[j-1]); j-- {
+			dst[j], dst[j-1] = dst[j-1], dst[j]
+		}
+	}
+	return dst
+}

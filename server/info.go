@@ -1,0 +1,91 @@
+package server
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+// modelJSON is a model version as GET /v1/models shows it.
+type modelJSON struct {
+	Name          string   `json:"name"`
+	Version       string   `json:"version"`
+	Versions      []string `json:"versions"`
+	Platform      string   `json:"platform"`
+	Provider      string   `json:"provider"`
+	ProviderNote  string   `json:"provider_note,omitempty"`
+	Inputs        []Tensor `json:"inputs"`
+	Outputs       []Tensor `json:"outputs"`
+	Classes       int      `json:"classes"`
+	Labels        bool     `json:"labels"`
+	Preprocessing any      `json:"preprocessing,omitempty"`
+}
+
+func (s *Server) describe(m *Model) modelJSON {
+	var versions []string
+	for _, o := range s.models.list() {
+		if o.Name == m.Name {
+			versions = append(versions, strconv.Itoa(o.Version))
+		}
+	}
+	return modelJSON{
+		Name: m.Name, Version: strconv.Itoa(m.Version), Versions: versions,
+		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote,
+		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
+		Preprocessing: m.Preprocessing,
+	}
+}
+
+// listModels answers GET /v1/models: every served model version.
+func (s *Server) listModels(ctx *fasthttp.RequestCtx) {
+	out := struct {
+		Models []modelJSON `json:"models"`
+	}{Models: []modelJSON{}}
+	for _, m := range s.models.list() {
+		out.Models = append(out.Models, s.describe(m))
+	}
+	writeJSON(ctx, out)
+}
+
+// modelInfo answers GET /v1/models/{m}[/versions/{v}].
+func (s *Server) modelInfo(ctx *fasthttp.RequestCtx, name, version string) {
+	m, aerr := s.models.get(name, version)
+	if aerr != nil {
+		writeError(ctx, aerr)
+		return
+	}
+	writeJSON(ctx, s.describe(m))
+}
+
+// serverMetadata answers GET /v2 (Open Inference Protocol server metadata),
+// extended with the execution provider each model runs on.
+func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
+	type served struct {
+		Name     string `json:"name"`
+		Version  string `json:"version"`
+		Provider string `json:"provider"`
+	}
+	out := struct {
+		Name       string   `json:"name"`
+		Version    string   `json:"version"`
+		Extensions []string `json:"extensions"`
+		Runtime    string   `json:"runtime,omitempty"`
+		Models     []served `json:"models"`
+	}{Name: "fastinfer", Version: s.opts.Version, Extensions: []string{}, Runtime: s.opts.Runtime, Models: []served{}}
+	for _, m := range s.models.list() {
+		out.Models = append(out.Models, served{m.Name, strconv.Itoa(m.Version), m.Provider})
+	}
+	writeJSON(ctx, out)
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, errorf(500, codeInternal, "encoding response: "+err.Error()))
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"sync"
+
+	"fastinfer/batching"
+)
+
+// Tensor describes a model input or output in Open Inference Protocol terms.
+type Tensor struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+// Model is one served model version, as plain Go values and functions so
+// the server needs no native code: the composition root fills Preprocess
+// from vision and Infer from batching over a runtime session, and tests
+// fill them with fakes.
+type Model struct {
+	Name     string
+	Version  int
+	Platform string // "onnxruntime_onnx"
+	Provider string // execution provider actually in use: "cuda" | "cpu"
+	// ProviderNote says why the model is on the CPU when a GPU was wanted.
+	ProviderNote string
+	Inputs       []Tensor
+	Outputs      []Tensor
+	Labels       []string
+	Classes      int // output floats per image
+	InputLen     int // input floats per image
+	// Preprocessing is echoed by GET /v1/models (the config in use).
+	Preprocessing any
+
+	// Preprocess writes one image's input tensor into dst (len InputLen).
+	// Errors wrapping vision/guard's sentinels become 400/413 answers.
+	Preprocess func(img []byte, dst []float32) error
+	// Infer runs rows images: in has rows*InputLen floats, out receives
+	// rows*Classes.
+	Infer func(ctx context.Context, in []float32, rows int, out []float32) (batching.Timing, error)
+
+	pool sync.Pool // *[]float32 scratch for inputs and outputs
+}
+
+// buffer returns a pooled float32 slice of length n.
+func (m *Model) buffer(n int) *[]float32 {
+	if p, ok := m.pool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+func (m *Model) release(p *[]float32) { m.pool.Put(p) }
+
+// registry maps names to the versions served. Reads far outnumber writes
+// (models are added at start-up), so it is an RWMutex over small maps.
+type registry struct {
+	mu     sync.RWMutex
+	models map[string]map[int]*Model
+}
+
+func (r *registry) add(m *Model) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.models == nil {
+		r.models = map[string]map[int]*Model{}
+	}
+	if r.models[m.Name] == nil {
+		r.models[m.Name] = map[int]*Model{}
+	}
+	r.models[m.Name][m.Version] = m
+}
+
+// get finds a model by name and version ("" = the highest served).
+func (r *registry) get(name, version string) (*Model, *apiError) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	vs := r.models[name]
+	if len(vs) == 0 {
+		return nil, errorf(404, codeModelNotFound, "model "+strconv.Quote(name)+" is not served")
+	}
+	if version == "" {
+		best := -1
+		for v := range vs {
+			best = max(best, v)
+		}
+		return vs[best], nil
+	}
+	v, err := strconv.Atoi(version)
+	if m := vs[v]; err == nil && m != nil && strconv.Itoa(v) == version {
+		return m, nil
+	}
+	return nil, errorf(404, codeModelNotFound, "version "+strconv.Quote(version)+" of model "+strconv.Quote(name)+" is not served")
+}
+
+// list returns every served model version, by name then version.
+func (r *registry) list() []*Model {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*Model
+	for _, vs := range r.models {
+		for _, m := range vs {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Version < out[j].Version
+	})
+	return out
+}

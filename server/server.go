@@ -1,0 +1,241 @@
+// Package server is fastinfer's HTTP front end on fasthttp: image upload
+// classification, health, model metadata and Prometheus metrics. It holds no
+// native code; models arrive as plain values (see Model).
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Options configure a Server. Zero values give working defaults.
+type Options struct {
+	MaxBodyBytes int // request body limit; 0 = 32 MiB
+	MaxImages    int // images per request; 0 = 64
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	Logger       *slog.Logger
+	// Registerer receives the server's metrics; nil = a fresh registry,
+	// served at /metrics.
+	Registry *prometheus.Registry
+	// Version and Runtime are reported by GET /v2.
+	Version string
+	Runtime string
+}
+
+// Server answers fastinfer's HTTP API.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	models  registry
+	ready   atomic.Bool
+	metrics *metrics
+	http    *fasthttp.Server
+	handler fasthttp.RequestHandler
+}
+
+// New builds a Server with no models; add them with AddModel and call
+// SetReady once every model has loaded and warmed up.
+func New(o Options) *Server {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 32 << 20
+	}
+	if o.MaxImages <= 0 {
+		o.MaxImages = 64
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 120 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	s := &Server{opts: o, log: o.Logger}
+	s.metrics = newMetrics(o.Registry)
+	s.handler = s.recoverer(s.route)
+	s.http = &fasthttp.Server{
+		Handler:            s.handler,
+		ErrorHandler:       s.protocolError,
+		Name:               "fastinfer",
+		MaxRequestBodySize: o.MaxBodyBytes,
+		ReadTimeout:        o.ReadTimeout,
+		WriteTimeout:       o.WriteTimeout,
+		IdleTimeout:        o.IdleTimeout,
+		// Large request headers are not needed by any endpoint.
+		ReadBufferSize:                16 << 10,
+		NoDefaultServerHeader:         false,
+		NoDefaultDate:                 false,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		// Multipart bodies are parsed by the classify handler, so malformed
+		// ones get our JSON error.
+		DisablePreParseMultipartForm: true,
+		Logger:                       fasthttpLogger{o.Logger},
+	}
+	return s
+}
+
+// AddModel starts serving m.
+func (s *Server) AddModel(m *Model) {
+	s.models.add(m)
+	s.metrics.modelInfo.WithLabelValues(m.Name, fmt.Sprint(m.Version), m.Provider).Set(1)
+}
+
+// SetReady marks the server ready (GET /v2/health/ready answers 200).
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Handler is the full request handler, for tests and embedding.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for in-flight requests to
+// finish, or for ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWithContext(ctx) }
+
+var (
+	pathV1Models = []byte("/v1/models")
+	pathV2       = []byte("/v2")
+	pathLive     = []byte("/v2/health/live")
+	pathReady    = []byte("/v2/health/ready")
+	pathMetrics  = []byte("/metrics")
+)
+
+func (s *Server) route(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	switch {
+	case bytes.HasPrefix(path, pathV1Models):
+		s.v1Models(ctx, path[len(pathV1Models):])
+	case bytes.Equal(path, pathLive):
+		if !allow(ctx, "GET") {
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case bytes.Equal(path, pathReady):
+		if !allow(ctx, "GET") {
+			return
+		}
+		if s.ready.Load() {
+			ctx.SetStatusCode(fasthttp.StatusOK)
+		} else {
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		}
+	case bytes.Equal(path, pathV2):
+		if allow(ctx, "GET") {
+			s.serverMetadata(ctx)
+		}
+	case bytes.Equal(path, pathMetrics):
+		if allow(ctx, "GET") {
+			s.metrics.serve(ctx)
+		}
+	default:
+		writeError(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(path)))
+	}
+}
+
+// v1Models routes /v1/models[/{m}[/versions/{v}]/classify].
+func (s *Server) v1Models(ctx *fasthttp.RequestCtx, rest []byte) {
+	if len(rest) == 0 || string(rest) == "/" {
+		if allow(ctx, "GET") {
+			s.listModels(ctx)
+		}
+		return
+	}
+	if rest[0] != '/' {
+		writeError(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(ctx.Path())))
+		return
+	}
+	parts := bytes.Split(rest[1:], []byte{'/'})
+	name := string(parts[0])
+	switch {
+	case len(parts) == 1:
+		if allow(ctx, "GET") {
+			s.modelInfo(ctx, name, "")
+		}
+	case len(parts) == 2 && string(parts[1]) == "classify":
+		if allow(ctx, "POST") {
+			s.classify(ctx, name, "")
+		}
+	case len(parts) == 3 && string(parts[1]) == "versions":
+		if allow(ctx, "GET") {
+			s.modelInfo(ctx, name, string(parts[2]))
+		}
+	case len(parts) == 4 && string(parts[1]) == "versions" && string(parts[3]) == "classify":
+		if allow(ctx, "POST") {
+			s.classify(ctx, name, string(parts[2]))
+		}
+	default:
+		writeError(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(ctx.Path())))
+	}
+}
+
+func allow(ctx *fasthttp.RequestCtx, method string) bool {
+	m := ctx.Method()
+	if string(m) == method || (method == "GET" && string(m) == "HEAD") {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", method)
+	writeError(ctx, errorf(405, codeMethod, "use "+method+" here, not "+string(m)))
+	return false
+}
+
+// recoverer turns a handler panic into a logged 500 so one bad request
+// cannot take the process down.
+func (s *Server) recoverer(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("handler panic", "path", string(ctx.Path()), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				s.metrics.panics.Inc()
+				writeError(ctx, errorf(500, codeInternal, "internal server error"))
+			}
+		}()
+		next(ctx)
+	}
+}
+
+// protocolError answers requests fasthttp could not parse, above all bodies
+// over the limit, with our JSON errors instead of fasthttp's plain text.
+func (s *Server) protocolError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, errorf(413, codeTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", s.opts.MaxBodyBytes)))
+	default:
+		var to interface{ Timeout() bool }
+		if errors.As(err, &to) && to.Timeout() {
+			writeError(ctx, errorf(408, "timeout", "request not received in time"))
+			return
+		}
+		writeError(ctx, errorf(400, codeBadRequest, "malformed HTTP request: "+err.Error()))
+	}
+	s.metrics.requests.WithLabelValues(unknownModel, fmt.Sprint(ctx.Response.StatusCode())).Inc()
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
