@@ -142,4 +142,3 @@ func Read(dir string) (m Model, ok bool, err error) {
 	m.Versions = usable
 	return m, true, nil
 }
-
