@@ -1,0 +1,368 @@
+//go:build cgo && linux
+
+package cuda
+
+// The only cgo in the package. The preamble declares, by hand, the few
+// CUDA driver API and NVML signatures used, holds the function pointers
+// dlsym returns in two structs, and wraps each call in a static C function,
+// since Go cannot call a C function pointer directly. No NVIDIA header or
+// library is needed to build; only libdl to link.
+
+/*
+#cgo LDFLAGS: -ldl
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- CUDA driver API (cuda.h), as much as is used ----
+typedef int fi_CUresult;
+typedef int fi_CUdevice;
+typedef struct { char bytes[16]; } fi_CUuuid;
+
+typedef struct {
+	void *handle;
+	fi_CUresult (*cuInit)(unsigned int flags);
+	fi_CUresult (*cuDriverGetVersion)(int *version);
+	fi_CUresult (*cuDeviceGetCount)(int *count);
+	fi_CUresult (*cuDeviceGet)(fi_CUdevice *dev, int ordinal);
+	fi_CUresult (*cuDeviceGetName)(char *name, int len, fi_CUdevice dev);
+	fi_CUresult (*cuDeviceTotalMem_v2)(size_t *bytes, fi_CUdevice dev);
+	fi_CUresult (*cuDeviceGetAttribute)(int *value, int attrib, fi_CUdevice dev);
+	fi_CUresult (*cuDeviceGetUuid)(fi_CUuuid *uuid, fi_CUdevice dev); // optional (CUDA 9.2+)
+} fi_cuda;
+
+// ---- NVML (nvml.h), as much as is used ----
+typedef int fi_nvmlReturn;
+typedef void *fi_nvmlDevice;
+typedef struct { unsigned long long total, free, used; } fi_nvmlMemory;
+typedef struct { unsigned int gpu, memory; } fi_nvmlUtilization;
+
+typedef struct {
+	void *handle;
+	fi_nvmlReturn (*nvmlInit_v2)(void);
+	fi_nvmlReturn (*nvmlShutdown)(void);
+	fi_nvmlReturn (*nvmlDeviceGetCount_v2)(unsigned int *count);
+	fi_nvmlReturn (*nvmlDeviceGetHandleByIndex_v2)(unsigned int index, fi_nvmlDevice *dev);
+	// The rest are optional: a call to a missing one answers
+	// NVML_ERROR_FUNCTION_NOT_FOUND.
+	fi_nvmlReturn (*nvmlSystemGetDriverVersion)(char *version, unsigned int len);
+	fi_nvmlReturn (*nvmlDeviceGetName)(fi_nvmlDevice dev, char *name, unsigned int len);
+	fi_nvmlReturn (*nvmlDeviceGetUUID)(fi_nvmlDevice dev, char *uuid, unsigned int len);
+	fi_nvmlReturn (*nvmlDeviceGetMemoryInfo)(fi_nvmlDevice dev, fi_nvmlMemory *mem);
+	fi_nvmlReturn (*nvmlDeviceGetUtilizationRates)(fi_nvmlDevice dev, fi_nvmlUtilization *util);
+	fi_nvmlReturn (*nvmlDeviceGetPowerUsage)(fi_nvmlDevice dev, unsigned int *milliwatts);
+} fi_nvml;
+
+enum { FI_CUDA_ERROR_NOT_SUPPORTED = 801, FI_NVML_ERROR_FUNCTION_NOT_FOUND = 13 };
+
+static void fi_set_err(char *err, size_t n, const char *msg) {
+	if (n == 0) return;
+	strncpy(err, msg ? msg : "unknown dynamic linker error", n - 1);
+	err[n - 1] = 0;
+}
+
+// fi_sym resolves name into *slot. dlerror's state is per thread and a
+// goroutine can change threads between two cgo calls, so every
+// dlopen/dlsym/dlerror sequence happens inside one C call.
+static int fi_sym(void *h, const char *name, void **slot, int required, char *err, size_t n) {
+	dlerror();
+	*slot = dlsym(h, name);
+	const char *e = dlerror();
+	if (*slot == NULL && required) {
+		fi_set_err(err, n, e);
+		return -1;
+	}
+	return 0;
+}
+
+static void *fi_open(const char *path, char *err, size_t n) {
+	dlerror();
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) fi_set_err(err, n, dlerror());
+	return h;
+}
+
+// fi_where writes into buf the path of the file defining sym: for a library
+// opened by bare soname, the file the dynamic linker chose.
+static void fi_where(void *sym, char *buf, size_t n) {
+	Dl_info info;
+	if (sym != NULL && dladdr(sym, &info) != 0 && info.dli_fname != NULL) {
+		fi_set_err(buf, n, info.dli_fname);
+	} else if (n > 0) {
+		buf[0] = 0;
+	}
+}
+
+#define FI_SYM(api, name, req) \
+	if (fi_sym((api)->handle, #name, (void **)&(api)->name, (req), err, n) != 0) goto fail
+
+static int fi_cuda_open(const char *path, fi_cuda *a, char *err, size_t n, char *where, size_t wn) {
+	memset(a, 0, sizeof *a);
+	a->handle = fi_open(path, err, n);
+	if (a->handle == NULL) return -1;
+	FI_SYM(a, cuInit, 1);
+	FI_SYM(a, cuDriverGetVersion, 1);
+	FI_SYM(a, cuDeviceGetCount, 1);
+	FI_SYM(a, cuDeviceGet, 1);
+	FI_SYM(a, cuDeviceGetName, 1);
+	FI_SYM(a, cuDeviceTotalMem_v2, 1);
+	FI_SYM(a, cuDeviceGetAttribute, 1);
+	FI_SYM(a, cuDeviceGetUuid, 0);
+	fi_where((void *)a->cuInit, where, wn);
+	return 0;
+fail:
+	dlclose(a->handle);
+	a->handle = NULL;
+	return -1;
+}
+
+static int fi_nvml_open(const char *path, fi_nvml *a, char *err, size_t n, char *where, size_t wn) {
+	memset(a, 0, sizeof *a);
+	a->handle = fi_open(path, err, n);
+	if (a->handle == NULL) return -1;
+	FI_SYM(a, nvmlInit_v2, 1);
+	FI_SYM(a, nvmlShutdown, 1);
+	FI_SYM(a, nvmlDeviceGetCount_v2, 1);
+	FI_SYM(a, nvmlDeviceGetHandleByIndex_v2, 1);
+	FI_SYM(a, nvmlSystemGetDriverVersion, 0);
+	FI_SYM(a, nvmlDeviceGetName, 0);
+	FI_SYM(a, nvmlDeviceGetUUID, 0);
+	FI_SYM(a, nvmlDeviceGetMemoryInfo, 0);
+	FI_SYM(a, nvmlDeviceGetUtilizationRates, 0);
+	FI_SYM(a, nvmlDeviceGetPowerUsage, 0);
+	fi_where((void *)a->nvmlInit_v2, where, wn);
+	return 0;
+fail:
+	dlclose(a->handle);
+	a->handle = NULL;
+	return -1;
+}
+
+static void fi_close(void *handle) { if (handle != NULL) dlclose(handle); }
+
+// ---- CUDA calls ----
+static fi_CUresult fi_cuInit(fi_cuda *a, unsigned int flags) { return a->cuInit(flags); }
+static fi_CUresult fi_cuDriverGetVersion(fi_cuda *a, int *v) { return a->cuDriverGetVersion(v); }
+static fi_CUresult fi_cuDeviceGetCount(fi_cuda *a, int *c) { return a->cuDeviceGetCount(c); }
+static fi_CUresult fi_cuDeviceGet(fi_cuda *a, fi_CUdevice *d, int ordinal) { return a->cuDeviceGet(d, ordinal); }
+static fi_CUresult fi_cuDeviceGetName(fi_cuda *a, char *name, int len, fi_CUdevice d) { return a->cuDeviceGetName(name, len, d); }
+static fi_CUresult fi_cuDeviceTotalMem(fi_cuda *a, size_t *b, fi_CUdevice d) { return a->cuDeviceTotalMem_v2(b, d); }
+static fi_CUresult fi_cuDeviceGetAttribute(fi_cuda *a, int *v, int attr, fi_CUdevice d) { return a->cuDeviceGetAttribute(v, attr, d); }
+static fi_CUresult fi_cuDeviceGetUuid(fi_cuda *a, fi_CUuuid *u, fi_CUdevice d) {
+	if (a->cuDeviceGetUuid == NULL) return FI_CUDA_ERROR_NOT_SUPPORTED;
+	return a->cuDeviceGetUuid(u, d);
+}
+
+// ---- NVML calls; the per-device ones take an index ----
+static fi_nvmlReturn fi_nvmlInit(fi_nvml *a) { return a->nvmlInit_v2(); }
+static fi_nvmlReturn fi_nvmlShutdown(fi_nvml *a) { return a->nvmlShutdown(); }
+static fi_nvmlReturn fi_nvmlDeviceGetCount(fi_nvml *a, unsigned int *c) { return a->nvmlDeviceGetCount_v2(c); }
+static fi_nvmlReturn fi_nvmlSystemGetDriverVersion(fi_nvml *a, char *v, unsigned int len) {
+	if (a->nvmlSystemGetDriverVersion == NULL) return FI_NVML_ERROR_FUNCTION_NOT_FOUND;
+	return a->nvmlSystemGetDriverVersion(v, len);
+}
+
+#define FI_NVML_DEVICE_CALL(fn, ...) \
+	if (a->fn == NULL) return FI_NVML_ERROR_FUNCTION_NOT_FOUND; \
+	fi_nvmlDevice d; \
+	fi_nvmlReturn r = a->nvmlDeviceGetHandleByIndex_v2(i, &d); \
+	if (r != 0) return r; \
+	return a->fn(d, __VA_ARGS__)
+
+static fi_nvmlReturn fi_nvmlDeviceGetName(fi_nvml *a, unsigned int i, char *s, unsigned int len) {
+	FI_NVML_DEVICE_CALL(nvmlDeviceGetName, s, len);
+}
+static fi_nvmlReturn fi_nvmlDeviceGetUUID(fi_nvml *a, unsigned int i, char *s, unsigned int len) {
+	FI_NVML_DEVICE_CALL(nvmlDeviceGetUUID, s, len);
+}
+static fi_nvmlReturn fi_nvmlDeviceGetMemoryInfo(fi_nvml *a, unsigned int i, fi_nvmlMemory *m) {
+	FI_NVML_DEVICE_CALL(nvmlDeviceGetMemoryInfo, m);
+}
+static fi_nvmlReturn fi_nvmlDeviceGetUtilizationRates(fi_nvml *a, unsigned int i, fi_nvmlUtilization *u) {
+	FI_NVML_DEVICE_CALL(nvmlDeviceGetUtilizationRates, u);
+}
+static fi_nvmlReturn fi_nvmlDeviceGetPowerUsage(fi_nvml *a, unsigned int i, unsigned int *mw) {
+	FI_NVML_DEVICE_CALL(nvmlDeviceGetPowerUsage, mw);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"unsafe"
+)
+
+// dlUnsupported is empty: this build can load libraries.
+const dlUnsupported = ""
+
+// errBufSize holds a dlerror message or a device name or UUID
+// (NVML_DEVICE_NAME_V2_BUFFER_SIZE and NVML_DEVICE_UUID_V2_BUFFER_SIZE are
+// 96; a dlerror message includes a path, which can be long).
+const errBufSize = 4096
+
+// openLib runs one of fi_cuda_open / fi_nvml_open on a C-allocated struct
+// of size size. It returns the struct (to free with C.free) and the path of
+// the file actually loaded.
+func openLib(path string, size C.size_t, open func(cpath *C.char, api unsafe.Pointer, err *C.char, where *C.char) C.int) (unsafe.Pointer, string, error) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	// C memory, not Go memory: the structs hold pointers the Go collector
+	// must not see, and they outlive any Go object that points to them.
+	api := C.calloc(1, size)
+	var errBuf, whereBuf [errBufSize]C.char
+	if open(cpath, api, &errBuf[0], &whereBuf[0]) != 0 {
+		C.free(api)
+		return nil, "", errors.New(C.GoString(&errBuf[0]))
+	}
+	where := C.GoString(&whereBuf[0])
+	if where == "" {
+		where = path
+	}
+	return api, where, nil
+}
+
+// ---- libcuda ----
+
+type cgoCUDA struct {
+	api  *C.fi_cuda
+	path string
+}
+
+func loadCUDALib(path string) (cudaAPI, error) {
+	api, where, err := openLib(path, C.sizeof_fi_cuda, func(cpath *C.char, api unsafe.Pointer, e, w *C.char) C.int {
+		return C.fi_cuda_open(cpath, (*C.fi_cuda)(api), e, errBufSize, w, errBufSize)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &cgoCUDA{api: (*C.fi_cuda)(api), path: where}, nil
+}
+
+func (c *cgoCUDA) Path() string { return c.path }
+
+func (c *cgoCUDA) Close() {
+	C.fi_close(c.api.handle)
+	C.free(unsafe.Pointer(c.api))
+	c.api = nil
+}
+
+func (c *cgoCUDA) Init(flags uint) cuResult {
+	return cuResult(C.fi_cuInit(c.api, C.uint(flags)))
+}
+
+func (c *cgoCUDA) DriverGetVersion() (int, cuResult) {
+	var v C.int
+	r := C.fi_cuDriverGetVersion(c.api, &v)
+	return int(v), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceGetCount() (int, cuResult) {
+	var n C.int
+	r := C.fi_cuDeviceGetCount(c.api, &n)
+	return int(n), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceGet(ordinal int) (int, cuResult) {
+	var d C.fi_CUdevice
+	r := C.fi_cuDeviceGet(c.api, &d, C.int(ordinal))
+	return int(d), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceGetName(dev int) (string, cuResult) {
+	var buf [256]C.char
+	r := C.fi_cuDeviceGetName(c.api, &buf[0], C.int(len(buf)-1), C.fi_CUdevice(dev))
+	return C.GoString(&buf[0]), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceTotalMem(dev int) (uint64, cuResult) {
+	var b C.size_t
+	r := C.fi_cuDeviceTotalMem(c.api, &b, C.fi_CUdevice(dev))
+	return uint64(b), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceGetAttribute(attr, dev int) (int, cuResult) {
+	var v C.int
+	r := C.fi_cuDeviceGetAttribute(c.api, &v, C.int(attr), C.fi_CUdevice(dev))
+	return int(v), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceGetUUID(dev int) ([16]byte, cuResult) {
+	var u C.fi_CUuuid
+	r := C.fi_cuDeviceGetUuid(c.api, &u, C.fi_CUdevice(dev))
+	var out [16]byte
+	for i := range out {
+		out[i] = byte(u.bytes[i])
+	}
+	return out, cuResult(r)
+}
+
+// ---- NVML ----
+
+type cgoNVML struct {
+	api  *C.fi_nvml
+	path string
+}
+
+func loadNVMLLib(path string) (nvmlAPI, error) {
+	api, where, err := openLib(path, C.sizeof_fi_nvml, func(cpath *C.char, api unsafe.Pointer, e, w *C.char) C.int {
+		return C.fi_nvml_open(cpath, (*C.fi_nvml)(api), e, errBufSize, w, errBufSize)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &cgoNVML{api: (*C.fi_nvml)(api), path: where}, nil
+}
+
+func (n *cgoNVML) Path() string { return n.path }
+
+func (n *cgoNVML) Close() {
+	C.fi_close(n.api.handle)
+	C.free(unsafe.Pointer(n.api))
+	n.api = nil
+}
+
+func (n *cgoNVML) Init() nvmlReturn     { return nvmlReturn(C.fi_nvmlInit(n.api)) }
+func (n *cgoNVML) Shutdown() nvmlReturn { return nvmlReturn(C.fi_nvmlShutdown(n.api)) }
+
+func (n *cgoNVML) SystemGetDriverVersion() (string, nvmlReturn) {
+	var buf [256]C.char
+	r := C.fi_nvmlSystemGetDriverVersion(n.api, &buf[0], C.uint(len(buf)-1))
+	return C.GoString(&buf[0]), nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetCount() (int, nvmlReturn) {
+	var c C.uint
+	r := C.fi_nvmlDeviceGetCount(n.api, &c)
+	return int(c), nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetName(i int) (string, nvmlReturn) {
+	var buf [256]C.char
+	r := C.fi_nvmlDeviceGetName(n.api, C.uint(i), &buf[0], C.uint(len(buf)-1))
+	return C.GoString(&buf[0]), nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetUUID(i int) (string, nvmlReturn) {
+	var buf [256]C.char
+	r := C.fi_nvmlDeviceGetUUID(n.api, C.uint(i), &buf[0], C.uint(len(buf)-1))
+	return C.GoString(&buf[0]), nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetMemoryInfo(i int) (nvmlMemory, nvmlReturn) {
+	var m C.fi_nvmlMemory
+	r := C.fi_nvmlDeviceGetMemoryInfo(n.api, C.uint(i), &m)
+	return nvmlMemory{Total: uint64(m.total), Free: uint64(m.free), Used: uint64(m.used)}, nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetUtilizationRates(i int) (nvmlUtilization, nvmlReturn) {
+	var u C.fi_nvmlUtilization
+	r := C.fi_nvmlDeviceGetUtilizationRates(n.api, C.uint(i), &u)
+	return nvmlUtilization{GPU: uint32(u.gpu), Memory: uint32(u.memory)}, nvmlReturn(r)
+}
+
+func (n *cgoNVML) DeviceGetPowerUsage(i int) (uint32, nvmlReturn) {
+	var mw C.uint
+	r := C.fi_nvmlDeviceGetPowerUsage(n.api, C.uint(i), &mw)
+	return uint32(mw), nvmlReturn(r)
+}

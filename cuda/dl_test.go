@@ -1,0 +1,286 @@
+//go:build cgo && linux
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Tests through the real dlopen path. They use the package-wide state, so
+// none is parallel; each resets it when done.
+
+func resetState(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		SetLibDirs(nil)
+		Shutdown()
+	})
+}
+
+// TestDiscoverHost runs discovery as the server would. On a machine without
+// an NVIDIA driver (the usual one for these tests) it must say why, not fail.
+func TestDiscoverHost(t *testing.T) {
+	resetState(t)
+	info := Rediscover()
+	t.Logf("host: %+v", info)
+	if info.Available() == (info.Reason != "") {
+		t.Fatalf("Available() = %v with Reason %q", info.Available(), info.Reason)
+	}
+	if !info.Available() && !strings.Contains(info.Reason, "libcuda.so.1") && !strings.HasPrefix(info.Reason, "cu") &&
+		!strings.HasPrefix(info.Reason, "no CUDA") {
+		t.Errorf("Reason %q names neither the library nor a CUDA call", info.Reason)
+	}
+	samples, ok := Samples()
+	if ok != (info.NVMLLibrary != "") {
+		t.Errorf("Samples ok = %v, NVMLLibrary %q", ok, info.NVMLLibrary)
+	}
+	t.Logf("samples: %+v, %v", samples, ok)
+}
+
+// TestGarbageLibrary points FASTINFER_CUDA_LIB_DIR at files that are not
+// ELF objects: dlopen must fail cleanly and the Reason quote its error.
+func TestGarbageLibrary(t *testing.T) {
+	resetState(t)
+	dir := t.TempDir()
+	for _, name := range []string{cudaSoname, nvmlSoname} {
+		junk := []byte("\x7fELF? not really: just some garbage bytes \x00\x01\x02\x03\xff\xfe")
+		if err := os.WriteFile(filepath.Join(dir, name), junk, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(LibDirEnv, dir)
+	info := Rediscover()
+	t.Logf("%+v", info)
+	if info.Available() {
+		t.Skip("this host has a working driver, whose answer wins over the broken file")
+	}
+	garbage := filepath.Join(dir, cudaSoname)
+	if !strings.HasPrefix(info.Reason, "cannot load libcuda.so.1: ") || !strings.Contains(info.Reason, garbage+": ") {
+		t.Errorf("Reason = %q, want the dlopen error for %s", info.Reason, garbage)
+	}
+	if info.NVMLLibrary == "" && !strings.Contains(info.NVMLReason, filepath.Join(dir, nvmlSoname)) {
+		t.Errorf("NVMLReason = %q, want the dlopen error for the broken NVML", info.NVMLReason)
+	}
+	if _, ok := Samples(); ok != (info.NVMLLibrary != "") {
+		t.Errorf("Samples ok = %v with NVMLLibrary %q", ok, info.NVMLLibrary)
+	}
+}
+
+// TestGarbageLibraryDeterministic loads the broken file through the real
+// loader while hiding every other candidate, so it checks the error text
+// on any host, GPU or not.
+func TestGarbageLibraryDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, cudaSoname)
+	if err := os.WriteFile(garbage, []byte("garbage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sys := hostSystem()
+	sys.exists = func(p string) bool { return p == garbage }
+	realLoad := sys.loadCUDA
+	sys.loadCUDA = func(p string) (cudaAPI, error) {
+		if p != garbage {
+			return realLoad(filepath.Join(dir, "absent", cudaSoname))
+		}
+		return realLoad(p)
+	}
+	sys.loadNVML = func(p string) (nvmlAPI, error) { return loadNVMLLib(filepath.Join(dir, "absent", nvmlSoname)) }
+	info, nv := discover(sys, []string{dir})
+	if nv != nil || info.Available() {
+		t.Fatalf("discover = %+v with a garbage library only", info)
+	}
+	// glibc says "file too short" or "invalid ELF header"; either way the
+	// Reason is the path and dlerror's text.
+	if !strings.HasPrefix(info.Reason, "cannot load libcuda.so.1: "+garbage+": ") {
+		t.Errorf("Reason = %q", info.Reason)
+	}
+	if !strings.HasPrefix(info.NVMLReason, "libnvidia-ml.so.1 not found") {
+		t.Errorf("NVMLReason = %q", info.NVMLReason)
+	}
+}
+
+// TestMissingSymbol loads a valid shared object that is not libcuda.
+func TestMissingSymbol(t *testing.T) {
+	dir := buildFakes(t, map[string]string{cudaSoname: "int cuInit(unsigned int f) { return 0; }\n"})
+	lib, err := loadCUDALib(filepath.Join(dir, cudaSoname))
+	if err == nil {
+		lib.Close()
+		t.Fatal("a library without cuDriverGetVersion loaded")
+	}
+	if !strings.Contains(err.Error(), "cuDriverGetVersion") {
+		t.Errorf("error %q does not name the missing symbol", err)
+	}
+}
+
+// buildFakes compiles each C source into dir/name as a shared object.
+func buildFakes(t *testing.T, sources map[string]string) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler (cc) to build the fake driver libraries")
+	}
+	dir := t.TempDir()
+	for name, src := range sources {
+		c := filepath.Join(dir, name+".c")
+		if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(cc, "-shared", "-fPIC", "-O1", "-o", filepath.Join(dir, name), c).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cc %s: %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
+func readTestdata(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestFakeDriverEndToEnd builds a fake libcuda.so.1 and libnvidia-ml.so.1
+// (testdata/*.c) and discovers through them: dlopen, dlsym, the C calls,
+// and the UUID join of CUDA and NVML numbering.
+func TestFakeDriverEndToEnd(t *testing.T) {
+	dir := buildFakes(t, map[string]string{
+		cudaSoname: readTestdata(t, "fakecuda.c"),
+		nvmlSoname: readTestdata(t, "fakenvml.c"),
+	})
+	resetState(t)
+	t.Setenv(LibDirEnv, "/nonexistent-fastinfer-dir:"+dir)
+
+	fakeUUID := func(k int) string {
+		return "GPU-00112233-4455-6677-8899-aabbccddee0" + string(rune('0'+k))
+	}
+	for _, tc := range []struct {
+		name    string
+		count   string
+		devices []Device
+		samples []Sample
+	}{
+		{
+			name:  "one device",
+			count: "1",
+			devices: []Device{{Index: 0, Name: "Fake GPU", UUID: fakeUUID(0),
+				TotalMemory: 80 * gib, FreeMemory: 79 * gib, ComputeMajor: 9}},
+			samples: []Sample{{Index: 0, UUID: fakeUUID(0), UtilizationPct: 42,
+				MemoryUsed: gib, MemoryTotal: 80 * gib, PowerWatts: 123.456}},
+		},
+		{
+			// NVML lists the devices in the other order; free memory must
+			// follow the UUID.
+			name:  "two devices, NVML order reversed",
+			count: "2",
+			devices: []Device{
+				{Index: 0, Name: "Fake GPU", UUID: fakeUUID(0), TotalMemory: 80 * gib, FreeMemory: 79 * gib, ComputeMajor: 9},
+				{Index: 1, Name: "Fake GPU", UUID: fakeUUID(1), TotalMemory: 80 * gib, FreeMemory: 78 * gib, ComputeMajor: 9},
+			},
+			samples: []Sample{
+				{Index: 0, UUID: fakeUUID(1), UtilizationPct: 43, MemoryUsed: 2 * gib, MemoryTotal: 80 * gib, PowerWatts: 123.456},
+				{Index: 1, UUID: fakeUUID(0), UtilizationPct: 42, MemoryUsed: gib, MemoryTotal: 80 * gib, PowerWatts: 123.456},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("FAKE_CUDA_DEVICE_COUNT", tc.count)
+			info := Rediscover()
+			if !info.Available() || info.Reason != "" {
+				t.Fatalf("Discover with the fake driver = %+v", info)
+			}
+			if want := filepath.Join(dir, cudaSoname); info.Library != want {
+				t.Errorf("Library = %q, want %q", info.Library, want)
+			}
+			if want := filepath.Join(dir, nvmlSoname); info.NVMLLibrary != want {
+				t.Errorf("NVMLLibrary = %q, want %q", info.NVMLLibrary, want)
+			}
+			if info.CUDAVersion != "13.0" || info.DriverVersion != "580.00.01" {
+				t.Errorf("CUDAVersion %q, DriverVersion %q; want 13.0 and 580.00.01", info.CUDAVersion, info.DriverVersion)
+			}
+			if !slices.Equal(info.Devices, tc.devices) {
+				t.Errorf("Devices:\n got %+v\nwant %+v", info.Devices, tc.devices)
+			}
+			if again := Discover(); !infoEqual(again, info) {
+				t.Errorf("cached Discover = %+v, want %+v", again, info)
+			}
+			samples, ok := Samples()
+			if !ok || !slices.Equal(samples, tc.samples) {
+				t.Errorf("Samples:\n got %+v, %v\nwant %+v", samples, ok, tc.samples)
+			}
+		})
+	}
+
+	t.Run("cuInit fails", func(t *testing.T) {
+		t.Setenv("FAKE_CUDA_INIT_RESULT", "100")
+		info := Rediscover()
+		if info.Available() {
+			t.Skip("this host has a working driver, which answers after the failing fake")
+		}
+		if info.Reason != "cuInit failed: 100 CUDA_ERROR_NO_DEVICE" {
+			t.Errorf("Reason = %q", info.Reason)
+		}
+		if info.Library != filepath.Join(dir, cudaSoname) || info.CUDAVersion != "13.0" {
+			t.Errorf("Library %q, CUDAVersion %q: want the fake's", info.Library, info.CUDAVersion)
+		}
+		// NVML works on its own and still samples.
+		if s, ok := Samples(); !ok || len(s) != 1 {
+			t.Errorf("Samples = %+v, %v", s, ok)
+		}
+	})
+
+	t.Run("Shutdown ends the NVML session, Samples starts a new one", func(t *testing.T) {
+		t.Setenv("FAKE_CUDA_DEVICE_COUNT", "1")
+		Shutdown()
+		if s, ok := Samples(); !ok || len(s) != 1 || s[0].PowerWatts != 123.456 {
+			t.Errorf("Samples after Shutdown = %+v, %v", s, ok)
+		}
+	})
+}
+
+// TestConcurrentUse runs Discover, Samples and Rediscover from several
+// goroutines over the fake driver, for the race detector.
+func TestConcurrentUse(t *testing.T) {
+	dir := buildFakes(t, map[string]string{
+		cudaSoname: readTestdata(t, "fakecuda.c"),
+		nvmlSoname: readTestdata(t, "fakenvml.c"),
+	})
+	resetState(t)
+	t.Setenv(LibDirEnv, dir)
+	t.Setenv("FAKE_CUDA_DEVICE_COUNT", "2")
+	done := make(chan error)
+	for g := range 8 {
+		go func() {
+			var err error
+			for i := range 50 {
+				switch (g + i) % 3 {
+				case 0:
+					if info := Discover(); !info.Available() {
+						err = errors.New("Discover: " + info.Reason)
+					}
+				case 1:
+					if s, ok := Samples(); !ok || len(s) != 2 {
+						err = fmt.Errorf("Samples = %+v, %v", s, ok)
+					}
+				case 2:
+					Rediscover()
+				}
+			}
+			done <- err
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
