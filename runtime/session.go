@@ -244,3 +244,19 @@ func batchShape(batch int, row []int64) ort.Shape {
 	s = append(s, int64(batch))
 	return append(s, row...)
 }
+
+// Inspect lists a model's inputs and outputs without creating a session.
+// The environment must be open.
+func (e *Env) Inspect(path string) (inputs, outputs []TensorInfo, err error) {
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	for _, i := range ins {
+		inputs = append(inputs, toInfo(i))
+	}
+	for _, o := range outs {
+		outputs = append(outputs, toInfo(o))
+	}
+	return inputs, outputs, nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	goruntime "runtime"
+	"syscall"
+	"time"
+
+	"fastinfer/runtime"
+	"fastinfer/server"
+)
+
+type serveConfig struct {
+	models          string
+	addr            string
+	ortLib          string
+	provider        string
+	threads         int
+	optLevel        string
+	instances       int
+	maxQueue        int
+	maxBody         int
+	maxImages       int
+	maxPixels       int64
+	logLevel        string
+	logFormat       string
+	shutdownTimeout time.Duration
+}
+
+func serveFlags(fs *flag.FlagSet) *serveConfig {
+	c := &serveConfig{}
+	fs.StringVar(&c.models, "models", "models", "model repository folder")
+	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address (HOST:PORT)")
+	fs.StringVar(&c.ortLib, "ort-lib", "", "path to libonnxruntime.so (else $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+runtime.ORTVersion+"/)")
+	fs.StringVar(&c.provider, "provider", "auto", "execution provider: auto (CUDA if usable, else CPU), cuda or cpu")
+	fs.IntVar(&c.threads, "threads", 0, "ONNX Runtime intra-op threads per session (0 = number of cores)")
+	fs.StringVar(&c.optLevel, "opt-level", "all", "graph optimisation level: disable, basic, extended or all")
+	fs.IntVar(&c.instances, "instances", 1, "concurrent executions per model")
+	fs.IntVar(&c.maxQueue, "max-queue", 64, "requests that may wait per model before 429")
+	fs.IntVar(&c.maxBody, "max-body", 32<<20, "request body limit in bytes")
+	fs.IntVar(&c.maxImages, "max-images", 64, "images per request")
+	fs.Int64Var(&c.maxPixels, "max-pixels", 40_000_000, "largest image accepted, in pixels (checked from the header)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	return c
+}
+
+func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := serveFlags(fs)
+	fs.Usage = usageWithEnv(fs, "fastinfer serve [--models DIR] [--addr HOST:PORT] [flags]")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg, log, nil)
+}
+
+// serve runs the server until ctx ends, then shuts down gracefully. If
+// started is non-nil it receives the listening address once the listener is
+// open (tests use it).
+func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan<- string) error {
+	if st, err := os.Stat(cfg.models); err != nil || !st.IsDir() {
+		return fmt.Errorf("model repository %q is not a folder (set --models or FASTINFER_MODELS): %v", cfg.models, err)
+	}
+	lib, err := runtime.ResolveLib(cfg.ortLib)
+	if err != nil {
+		return err
+	}
+	env, err := runtime.Open(runtime.Config{
+		Lib: lib, Provider: cfg.provider, IntraOpThreads: cfg.threads, OptLevel: cfg.optLevel, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	gpus := env.GPUs()
+	log.Info("ONNX Runtime ready", "version", env.Version(), "lib", lib, "provider", cfg.provider,
+		"gpus", len(gpus.Devices), "cores", goruntime.NumCPU())
+	for _, d := range gpus.Devices {
+		log.Info("GPU", "index", d.Index, "name", d.Name, "memory_gib", float64(d.TotalMemory)/(1<<30), "driver", gpus.DriverVersion)
+	}
+
+	srv := server.New(server.Options{
+		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log,
+		Version: version, Runtime: "onnxruntime " + env.Version(),
+	})
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.addr, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "models", cfg.models)
+	if started != nil {
+		started <- ln.Addr().String()
+	}
+
+	// Liveness answers while models load; readiness waits for them.
+	loaded, errs := loadRepository(env, cfg, log)
+	var closers []io.Closer
+	for _, l := range loaded {
+		srv.AddModel(l.model)
+		closers = append(closers, l.session)
+	}
+	for _, e := range errs {
+		log.Error("model not loaded", "err", e)
+	}
+	if len(loaded) == 0 {
+		log.Warn("no model is being served", "models", cfg.models)
+	}
+	srv.SetReady(true)
+	log.Info("ready", "models", len(loaded), "failed", len(errs))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
+	srv.SetReady(false)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-served; serr != nil && err == nil {
+		err = serr
+	}
+	for _, c := range closers {
+		c.Close()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: in-flight requests still running after %s", cfg.shutdownTimeout)
+	}
+	log.Info("stopped")
+	return err
+}
