@@ -49,7 +49,7 @@ test-short: deps
 # onnx.proto change).
 generate:
 	@scripts/deps.sh protoc
-	$(GO) generate ./...
+	PATH="$(CURDIR)/.cache/bin:$$PATH" $(GO) generate ./...
 
 clean:
 	rm -rf bin

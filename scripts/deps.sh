@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything fastinfer needs to build, test and run, and nothing twice.
-# Usage: scripts/deps.sh [apt|ort|ort-gpu|all]   (default: all but ort-gpu)
+# Usage: scripts/deps.sh [apt|ort|ort-gpu|protoc|all]   (default: all; the
+# 229 MB CUDA provider only with ORT_GPU=1 or the ort-gpu step)
 # Idempotent: each step checks what is already there first, so a second run
 # costs a few dpkg queries and file tests.
 set -euo pipefail
@@ -82,10 +83,25 @@ ort_gpu_step() {
 	log "ONNX Runtime $ORT_VERSION CUDA provider in $ORT_CACHE"
 }
 
+# protoc_step installs what `make generate` needs to regenerate the ONNX
+# protobuf types: protoc and onnx.proto from Debian, protoc-gen-go pinned
+# to the google.golang.org/protobuf version in go.mod.
+protoc_step() {
+	local APT_PACKAGES=(protobuf-compiler libonnx-dev)
+	apt_step
+	local bin="$ROOT/.cache/bin"
+	if [ ! -x "$bin/protoc-gen-go" ]; then
+		local ver; ver=$(cd "$ROOT" && go list -m -f '{{.Version}}' google.golang.org/protobuf)
+		log "installing protoc-gen-go $ver"
+		GOBIN="$bin" go install "google.golang.org/protobuf/cmd/protoc-gen-go@$ver"
+	fi
+}
+
 case "${1:-all}" in
 apt) apt_step ;;
 ort) ort_step ;;
 ort-gpu) ort_gpu_step ;;
+protoc) protoc_step ;;
 all)
 	apt_step
 	ort_step
