@@ -36,13 +36,16 @@ type Config struct {
 // Env is the ONNX Runtime environment. ORT allows one per process, so Open
 // hands out the same Env to every caller that names the same library.
 type Env struct {
-	cfg      Config
-	opt      ort.GraphOptimizationLevel
-	logger   *slog.Logger
-	gpus     cuda.Info
-	reasons  sync.Map // fallback reasons already logged, so each is said once
-	refs     int
-	closeErr error
+	cfg     Config
+	opt     ort.GraphOptimizationLevel
+	logger  *slog.Logger
+	gpus    cuda.Info
+	reasons sync.Map // fallback reasons already logged, so each is said once
+	refs    int
+
+	cudaOnce sync.Once
+	cudaEP   *pluginEP
+	cudaErr  error
 }
 
 var (
@@ -109,6 +112,7 @@ func (e *Env) Close() error {
 		return nil
 	}
 	shared = nil
+	e.cudaEP.close()
 	return ort.DestroyEnvironment()
 }
 

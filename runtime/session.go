@@ -6,6 +6,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -104,21 +105,8 @@ func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.Dyna
 		return nil, fmt.Errorf("graph optimisation level: %w", err)
 	}
 	if useCUDA {
-		co, err := ort.NewCUDAProviderOptions()
-		if err != nil {
-			return nil, fmt.Errorf("CUDA provider options: %w", err)
-		}
-		defer co.Destroy()
-		// HEURISTIC: EXHAUSTIVE conv search makes the first run of every
-		// batch size take seconds (onnxruntime #21541).
-		if err := co.Update(map[string]string{
-			"device_id":              strconv.Itoa(device),
-			"cudnn_conv_algo_search": "HEURISTIC",
-		}); err != nil {
-			return nil, fmt.Errorf("CUDA provider options: %w", err)
-		}
-		if err := opts.AppendExecutionProviderCUDA(co); err != nil {
-			return nil, fmt.Errorf("appending CUDA provider: %w", err)
+		if err := e.appendCUDA(opts, device); err != nil {
+			return nil, err
 		}
 	}
 	sess, err := ort.NewDynamicAdvancedSession(path, []string{s.in.Name}, []string{s.out.Name}, opts)
@@ -126,6 +114,45 @@ func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.Dyna
 		return nil, fmt.Errorf("creating session for %s: %w", path, err)
 	}
 	return sess, nil
+}
+
+// appendCUDA adds the CUDA provider to opts: through the legacy entry point
+// when the library has it (ORT's own GPU builds), else as a plugin provider
+// (the npm-packaged build scripts/deps.sh installs).
+func (e *Env) appendCUDA(opts *ort.SessionOptions, device int) error {
+	// HEURISTIC: EXHAUSTIVE conv search makes the first run of every batch
+	// size take seconds (onnxruntime #21541).
+	tuning := map[string]string{"cudnn_conv_algo_search": "HEURISTIC"}
+	legacy := appendLegacyCUDA(opts, device, tuning)
+	if legacy == nil || !strings.Contains(legacy.Error(), "not enabled in this build") {
+		return legacy
+	}
+	e.cudaOnce.Do(func() {
+		e.cudaEP, e.cudaErr = registerCUDAPlugin(e.cfg.Lib, cudaProviderLib(e.cfg.Lib))
+	})
+	if e.cudaErr != nil {
+		return fmt.Errorf("CUDA plugin provider: %w", e.cudaErr)
+	}
+	return e.cudaEP.appendTo(opts, device, tuning)
+}
+
+func appendLegacyCUDA(opts *ort.SessionOptions, device int, tuning map[string]string) error {
+	co, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return fmt.Errorf("CUDA provider options: %w", err)
+	}
+	defer co.Destroy()
+	o := map[string]string{"device_id": strconv.Itoa(device)}
+	for k, v := range tuning {
+		o[k] = v
+	}
+	if err := co.Update(o); err != nil {
+		return fmt.Errorf("CUDA provider options: %w", err)
+	}
+	if err := opts.AppendExecutionProviderCUDA(co); err != nil {
+		return fmt.Errorf("appending CUDA provider: %w", err)
+	}
+	return nil
 }
 
 // Run executes batch rows: in holds batch*InputLen() floats, out receives

@@ -1,0 +1,211 @@
+package runtime
+
+// The ONNX Runtime 1.29 CPU library that scripts/deps.sh installs is built
+// without the legacy CUDA entry points (SessionOptionsAppendExecutionProvider
+// _CUDA_V2 answers "not enabled in this build"); it reaches CUDA only through
+// the plugin execution-provider API added in ORT 1.22:
+// RegisterExecutionProviderLibrary, GetEpDevices and
+// SessionOptionsAppendExecutionProvider_V2. onnxruntime_go wraps only the
+// first, so this file calls the other two through the OrtApi function table.
+//
+// OrtApi is a struct of function pointers that ORT only ever appends to (its
+// ABI promise), so an entry's index never changes. The indices below were
+// read from onnxruntime_c_api.h (ORT_API_VERSION 24) with offsetof; a test
+// checks them against the header shipped in the onnxruntime_go module.
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+
+enum {
+	FI_GET_ERROR_MESSAGE = 2,
+	FI_CREATE_ENV = 3,
+	FI_RELEASE_ENV = 92,
+	FI_RELEASE_STATUS = 93,
+	FI_GET_EP_DEVICES = 303,
+	FI_APPEND_EP_V2 = 304,
+	FI_HARDWARE_DEVICE_TYPE = 307,
+	FI_EP_DEVICE_EP_NAME = 312,
+	FI_EP_DEVICE_DEVICE = 316,
+	FI_API_VERSION = 24,
+	FI_HW_GPU = 1,
+	FI_LOG_ERROR = 3
+};
+
+typedef struct {
+	const void *(*GetApi)(uint32_t version);
+	const char *(*GetVersionString)(void);
+} fi_api_base;
+
+static void *const *fi_api;
+
+// fi_init finds the OrtApi table of the already loaded library.
+static const char *fi_init(const char *lib) {
+	if (fi_api) return NULL;
+	void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+	if (!h) h = dlopen(lib, RTLD_NOW);
+	if (!h) return "cannot dlopen the ONNX Runtime library";
+	void *sym = dlsym(h, "OrtGetApiBase");
+	if (!sym) return "OrtGetApiBase not found";
+	const fi_api_base *base = ((const fi_api_base *(*)(void))sym)();
+	fi_api = (void *const *)base->GetApi(FI_API_VERSION);
+	if (!fi_api) return "ONNX Runtime library older than API version 24";
+	return NULL;
+}
+
+// fi_status turns an OrtStatus into a malloc'd message (NULL for success)
+// and releases it.
+static char *fi_status(void *st) {
+	if (!st) return NULL;
+	const char *m = ((const char *(*)(const void *))fi_api[FI_GET_ERROR_MESSAGE])(st);
+	char *c = strdup(m ? m : "unknown ONNX Runtime error");
+	((void (*)(void *))fi_api[FI_RELEASE_STATUS])(st);
+	return c;
+}
+
+// ORT keeps one environment per process: CreateEnv hands back the existing
+// one (with a reference) rather than making another.
+static char *fi_create_env(void **env) {
+	return fi_status(((void *(*)(int, const char *, void **))fi_api[FI_CREATE_ENV])(FI_LOG_ERROR, "fastinfer", env));
+}
+
+static void fi_release_env(void *env) {
+	((void (*)(void *))fi_api[FI_RELEASE_ENV])(env);
+}
+
+// fi_gpu_devices writes up to cap GPU devices of the named EP into out.
+static char *fi_gpu_devices(void *env, const char *ep, const void **out, size_t cap, size_t *n) {
+	const void *const *devs = NULL;
+	size_t total = 0;
+	char *err = fi_status(((void *(*)(const void *, const void *const **, size_t *))fi_api[FI_GET_EP_DEVICES])(env, &devs, &total));
+	*n = 0;
+	if (err) return err;
+	for (size_t i = 0; i < total && *n < cap; i++) {
+		const char *name = ((const char *(*)(const void *))fi_api[FI_EP_DEVICE_EP_NAME])(devs[i]);
+		const void *hw = ((const void *(*)(const void *))fi_api[FI_EP_DEVICE_DEVICE])(devs[i]);
+		int type = ((int (*)(const void *))fi_api[FI_HARDWARE_DEVICE_TYPE])(hw);
+		if (name && strcmp(name, ep) == 0 && type == FI_HW_GPU) out[(*n)++] = devs[i];
+	}
+	return NULL;
+}
+
+static char *fi_append(void *opts, void *env, const void *dev, const char *const *keys, const char *const *vals, size_t nopt) {
+	const void *devs[1] = {dev};
+	return fi_status(((void *(*)(void *, void *, const void *const *, size_t, const char *const *, const char *const *, size_t))
+		fi_api[FI_APPEND_EP_V2])(opts, env, devs, 1, keys, vals, nopt));
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"unsafe"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+const cudaEPName = "CUDAExecutionProvider"
+
+// pluginEP is the CUDA plugin provider, registered once per environment.
+type pluginEP struct {
+	env     unsafe.Pointer   // our reference to ORT's OrtEnv
+	devices []unsafe.Pointer // CUDA OrtEpDevices, in ORT's order
+}
+
+func cError(p *C.char) error {
+	if p == nil {
+		return nil
+	}
+	defer C.free(unsafe.Pointer(p))
+	return errors.New(C.GoString(p))
+}
+
+// registerCUDAPlugin loads the CUDA provider library as a plugin EP and
+// lists the GPUs it offers.
+func registerCUDAPlugin(ortLib, providerLib string) (*pluginEP, error) {
+	cl := C.CString(ortLib)
+	defer C.free(unsafe.Pointer(cl))
+	if msg := C.fi_init(cl); msg != nil {
+		return nil, errors.New(C.GoString(msg))
+	}
+	p := &pluginEP{}
+	var env unsafe.Pointer
+	if err := cError(C.fi_create_env(&env)); err != nil {
+		return nil, fmt.Errorf("getting the ORT environment: %w", err)
+	}
+	p.env = env
+	if err := ort.RegisterExecutionProviderLibrary(cudaEPName, providerLib); err != nil {
+		p.close()
+		return nil, fmt.Errorf("loading %s: %w", providerLib, err)
+	}
+	ep := C.CString(cudaEPName)
+	defer C.free(unsafe.Pointer(ep))
+	var devs [64]unsafe.Pointer
+	var n C.size_t
+	if err := cError(C.fi_gpu_devices(env, ep, &devs[0], C.size_t(len(devs)), &n)); err != nil {
+		p.close()
+		return nil, fmt.Errorf("listing CUDA devices: %w", err)
+	}
+	if n == 0 {
+		p.close()
+		return nil, errors.New("the CUDA provider loaded but offers no GPU")
+	}
+	p.devices = append(p.devices, devs[:n]...)
+	return p, nil
+}
+
+// appendTo adds the CUDA provider for GPU ordinal device to opts.
+func (p *pluginEP) appendTo(opts *ort.SessionOptions, device int, options map[string]string) error {
+	if device < 0 || device >= len(p.devices) {
+		return fmt.Errorf("CUDA device %d requested, the provider offers %d", device, len(p.devices))
+	}
+	keys := make([]string, 0, len(options))
+	for k := range options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ck := make([]*C.char, len(keys)+1)
+	cv := make([]*C.char, len(keys)+1)
+	for i, k := range keys {
+		ck[i], cv[i] = C.CString(k), C.CString(options[k])
+		defer C.free(unsafe.Pointer(ck[i]))
+		defer C.free(unsafe.Pointer(cv[i]))
+	}
+	return cError(C.fi_append(sessionOptionsHandle(opts), p.env, p.devices[device],
+		(**C.char)(unsafe.Pointer(&ck[0])), (**C.char)(unsafe.Pointer(&cv[0])), C.size_t(len(keys))))
+}
+
+func (p *pluginEP) close() {
+	if p != nil && p.env != nil {
+		C.fi_release_env(p.env)
+		p.env = nil
+	}
+}
+
+// sessionOptionsHandle is the OrtSessionOptions pointer inside
+// onnxruntime_go's SessionOptions, whose only field it is (a test pins that
+// layout, so an upgrade that changes it fails loudly).
+func sessionOptionsHandle(o *ort.SessionOptions) unsafe.Pointer {
+	return *(*unsafe.Pointer)(unsafe.Pointer(o))
+}
+
+// apiIndices exposes the OrtApi indices this file uses, for the test that
+// checks them against onnxruntime_c_api.h.
+func apiIndices() map[string]int {
+	return map[string]int{
+		"GetErrorMessage": C.FI_GET_ERROR_MESSAGE,
+		"CreateEnv":       C.FI_CREATE_ENV,
+		"ReleaseEnv":      C.FI_RELEASE_ENV,
+		"ReleaseStatus":   C.FI_RELEASE_STATUS,
+		"GetEpDevices":    C.FI_GET_EP_DEVICES,
+		"SessionOptionsAppendExecutionProvider_V2": C.FI_APPEND_EP_V2,
+		"HardwareDevice_Type":                      C.FI_HARDWARE_DEVICE_TYPE,
+		"EpDevice_EpName":                          C.FI_EP_DEVICE_EP_NAME,
+		"EpDevice_Device":                          C.FI_EP_DEVICE_DEVICE,
+	}
+}
