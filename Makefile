@@ -17,7 +17,7 @@ export CGO_ENABLED := 1
 
 .PHONY: all deps gpu-deps build run test test-short vet generate default-model clean
 
-all: build
+all: default-model
 
 deps:
 	@scripts/deps.sh all

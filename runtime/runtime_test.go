@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"fastinfer/cuda"
+	"fastinfer/internal/testutil"
 	"fastinfer/models/resnet"
 
 	"google.golang.org/protobuf/proto"
@@ -24,26 +25,9 @@ import (
 // CUDA for real, ORT fails to load the provider, and we must land on CPU.
 var (
 	testEnv  *Env
-	testLogs *syncBuffer
+	testLogs *testutil.Buffer
 	envErr   error
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fastinfer-ort-")
@@ -74,7 +58,7 @@ func setupEnv(dir string) error {
 	if err := os.WriteFile(cudaProviderLib(filepath.Join(dir, "x")), []byte("not a shared library"), 0o644); err != nil {
 		return err
 	}
-	testLogs = &syncBuffer{}
+	testLogs = &testutil.Buffer{}
 	e, err := Open(Config{
 		Lib:            filepath.Join(dir, "libonnxruntime.so"),
 		IntraOpThreads: 1,

@@ -25,6 +25,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"fastinfer/batching"
+	"fastinfer/internal/testutil"
 	"fastinfer/vision/guard"
 )
 
@@ -75,14 +76,14 @@ type testServer struct {
 	srv    *Server
 	ln     *fasthttputil.InmemoryListener
 	client *fasthttp.Client
-	logs   *bytes.Buffer
+	logs   *testutil.Buffer
 	done   chan error
 }
 
 func newTestServer(t *testing.T, o Options, models ...*Model) *testServer {
 	t.Helper()
-	logs := &bytes.Buffer{}
-	o.Logger = slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, nil))
+	logs := &testutil.Buffer{}
+	o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	o.Version = "test"
 	s := New(o)
 	for _, m := range models {
@@ -98,17 +99,6 @@ func newTestServer(t *testing.T, o Options, models ...*Model) *testServer {
 		<-ts.done
 	})
 	return ts
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 type response struct {

@@ -19,6 +19,7 @@ import (
 
 	"encoding/json"
 
+	"fastinfer/internal/testutil"
 	"fastinfer/models/resnet"
 	"fastinfer/runtime"
 	"fastinfer/vision/reference"
@@ -135,7 +136,7 @@ func TestMain(m *testing.M) {
 
 // startServe runs serve() on a loopback port and returns its base URL, the
 // logs, and a stop function that returns serve's error.
-func startServe(t *testing.T, repo string) (string, *bytes.Buffer, func() error) {
+func startServe(t *testing.T, repo string) (string, *testutil.Buffer, func() error) {
 	t.Helper()
 	cfg := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -143,8 +144,8 @@ func startServe(t *testing.T, repo string) (string, *bytes.Buffer, func() error)
 	if err := fs.Parse([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu"}); err != nil {
 		t.Fatal(err)
 	}
-	logs := &bytes.Buffer{}
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: logs}, nil))
+	logs := &testutil.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan string, 1)
 	done := make(chan error, 1)
@@ -183,17 +184,6 @@ func startServe(t *testing.T, repo string) (string, *bytes.Buffer, func() error)
 	}
 	t.Cleanup(func() { stop() })
 	return base, logs, stop
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 type classifyResponse struct {
