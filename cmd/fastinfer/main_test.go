@@ -10,10 +10,12 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +129,10 @@ func testRepo(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// Re-executed as the fastinfer binary by TestSIGTERM.
+	if os.Getenv("FASTINFER_TEST_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+	}
 	code := m.Run()
 	if repoDir != "" {
 		os.RemoveAll(repoDir)
@@ -357,5 +363,90 @@ func TestServeShutdownFinishesInFlight(t *testing.T) {
 	}
 	if err := <-stopErr; err != nil {
 		t.Fatalf("serve returned %v", err)
+	}
+}
+
+// The real process: SIGTERM with requests in flight ends with exit 0 and
+// every accepted request answered.
+func TestSIGTERM(t *testing.T) {
+	repo := testRepo(t)
+	cmd := exec.Command(os.Args[0], "serve", "--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "FASTINFER_TEST_AS_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// Read the address from the "listening" log line, and wait for "ready".
+	lines := make(chan map[string]any, 64)
+	go func() {
+		dec := json.NewDecoder(stderr)
+		for {
+			var m map[string]any
+			if dec.Decode(&m) != nil {
+				close(lines)
+				return
+			}
+			lines <- m
+		}
+	}()
+	var addr string
+	timeout := time.After(60 * time.Second)
+	for ready := false; !ready; {
+		select {
+		case m, ok := <-lines:
+			if !ok {
+				t.Fatal("server exited before ready")
+			}
+			if m["msg"] == "listening" {
+				addr, _ = m["addr"].(string)
+			}
+			ready = m["msg"] == "ready"
+		case <-timeout:
+			t.Fatal("server not ready in time")
+		}
+	}
+	go func() {
+		for range lines { // keep draining so the child never blocks on stderr
+		}
+	}()
+	img, err := os.ReadFile(filepath.Join("..", "..", "vision", "testdata", "fruits.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	codes := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := http.Post("http://"+addr+"/v1/models/resnet50/classify", "image/jpeg", bytes.NewReader(img))
+			if err != nil {
+				codes <- err
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				codes <- fmt.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			codes <- nil
+		}()
+	}
+	if err := <-codes; err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range n - 1 {
+		if err := <-codes; err != nil {
+			t.Error(err)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("fastinfer exited with %v after SIGTERM", err)
 	}
 }
