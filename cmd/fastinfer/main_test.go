@@ -213,18 +213,18 @@ func TestClassifyMatchesDirectRuntime(t *testing.T) {
 	base, logs, stop := startServe(t, repo)
 	// PNG is lossless, so both paths see the same pixels and the scores
 	// must agree to 1e-4. For JPEG, libjpeg-turbo (OpenCV) and Go's decoder
-	// differ in IDCT and chroma upsampling by about a grey level, which a
-	// random-weight ResNet-50 turns into score differences near 1e-3; the
-	// top-5 indices must still agree.
+	// round their IDCTs differently (mean 0.005 after normalisation), which
+	// a random-weight ResNet-50 turns into score differences up to 5e-4
+	// (measured); the top-5 indices must still agree.
 	photos := []struct {
 		path string
 		tol  float64
 	}{
 		{filepath.Join("testdata", "basketball1.png"), 1e-4},
 		{filepath.Join("..", "..", "vision", "testdata", "smarties.png"), 1e-4},
-		{filepath.Join("..", "..", "vision", "testdata", "baboon.jpg"), 3e-3},
-		{filepath.Join("..", "..", "vision", "testdata", "fruits.jpg"), 3e-3},
-		{filepath.Join("..", "..", "vision", "testdata", "butterfly.jpg"), 3e-3},
+		{filepath.Join("..", "..", "vision", "testdata", "baboon.jpg"), 1e-3},
+		{filepath.Join("..", "..", "vision", "testdata", "fruits.jpg"), 1e-3},
+		{filepath.Join("..", "..", "vision", "testdata", "butterfly.jpg"), 1e-3},
 	}
 	for _, photo := range photos {
 		t.Run(filepath.Base(photo.path), func(t *testing.T) {

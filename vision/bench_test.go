@@ -1,0 +1,32 @@
+package vision
+
+import "testing"
+
+// BenchmarkInto: one photo to an ImageNet tensor (resize 256, crop 224),
+// and a large-photo case where the reduced JPEG decode applies.
+func BenchmarkInto(b *testing.B) {
+	cases := []struct {
+		name string
+		file string
+		spec Spec
+	}{
+		{"baboon-512-jpeg-224", "baboon.jpg", imagenet},
+		{"starry-752x600-jpeg-224", "starry_night.jpg", imagenet},
+		{"smarties-413x356-png-224", "smarties.png", imagenet},
+		{"starry-752x600-jpeg-gray28-reduced8", "starry_night.jpg", gray28},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			p := newP(b, c.spec, Options{})
+			data := fixture(b, c.file)
+			dst := make([]float32, c.spec.Len())
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := p.Into(data, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
