@@ -1,84 +1,537 @@
-// Package batching schedules inference requests onto a model's execution
-// instances. This first scheduler runs each request on its own (no
-// micro-batching yet) on a bounded number of instances behind a bounded
-// queue: overload is refused at once with ErrQueueFull instead of piling up.
 package batching
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"time"
 )
 
-// Executor runs rows of input through a model: in holds rows*inputLen
-// floats, out receives rows*outputLen. runtime.Session satisfies it.
-type Executor interface {
-	Run(in []float32, rows int, out []float32) error
+// Instance is one execution instance of a model (an ONNX Runtime session
+// with its own buffers). One worker goroutine owns it, so it need not be
+// safe for concurrent use.
+type Instance interface {
+	// Input returns the buffer for rows rows of input; the scheduler fills
+	// it before Run.
+	Input(rows int) []float32
+	// Output returns rows rows of output, valid after Run.
+	Output(rows int) []float32
+	// Run executes the first rows rows.
+	Run(rows int) error
 }
 
-// Options bound a Scheduler.
-type Options struct {
-	Instances int // executions at once; 0 = 1
-	MaxQueue  int // requests allowed to wait for an instance; 0 = 64
+// Config is a model's batching policy.
+type Config struct {
+	MaxBatchSize        int           // rows per execution; <= 1 runs one row at a time
+	MaxQueueDelay       time.Duration // longest the oldest request waits for company
+	PreferredBatchSizes []int         // sizes dispatched as soon as they can be formed
+	MaxQueueRows        int           // rows allowed to wait; 0 = unbounded (not advised)
+	DefaultTimeout      time.Duration // per-request timeout when the request names none; 0 = none
+	PriorityLevels      int           // 1 (highest) .. PriorityLevels; 0 = 1 level
+	DefaultPriority     int           // priority of requests that name none; 0 = the lowest
 }
 
-// Timing splits a request's time in the scheduler.
+// RequestOptions are per-request scheduling parameters.
+type RequestOptions struct {
+	Priority int           // 1 = highest; 0 = the default
+	Timeout  time.Duration // 0 = the model's default; may only shorten a default
+}
+
+// Timing is where a request's time in the scheduler went.
 type Timing struct {
-	Queue   time.Duration // waiting for an instance
-	Compute time.Duration // inside Executor.Run
+	Queue      time.Duration // until its first rows started executing
+	Compute    time.Duration // executions its rows were part of, summed
+	Executions int           // how many executions carried its rows
+	BatchRows  int           // rows in the largest of those executions
 }
 
-// ErrQueueFull is returned when MaxQueue requests are already waiting.
-var ErrQueueFull = errors.New("queue full")
+// Errors returned by Do (wrapped; test with errors.Is).
+var (
+	ErrQueueFull          = errors.New("queue full")
+	ErrQueueTimeout       = errors.New("timed out in the queue")
+	ErrDeadlineUnmeetable = errors.New("deadline cannot be met")
+	ErrClosed             = errors.New("scheduler closed")
+	ErrBadRequest         = errors.New("bad scheduling request")
+)
 
-// Scheduler runs requests on at most Instances executions at a time.
+// Scheduler batches requests for one model version onto its instances.
 type Scheduler struct {
-	exec    Executor
-	slots   chan struct{}
-	waiting atomic.Int64
-	limit   int64
+	cfg           Config
+	inLen, outLen int
+	instances     int
+	obs           *Observer
+
+	mu          sync.Mutex
+	levels      [][]*request // FIFO per priority level, index 0 = priority 1
+	pendingRows int
+	busy        int // instances executing
+	closed      bool
+	lastArrival time.Time
+	gap         float64 // moving average of the time between arrivals, seconds
+	fit         linearFit
+
+	arrive chan struct{} // wakes the worker that is forming a batch
+	formMu sync.Mutex    // one worker forms a batch at a time
+	wg     sync.WaitGroup
+	pool   sync.Pool
 }
 
-// New returns a Scheduler over exec.
-func New(exec Executor, o Options) *Scheduler {
-	if o.Instances <= 0 {
-		o.Instances = 1
+// New starts one worker per instance. inLen and outLen are floats per row.
+func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*Scheduler, error) {
+	if len(instances) == 0 {
+		return nil, fmt.Errorf("%w: no instances", ErrBadRequest)
 	}
-	if o.MaxQueue <= 0 {
-		o.MaxQueue = 64
+	if inLen <= 0 || outLen <= 0 {
+		return nil, fmt.Errorf("%w: row lengths %d and %d", ErrBadRequest, inLen, outLen)
 	}
-	return &Scheduler{exec: exec, slots: make(chan struct{}, o.Instances), limit: int64(o.MaxQueue)}
+	cfg.MaxBatchSize = max(cfg.MaxBatchSize, 1)
+	cfg.PriorityLevels = max(cfg.PriorityLevels, 1)
+	if cfg.DefaultPriority <= 0 || cfg.DefaultPriority > cfg.PriorityLevels {
+		cfg.DefaultPriority = cfg.PriorityLevels
+	}
+	var pref []int
+	for _, p := range cfg.PreferredBatchSizes {
+		if p >= 1 && p <= cfg.MaxBatchSize {
+			pref = append(pref, p)
+		}
+	}
+	slices.Sort(pref)
+	cfg.PreferredBatchSizes = slices.Compact(pref)
+	if obs == nil {
+		obs = nopObserver
+	}
+	s := &Scheduler{
+		cfg: cfg, inLen: inLen, outLen: outLen, instances: len(instances), obs: obs,
+		levels: make([][]*request, cfg.PriorityLevels),
+		arrive: make(chan struct{}, 1),
+		fit:    linearFit{decay: 0.9},
+	}
+	s.pool.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return &request{done: make(chan struct{}, 1), timer: t}
+	}
+	for _, inst := range instances {
+		s.wg.Add(1)
+		go s.worker(inst)
+	}
+	return s, nil
 }
 
-// Do runs rows of in into out once an instance is free. A request whose
-// context ends while it waits is dropped before it runs.
-func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float32) (Timing, error) {
-	start := time.Now()
-	var t Timing
-	// Count everyone not yet running; refuse rather than grow the queue.
-	if s.waiting.Add(1) > s.limit+int64(cap(s.slots)-len(s.slots)) {
-		s.waiting.Add(-1)
-		return t, fmt.Errorf("%w: %d requests waiting", ErrQueueFull, s.limit)
+// Config is the policy in force, with defaults filled in.
+func (s *Scheduler) Config() Config { return s.cfg }
+
+// request is one caller's rows. It is pooled: Do returns it to the pool
+// only when no worker and no queue refers to it any more.
+type request struct {
+	in, out  []float32
+	rows     int
+	next     int // next row to dispatch
+	inflight int // executions carrying its rows, not yet finished
+	priority int
+	enqueued time.Time
+	started  time.Time // first dispatch
+	err      error
+	timing   Timing
+	done     chan struct{} // capacity 1: a send, so the channel is reusable
+	timer    *time.Timer
+}
+
+// part is a run of one request's rows inside a batch.
+type part struct {
+	r          *request
+	from, rows int
+}
+
+// Do queues rows rows of in (rows × inLen floats) and waits until out
+// (rows × outLen floats) holds their outputs, or an error. A request whose
+// ctx ends, or whose timeout passes, while none of its rows has started is
+// removed from the queue; once rows run, Do waits for them, since workers
+// write into out.
+func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float32, o RequestOptions) (Timing, error) {
+	if rows <= 0 || len(in) < rows*s.inLen || len(out) < rows*s.outLen {
+		return Timing{}, fmt.Errorf("%w: %d rows need %d input and %d output floats, got %d and %d",
+			ErrBadRequest, rows, rows*s.inLen, rows*s.outLen, len(in), len(out))
+	}
+	prio := o.Priority
+	if prio == 0 {
+		prio = s.cfg.DefaultPriority
+	}
+	if prio < 1 || prio > s.cfg.PriorityLevels {
+		return Timing{}, fmt.Errorf("%w: priority %d outside 1..%d", ErrBadRequest, o.Priority, s.cfg.PriorityLevels)
+	}
+	timeout := s.cfg.DefaultTimeout
+	if o.Timeout > 0 && (timeout == 0 || o.Timeout < timeout) {
+		timeout = o.Timeout
+	}
+
+	r := s.pool.Get().(*request)
+	*r = request{in: in, out: out, rows: rows, priority: prio, done: r.done, timer: r.timer}
+	now := time.Now()
+	r.enqueued = now
+
+	s.mu.Lock()
+	if err := s.admit(rows, prio, timeout); err != nil {
+		s.mu.Unlock()
+		s.pool.Put(r)
+		return Timing{}, err
+	}
+	s.levels[prio-1] = append(s.levels[prio-1], r)
+	s.pendingRows += rows
+	if !s.lastArrival.IsZero() {
+		s.gap = ewma(s.gap, now.Sub(s.lastArrival).Seconds(), 0.2)
+	}
+	s.lastArrival = now
+	s.obs.pending(s.pendingRows)
+	s.mu.Unlock()
+	s.wake()
+
+	var expired <-chan time.Time
+	if timeout > 0 {
+		r.timer.Reset(timeout)
+		expired = r.timer.C
 	}
 	select {
-	case s.slots <- struct{}{}:
-		s.waiting.Add(-1)
+	case <-r.done:
 	case <-ctx.Done():
-		s.waiting.Add(-1)
-		return t, fmt.Errorf("waiting for an instance: %w", ctx.Err())
+		if s.withdraw(r) {
+			return s.finish(r, Timing{}, fmt.Errorf("waiting in the queue: %w", ctx.Err()), "cancelled")
+		}
+		<-r.done
+	case <-expired:
+		if s.withdraw(r) {
+			return s.finish(r, Timing{}, fmt.Errorf("%w after %s", ErrQueueTimeout, timeout), "timeout")
+		}
+		<-r.done
 	}
-	defer func() { <-s.slots }()
-	t.Queue = time.Since(start)
-	if err := ctx.Err(); err != nil {
-		return t, fmt.Errorf("before execution: %w", err)
+	return s.finish(r, r.timing, r.err, "")
+}
+
+// admit applies the queue bound and latency shedding; s.mu is held.
+func (s *Scheduler) admit(rows, prio int, timeout time.Duration) error {
+	if s.closed {
+		s.obs.rejected("closed")
+		return ErrClosed
 	}
-	c := time.Now()
-	err := s.exec.Run(in, rows, out)
-	t.Compute = time.Since(c)
+	if s.cfg.MaxQueueRows > 0 && s.pendingRows+rows > s.cfg.MaxQueueRows {
+		s.obs.rejected("queue_full")
+		return fmt.Errorf("%w: %d rows waiting, limit %d", ErrQueueFull, s.pendingRows, s.cfg.MaxQueueRows)
+	}
+	if timeout > 0 {
+		if p, ok := s.predict(rows, prio); ok && p > timeout {
+			s.obs.rejected("deadline_unmeetable")
+			return fmt.Errorf("%w: predicted %s, timeout %s", ErrDeadlineUnmeetable, p.Round(time.Microsecond), timeout)
+		}
+	}
+	return nil
+}
+
+// predict is the latency model documented on the package; s.mu is held.
+func (s *Scheduler) predict(rows, prio int) (time.Duration, bool) {
+	if s.fit.n < 3 {
+		return 0, false
+	}
+	ahead := 0
+	for _, lvl := range s.levels[:prio] {
+		for _, q := range lvl {
+			ahead += q.rows - q.next
+		}
+	}
+	total := ahead + rows
+	b := s.cfg.MaxBatchSize
+	execs := (total + b - 1) / b
+	rounds := (execs + s.instances - 1) / s.instances
+	per := s.fit.at(float64(min(total, b)))
+	d := float64(rounds) * per
+	if s.busy >= s.instances {
+		d += s.fit.at(float64(b)) / 2
+	}
+	return time.Duration(d * float64(time.Second)), true
+}
+
+// withdraw removes a request none of whose rows has started. It reports
+// false if rows are already running (the caller must wait for them).
+func (s *Scheduler) withdraw(r *request) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.next > 0 || r.inflight > 0 {
+		return false
+	}
+	lvl := s.levels[r.priority-1]
+	if i := slices.Index(lvl, r); i >= 0 {
+		s.levels[r.priority-1] = slices.Delete(lvl, i, i+1)
+		s.pendingRows -= r.rows
+		s.obs.pending(s.pendingRows)
+	}
+	return true
+}
+
+// finish records the outcome and returns r to the pool.
+func (s *Scheduler) finish(r *request, t Timing, err error, reason string) (Timing, error) {
+	r.timer.Stop()
+	if reason != "" {
+		s.obs.rejected(reason)
+	} else if err == nil {
+		s.obs.queued(t.Queue)
+	}
+	*r = request{done: r.done, timer: r.timer}
+	s.pool.Put(r)
 	return t, err
 }
 
-// Pending is the number of requests waiting for an instance.
-func (s *Scheduler) Pending() int { return int(s.waiting.Load()) }
+func (s *Scheduler) wake() {
+	select {
+	case s.arrive <- struct{}{}:
+	default:
+	}
+}
+
+// Pending is the number of rows waiting to start.
+func (s *Scheduler) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pendingRows
+}
+
+// Close stops admitting requests, lets the workers drain what is queued,
+// and returns when they have finished.
+func (s *Scheduler) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wake()
+	s.wg.Wait()
+}
+
+func (s *Scheduler) worker(inst Instance) {
+	defer s.wg.Done()
+	var parts []part
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		s.formMu.Lock()
+		var ok bool
+		parts, ok = s.form(parts[:0], timer)
+		s.formMu.Unlock()
+		if !ok {
+			s.wake() // let the next worker see the closed, empty queue too
+			return
+		}
+		s.execute(inst, parts)
+	}
+}
+
+// form waits until a batch should leave, then takes it from the queue.
+// It returns false when the scheduler is closed and the queue empty.
+func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
+	for {
+		s.mu.Lock()
+		if s.pendingRows == 0 {
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return parts, false
+			}
+			<-s.arrive
+			continue
+		}
+		size, wait := s.decide(time.Now())
+		if wait <= 0 {
+			parts = s.take(parts, size)
+			s.busy++
+			s.mu.Unlock()
+			return parts, true
+		}
+		s.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-s.arrive:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// decide returns how many rows to take now, or how long to wait before
+// deciding again; s.mu is held and pendingRows > 0.
+func (s *Scheduler) decide(now time.Time) (int, time.Duration) {
+	b, n := s.cfg.MaxBatchSize, s.pendingRows
+	if n >= b {
+		return b, 0
+	}
+	for i := len(s.cfg.PreferredBatchSizes) - 1; i >= 0; i-- {
+		if p := s.cfg.PreferredBatchSizes[i]; p <= n {
+			return p, 0
+		}
+	}
+	if s.closed {
+		return n, 0 // draining: nobody else is coming
+	}
+	oldest := now
+	for _, lvl := range s.levels {
+		if len(lvl) > 0 && lvl[0].enqueued.Before(oldest) {
+			oldest = lvl[0].enqueued
+		}
+	}
+	ceiling := oldest.Add(s.cfg.MaxQueueDelay)
+	wait := ceiling.Sub(now)
+	if wait <= 0 {
+		return n, 0
+	}
+	// Wait only if company is expected before the ceiling.
+	if s.gap <= 0 || s.lastArrival.Add(time.Duration(s.gap*float64(time.Second))).After(ceiling) {
+		return n, 0
+	}
+	return n, wait
+}
+
+// take moves size rows from the queue, highest priority and oldest first,
+// into parts; s.mu is held.
+func (s *Scheduler) take(parts []part, size int) []part {
+	now := time.Now()
+	for li := range s.levels {
+		lvl := s.levels[li]
+		for size > 0 && len(lvl) > 0 {
+			r := lvl[0]
+			k := min(r.rows-r.next, size)
+			if r.next == 0 {
+				r.started = now
+				r.timing.Queue = now.Sub(r.enqueued)
+			}
+			parts = append(parts, part{r: r, from: r.next, rows: k})
+			r.next += k
+			r.inflight++
+			size -= k
+			s.pendingRows -= k
+			if r.next == r.rows {
+				lvl[0] = nil
+				lvl = lvl[1:]
+			}
+		}
+		// Reuse the backing array once a level empties.
+		if len(lvl) == 0 {
+			lvl = s.levels[li][:0]
+		}
+		s.levels[li] = lvl
+		if size == 0 {
+			break
+		}
+	}
+	s.obs.pending(s.pendingRows)
+	return parts
+}
+
+// execute runs one batch on inst and hands every request its rows.
+func (s *Scheduler) execute(inst Instance, parts []part) {
+	total := 0
+	for _, p := range parts {
+		total += p.rows
+	}
+	in := inst.Input(total)
+	off := 0
+	for _, p := range parts {
+		off += copy(in[off:], p.r.in[p.from*s.inLen:(p.from+p.rows)*s.inLen])
+	}
+	start := time.Now()
+	err := runSafely(inst, total)
+	dur := time.Since(start)
+	if err == nil {
+		out := inst.Output(total)
+		off = 0
+		for _, p := range parts {
+			off += copy(p.r.out[p.from*s.outLen:(p.from+p.rows)*s.outLen], out[off:off+p.rows*s.outLen])
+		}
+	}
+	s.obs.executed(total, dur, err)
+
+	s.mu.Lock()
+	s.busy--
+	if err == nil {
+		s.fit.add(float64(total), dur.Seconds())
+	}
+	for _, p := range parts {
+		r := p.r
+		r.inflight--
+		r.timing.Compute += dur
+		r.timing.Executions++
+		r.timing.BatchRows = max(r.timing.BatchRows, total)
+		if err != nil && r.err == nil {
+			r.err = fmt.Errorf("executing a batch of %d rows: %w", total, err)
+			// Its remaining rows will not be needed.
+			if r.next < r.rows {
+				s.dropRest(r)
+			}
+		}
+		if r.next == r.rows && r.inflight == 0 {
+			r.done <- struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	for i := range parts {
+		parts[i] = part{}
+	}
+}
+
+// dropRest removes a failed request's undispatched rows; s.mu is held.
+func (s *Scheduler) dropRest(r *request) {
+	lvl := s.levels[r.priority-1]
+	if i := slices.Index(lvl, r); i >= 0 {
+		s.levels[r.priority-1] = slices.Delete(lvl, i, i+1)
+	}
+	s.pendingRows -= r.rows - r.next
+	r.next = r.rows
+	s.obs.pending(s.pendingRows)
+}
+
+// runSafely turns a panic in an executor into an error for that batch only.
+func runSafely(inst Instance, rows int) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("executor panic: %v", v)
+		}
+	}()
+	return inst.Run(rows)
+}
+
+func ewma(avg, x, alpha float64) float64 {
+	if avg == 0 {
+		return x
+	}
+	return avg + alpha*(x-avg)
+}
+
+// linearFit is exponentially weighted least squares of y = a + b·x.
+type linearFit struct {
+	decay                float64
+	n                    int
+	sw, sx, sy, sxx, sxy float64
+	a, b                 float64
+}
+
+func (f *linearFit) add(x, y float64) {
+	d := f.decay
+	f.sw = f.sw*d + 1
+	f.sx = f.sx*d + x
+	f.sy = f.sy*d + y
+	f.sxx = f.sxx*d + x*x
+	f.sxy = f.sxy*d + x*y
+	f.n++
+	den := f.sw*f.sxx - f.sx*f.sx
+	if den > 1e-9*f.sw*f.sxx {
+		f.b = (f.sw*f.sxy - f.sx*f.sy) / den
+		f.a = (f.sy - f.b*f.sx) / f.sw
+	} else {
+		// One batch size seen so far: assume time proportional to rows.
+		f.a, f.b = 0, f.sy/f.sx
+	}
+	if f.b < 0 { // noise; time does not fall with more rows
+		f.a, f.b = f.sy/f.sw, 0
+	}
+	if f.a < 0 {
+		f.a, f.b = 0, f.sxy/f.sxx
+	}
+}
+
+func (f *linearFit) at(x float64) float64 { return f.a + f.b*x }

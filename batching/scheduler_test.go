@@ -3,139 +3,551 @@ package batching
 import (
 	"context"
 	"errors"
+	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// fakeExec is an Executor that records concurrency and can be held.
-type fakeExec struct {
-	running, peak atomic.Int32
-	calls         atomic.Int32
-	hold          chan struct{} // if non-nil, Run waits for a receive
-	err           error
+const inLen, outLen = 3, 2
+
+// recorder is shared by the fake instances of one scheduler.
+type recorder struct {
+	mu      sync.Mutex
+	batches []int     // rows per execution, in execution order
+	firsts  []float32 // first input value of each execution
+	running atomic.Int32
 }
 
-func (f *fakeExec) Run(in []float32, rows int, out []float32) error {
-	n := f.running.Add(1)
-	for {
-		p := f.peak.Load()
-		if n <= p || f.peak.CompareAndSwap(p, n) {
-			break
-		}
+// fakeInstance computes out = [2·in0, in1+in2] per row, so every row's
+// answer is checkable, and can be held, slowed or made to fail.
+type fakeInstance struct {
+	in, out []float32
+	rec     *recorder
+	hold    chan struct{} // if non-nil, Run waits for a receive
+	started chan int      // if non-nil, Run announces its rows
+	delay   time.Duration
+	failOn  float32 // a batch containing a row whose in0 is this value fails
+}
+
+func newFake(rec *recorder, maxRows int) *fakeInstance {
+	return &fakeInstance{in: make([]float32, maxRows*inLen), out: make([]float32, maxRows*outLen), rec: rec, failOn: float32(math.NaN())}
+}
+
+func (f *fakeInstance) Input(rows int) []float32  { return f.in[:rows*inLen] }
+func (f *fakeInstance) Output(rows int) []float32 { return f.out[:rows*outLen] }
+
+func (f *fakeInstance) Run(rows int) error {
+	f.rec.running.Add(1)
+	defer f.rec.running.Add(-1)
+	if f.started != nil {
+		f.started <- rows
 	}
-	defer f.running.Add(-1)
-	f.calls.Add(1)
 	if f.hold != nil {
 		<-f.hold
 	}
-	for i := range rows {
-		out[i] = in[i] * 2
+	if f.delay > 0 {
+		time.Sleep(f.delay)
 	}
-	return f.err
+	f.rec.mu.Lock()
+	f.rec.batches = append(f.rec.batches, rows)
+	f.rec.firsts = append(f.rec.firsts, f.in[0])
+	f.rec.mu.Unlock()
+	for r := range rows {
+		if f.in[r*inLen] == f.failOn {
+			return errors.New("injected failure")
+		}
+		f.out[r*outLen] = 2 * f.in[r*inLen]
+		f.out[r*outLen+1] = f.in[r*inLen+1] + f.in[r*inLen+2]
+	}
+	return nil
 }
 
-func TestDoRunsAndTimes(t *testing.T) {
-	f := &fakeExec{}
-	s := New(f, Options{})
-	out := make([]float32, 2)
-	tm, err := s.Do(context.Background(), []float32{1, 2}, 2, out)
-	if err != nil || out[0] != 2 || out[1] != 4 {
-		t.Fatalf("Do = %v, out %v", err, out)
+func newScheduler(t testing.TB, cfg Config, fakes ...*fakeInstance) *Scheduler {
+	t.Helper()
+	insts := make([]Instance, len(fakes))
+	for i, f := range fakes {
+		insts[i] = f
 	}
-	if tm.Compute <= 0 {
-		t.Errorf("compute time %v", tm.Compute)
+	s, err := New(cfg, inLen, outLen, insts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// rowsFor makes rows of input whose values identify request id and row.
+func rowsFor(id, rows int) []float32 {
+	in := make([]float32, rows*inLen)
+	for r := range rows {
+		in[r*inLen] = float32(id*100 + r)
+		in[r*inLen+1] = float32(id)
+		in[r*inLen+2] = float32(r)
+	}
+	return in
+}
+
+func checkRows(t testing.TB, id int, in, out []float32, rows int) {
+	t.Helper()
+	for r := range rows {
+		if out[r*outLen] != 2*in[r*inLen] || out[r*outLen+1] != float32(id+r) {
+			t.Errorf("request %d row %d: got %v, want [%v %v]", id, r, out[r*outLen:r*outLen+2], 2*in[r*inLen], id+r)
+			return
+		}
 	}
 }
 
-func TestInstancesBoundConcurrency(t *testing.T) {
-	for _, instances := range []int{1, 3} {
-		f := &fakeExec{hold: make(chan struct{})}
-		s := New(f, Options{Instances: instances, MaxQueue: 100})
-		var wg sync.WaitGroup
-		for range 10 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := s.Do(context.Background(), []float32{1}, 1, make([]float32, 1)); err != nil {
-					t.Error(err)
-				}
-			}()
+// do runs one request in a goroutine and returns a channel for its result.
+func do(s *Scheduler, ctx context.Context, id, rows int, o RequestOptions) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		in := rowsFor(id, rows)
+		out := make([]float32, rows*outLen)
+		tm, err := s.Do(ctx, in, rows, out, o)
+		ch <- result{id: id, in: in, out: out, rows: rows, t: tm, err: err}
+	}()
+	return ch
+}
+
+type result struct {
+	id, rows int
+	in, out  []float32
+	t        Timing
+	err      error
+}
+
+// waitPending waits until n rows are queued (the test's only synchronisation
+// with the scheduler's internals).
+func waitPending(t *testing.T, s *Scheduler, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Pending() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending = %d, want %d", s.Pending(), n)
 		}
-		for range 10 {
-			f.hold <- struct{}{}
-		}
-		wg.Wait()
-		if p := f.peak.Load(); p != int32(instances) {
-			t.Errorf("instances %d: peak concurrency %d", instances, p)
-		}
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 
-func TestQueueFullRejectsAtOnce(t *testing.T) {
-	f := &fakeExec{hold: make(chan struct{})}
-	s := New(f, Options{Instances: 1, MaxQueue: 2})
+// blockInstance starts a one-row request that holds the single instance
+// until release is closed.
+func blockInstance(t *testing.T, s *Scheduler, f *fakeInstance) (release func(), blocked <-chan result) {
+	t.Helper()
+	f.hold = make(chan struct{})
+	f.started = make(chan int, 64)
+	ch := do(s, context.Background(), 999, 1, RequestOptions{})
+	<-f.started
+	var once sync.Once
+	return func() { once.Do(func() { close(f.hold) }) }, ch
+}
+
+func TestEveryRequestGetsItsOwnRows(t *testing.T) {
+	rec := &recorder{}
+	const maxBatch = 8
+	s := newScheduler(t, Config{MaxBatchSize: maxBatch, MaxQueueDelay: time.Millisecond, PreferredBatchSizes: []int{4}, PriorityLevels: 2},
+		newFake(rec, maxBatch), newFake(rec, maxBatch), newFake(rec, maxBatch))
+	const n = 1000
 	var wg sync.WaitGroup
-	// One running and two waiting fill it.
-	for range 3 {
+	errs := make(chan error, n)
+	for id := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.Do(context.Background(), []float32{1}, 1, make([]float32, 1))
+			rows := 1 + rand.IntN(12) // some larger than a batch: split
+			in := rowsFor(id, rows)
+			out := make([]float32, rows*outLen)
+			if _, err := s.Do(context.Background(), in, rows, out, RequestOptions{Priority: 1 + id%2}); err != nil {
+				errs <- err
+				return
+			}
+			checkRows(t, id, in, out, rows)
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for (f.running.Load() != 1 || s.Pending() != 2) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if _, err := s.Do(context.Background(), []float32{1}, 1, make([]float32, 1)); !errors.Is(err, ErrQueueFull) {
-		t.Fatalf("fourth request: %v, want ErrQueueFull", err)
-	}
-	for range 3 {
-		f.hold <- struct{}{}
-	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	batched := 0
+	for _, b := range rec.batches {
+		if b > maxBatch {
+			t.Fatalf("execution of %d rows exceeds max batch %d", b, maxBatch)
+		}
+		if b > 1 {
+			batched++
+		}
+	}
+	if batched == 0 {
+		t.Error("no execution carried more than one row: the batcher did not batch")
+	}
+}
+
+func TestLoneRequestDoesNotWaitForCompany(t *testing.T) {
+	rec := &recorder{}
+	s := newScheduler(t, Config{MaxBatchSize: 8, MaxQueueDelay: time.Second}, newFake(rec, 8))
+	r := <-do(s, context.Background(), 1, 1, RequestOptions{})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// No arrivals have been seen, so nothing is expected before the 1 s
+	// ceiling: the request must leave at once, not after the delay.
+	if r.t.Queue > 200*time.Millisecond {
+		t.Fatalf("lone request waited %s", r.t.Queue)
+	}
+}
+
+func TestMaxQueueDelayIsACeiling(t *testing.T) {
+	rec := &recorder{}
+	const delay = 30 * time.Millisecond
+	s := newScheduler(t, Config{MaxBatchSize: 1000, MaxQueueDelay: delay}, newFake(rec, 1000))
+	// Arrivals every 2 ms teach the batcher to expect company, so it waits,
+	// but never past the delay.
+	var results []<-chan result
+	for id := range 40 {
+		results = append(results, do(s, context.Background(), id, 1, RequestOptions{}))
+		time.Sleep(2 * time.Millisecond)
+	}
+	waited := false
+	for _, ch := range results {
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkRows(t, r.id, r.in, r.out, 1)
+		if r.t.Queue > delay+50*time.Millisecond {
+			t.Errorf("request %d waited %s, ceiling %s", r.id, r.t.Queue, delay)
+		}
+		if r.t.BatchRows > 1 {
+			waited = true
+		}
+	}
+	if !waited {
+		t.Error("steady arrivals were never batched together")
+	}
+}
+
+func TestFullOrPreferredBatchLeavesAtOnce(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       Config
+		queued    int
+		wantBatch int
+	}{
+		{"preferred size", Config{MaxBatchSize: 8, PreferredBatchSizes: []int{4, 6}}, 5, 4},
+		{"largest preferred", Config{MaxBatchSize: 8, PreferredBatchSizes: []int{2, 4}}, 7, 4},
+		{"full batch", Config{MaxBatchSize: 3}, 5, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			f := newFake(rec, 8)
+			tt.cfg.MaxQueueDelay = time.Hour // only the size rules may release it
+			s := newScheduler(t, tt.cfg, f)
+			release, blocked := blockInstance(t, s, f)
+			var chans []<-chan result
+			for id := range tt.queued {
+				chans = append(chans, do(s, context.Background(), id, 1, RequestOptions{}))
+				waitPending(t, s, id+1)
+			}
+			release()
+			<-blocked
+			// The first wantBatch requests finish as one execution, long
+			// before the hour-long delay.
+			for _, ch := range chans[:tt.wantBatch] {
+				select {
+				case r := <-ch:
+					if r.err != nil || r.t.BatchRows != tt.wantBatch {
+						t.Fatalf("request %d: %v, batch of %d, want %d", r.id, r.err, r.t.BatchRows, tt.wantBatch)
+					}
+					checkRows(t, r.id, r.in, r.out, 1)
+				case <-time.After(10 * time.Second):
+					t.Fatal("batch did not leave")
+				}
+			}
+			// Close drains the rest at once.
+			s.Close()
+			for _, ch := range chans[tt.wantBatch:] {
+				if r := <-ch; r.err != nil {
+					t.Fatal(r.err)
+				}
+			}
+		})
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 4)
+	s := newScheduler(t, Config{MaxBatchSize: 4, MaxQueueRows: 5}, f)
+	release, _ := blockInstance(t, s, f)
+	defer release()
+	first := do(s, context.Background(), 1, 3, RequestOptions{})
+	waitPending(t, s, 3)
+	second := do(s, context.Background(), 2, 2, RequestOptions{})
+	waitPending(t, s, 5)
+	_, err := s.Do(context.Background(), rowsFor(3, 1), 1, make([]float32, outLen), RequestOptions{})
+	if !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("err = %v, want ErrQueueFull", err)
+	}
+	release()
+	for _, ch := range []<-chan result{first, second} {
+		if r := <-ch; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+}
+
+func TestQueueTimeout(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 4)
+	s := newScheduler(t, Config{MaxBatchSize: 4, DefaultTimeout: time.Hour}, f)
+	release, _ := blockInstance(t, s, f)
+	defer release()
+	// The request's own timeout shortens the hour-long default.
+	r := <-do(s, context.Background(), 7, 2, RequestOptions{Timeout: 20 * time.Millisecond})
+	if !errors.Is(r.err, ErrQueueTimeout) {
+		t.Fatalf("err = %v, want ErrQueueTimeout", r.err)
+	}
 	if s.Pending() != 0 {
-		t.Fatalf("pending = %d after drain", s.Pending())
+		t.Fatalf("timed-out rows still queued: %d", s.Pending())
+	}
+	release()
+	s.Close()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, first := range rec.firsts {
+		if first == 700 {
+			t.Fatal("the timed-out request was executed")
+		}
 	}
 }
 
-func TestCancelledWhileWaitingIsDropped(t *testing.T) {
-	f := &fakeExec{hold: make(chan struct{})}
-	s := New(f, Options{Instances: 1})
-	done := make(chan struct{})
-	go func() {
-		s.Do(context.Background(), []float32{1}, 1, make([]float32, 1))
-		close(done)
-	}()
-	for f.running.Load() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+func TestCancelledWhileQueued(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 4)
+	s := newScheduler(t, Config{MaxBatchSize: 4}, f)
+	release, _ := blockInstance(t, s, f)
+	defer release()
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error)
-	go func() {
-		_, err := s.Do(ctx, []float32{1}, 1, make([]float32, 1))
-		errc <- err
-	}()
-	for s.Pending() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	ch := do(s, ctx, 5, 1, RequestOptions{})
+	waitPending(t, s, 1)
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
+	if r := <-ch; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("err = %v", r.err)
 	}
-	f.hold <- struct{}{}
-	<-done
-	if c := f.calls.Load(); c != 1 {
-		t.Fatalf("executor ran %d times; the cancelled request must not run", c)
+	if s.Pending() != 0 {
+		t.Fatal("cancelled rows still queued")
 	}
 }
 
-func TestExecutorErrorReturned(t *testing.T) {
-	boom := errors.New("boom")
-	s := New(&fakeExec{err: boom}, Options{})
-	if _, err := s.Do(context.Background(), []float32{1}, 1, make([]float32, 1)); !errors.Is(err, boom) {
-		t.Fatalf("err = %v", err)
+func TestDeadlineShedding(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 4)
+	f.delay = 20 * time.Millisecond
+	s := newScheduler(t, Config{MaxBatchSize: 4}, f)
+	// Teach the latency model: executions take about 20 ms.
+	for id := range 3 {
+		if r := <-do(s, context.Background(), id, 2, RequestOptions{}); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	f.delay = 0
+	release, _ := blockInstance(t, s, f)
+	defer release()
+	start := time.Now()
+	_, err := s.Do(context.Background(), rowsFor(9, 4), 4, make([]float32, 4*outLen), RequestOptions{Timeout: 5 * time.Millisecond})
+	if !errors.Is(err, ErrDeadlineUnmeetable) {
+		t.Fatalf("err = %v, want ErrDeadlineUnmeetable", err)
+	}
+	if d := time.Since(start); d > 5*time.Millisecond {
+		t.Errorf("shedding took %s; it must answer at once", d)
+	}
+	// A generous timeout is admitted.
+	ok := do(s, context.Background(), 10, 1, RequestOptions{Timeout: 10 * time.Second})
+	waitPending(t, s, 1)
+	release()
+	if r := <-ok; r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
+func TestPriorityOvertakes(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 1)
+	s := newScheduler(t, Config{MaxBatchSize: 1, PriorityLevels: 2}, f)
+	release, blocked := blockInstance(t, s, f)
+	low := do(s, context.Background(), 1, 1, RequestOptions{Priority: 2})
+	waitPending(t, s, 1)
+	high := do(s, context.Background(), 2, 1, RequestOptions{Priority: 1})
+	waitPending(t, s, 2)
+	release()
+	<-blocked
+	for _, ch := range []<-chan result{low, high} {
+		if r := <-ch; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	// Executions: the blocker (999 → 99900), then high (200), then low (100).
+	if len(rec.firsts) != 3 || rec.firsts[1] != 200 || rec.firsts[2] != 100 {
+		t.Fatalf("execution order by first input: %v, want [99900 200 100]", rec.firsts)
+	}
+	if _, err := s.Do(context.Background(), rowsFor(3, 1), 1, make([]float32, outLen), RequestOptions{Priority: 3}); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("priority 3 of 2: %v", err)
+	}
+}
+
+func TestCloseDrainsQueue(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 2)
+	s := newScheduler(t, Config{MaxBatchSize: 2, MaxQueueDelay: time.Hour}, f)
+	release, blocked := blockInstance(t, s, f)
+	var chans []<-chan result
+	for id := range 5 {
+		chans = append(chans, do(s, context.Background(), id, 1, RequestOptions{}))
+	}
+	waitPending(t, s, 5)
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	// Closed to newcomers at once… (an already-cancelled context makes an
+	// admitted probe withdraw instead of waiting on the held instance)
+	probe, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		_, err := s.Do(probe, rowsFor(8, 1), 1, make([]float32, outLen), RequestOptions{})
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	release()
+	<-blocked
+	// …while everything queued before still completes.
+	for _, ch := range chans {
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkRows(t, r.id, r.in, r.out, 1)
+	}
+	<-closed
+}
+
+func TestFailedExecutionFailsOnlyItsRequests(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 1)
+	f.failOn = 300 // request 3, row 0
+	s := newScheduler(t, Config{MaxBatchSize: 1}, f)
+	for id := range 6 {
+		r := <-do(s, context.Background(), id, 2, RequestOptions{})
+		if id == 3 {
+			if r.err == nil {
+				t.Fatal("request 3 succeeded despite its failed execution")
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Fatalf("request %d: %v", id, r.err)
+		}
+		checkRows(t, id, r.in, r.out, 2)
+	}
+	if s.Pending() != 0 {
+		t.Fatal("the failed request's second row is still queued")
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	s := newScheduler(t, Config{}, newFake(&recorder{}, 1))
+	tests := []struct {
+		name    string
+		in, out int
+		rows    int
+	}{
+		{"zero rows", 3, 2, 0},
+		{"short input", 2, 2, 1},
+		{"short output", 3, 1, 1},
+	}
+	for _, tt := range tests {
+		if _, err := s.Do(context.Background(), make([]float32, tt.in), tt.rows, make([]float32, tt.out), RequestOptions{}); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+	}
+	if _, err := New(Config{}, 3, 2, nil, nil); err == nil {
+		t.Error("New without instances succeeded")
+	}
+}
+
+func TestLinearFit(t *testing.T) {
+	tests := []struct {
+		name   string
+		points [][2]float64
+		x, y   float64
+	}{
+		{"line", [][2]float64{{1, 3}, {2, 5}, {4, 9}, {8, 17}}, 16, 33},
+		{"one size", [][2]float64{{4, 8}, {4, 8}}, 8, 16},
+		{"flat", [][2]float64{{1, 5}, {2, 5}, {3, 5}}, 10, 5},
+	}
+	for _, tt := range tests {
+		f := linearFit{decay: 0.9}
+		for _, p := range tt.points {
+			f.add(p[0], p[1])
+		}
+		if got := f.at(tt.x); math.Abs(got-tt.y) > 1e-6 {
+			t.Errorf("%s: at(%v) = %v, want %v (a=%v b=%v)", tt.name, tt.x, got, tt.y, f.a, f.b)
+		}
+	}
+}
+
+// noopInstance does nothing: it measures the batcher's own cost.
+type noopInstance struct{ buf []float32 }
+
+func (n *noopInstance) Input(rows int) []float32  { return n.buf[:rows*inLen] }
+func (n *noopInstance) Output(rows int) []float32 { return n.buf[:rows*outLen] }
+func (n *noopInstance) Run(int) error             { return nil }
+
+// BenchmarkDoNoop is the batcher's overhead per request: queue, hand-off to
+// a worker, copy in and out, and wake-up, with an executor that does nothing.
+func BenchmarkDoNoop(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		parallel bool
+	}{{"serial", false}, {"parallel", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			s, err := New(Config{MaxBatchSize: 32, MaxQueueDelay: 0}, inLen, outLen,
+				[]Instance{&noopInstance{buf: make([]float32, 32*inLen)}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ReportAllocs()
+			if !tc.parallel {
+				in, out := make([]float32, inLen), make([]float32, outLen)
+				for b.Loop() {
+					if _, err := s.Do(context.Background(), in, 1, out, RequestOptions{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				in, out := make([]float32, inLen), make([]float32, outLen)
+				for pb.Next() {
+					if _, err := s.Do(context.Background(), in, 1, out, RequestOptions{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -18,7 +18,22 @@ type SessionOptions struct {
 	// for a model exported with dynamic H and W); nil uses the model's.
 	RowShape []int64
 	Device   int // CUDA device ordinal
+	// Threads is this session's intra-op thread count; 0 = the Env's
+	// IntraOpThreads.
+	Threads int
+	// Kind narrows the Env's provider choice for this session: "auto" (or
+	// "") follows the Env, "gpu" insists on CUDA as ProviderCUDA does
+	// (falling back to the CPU, with a reason, when it cannot be had), and
+	// "cpu" never tries CUDA.
+	Kind string
 }
+
+// Session kinds (SessionOptions.Kind).
+const (
+	KindAuto = "auto"
+	KindGPU  = "gpu"
+	KindCPU  = "cpu"
+)
 
 // Session is one ONNX Runtime session over a model with one float32 input
 // whose first dimension is the batch. Run is safe for concurrent use (ORT
@@ -30,6 +45,7 @@ type Session struct {
 	in, out        TensorInfo
 	inRow, outRow  []int64 // shape of one batch row
 	inLen, outLen  int     // elements per row
+	threads        int     // intra-op threads the session was created with
 	provider       string
 	fallbackReason string
 }
@@ -40,11 +56,21 @@ var ErrShape = errors.New("tensor shape mismatch")
 // NewSession loads the ONNX model at path on the best provider the
 // environment allows, falling back to the CPU when CUDA cannot be used.
 func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
+	want, err := e.sessionProvider(o.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if o.Threads < 0 {
+		return nil, fmt.Errorf("%s: negative intra-op thread count %d", path, o.Threads)
+	}
 	ins, outs, err := ort.GetInputOutputInfo(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	s := &Session{}
+	s := &Session{threads: o.Threads}
+	if s.threads == 0 {
+		s.threads = e.cfg.IntraOpThreads
+	}
 	for _, i := range ins {
 		s.inputs = append(s.inputs, toInfo(i))
 	}
@@ -71,8 +97,8 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 
 	provLib := cudaProviderLib(e.cfg.Lib)
 	_, statErr := os.Stat(provLib)
-	try, reason := cudaPlan(e.cfg.Provider, e.gpus, statErr == nil, provLib)
-	gpuWanted := e.cfg.Provider == ProviderCUDA || e.gpus.Available()
+	try, reason := cudaPlan(want, e.gpus, statErr == nil, provLib)
+	gpuWanted := want == ProviderCUDA || (want == ProviderAuto && e.gpus.Available())
 	if try {
 		sess, err := e.open(path, s, true, o.Device)
 		if err == nil {
@@ -92,13 +118,27 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	return s, nil
 }
 
+// sessionProvider maps a session Kind onto the provider plan cudaPlan
+// takes: the Env's own for auto, ProviderCUDA for gpu, ProviderCPU for cpu.
+func (e *Env) sessionProvider(kind string) (string, error) {
+	switch kind {
+	case "", KindAuto:
+		return e.cfg.Provider, nil
+	case KindGPU:
+		return ProviderCUDA, nil
+	case KindCPU:
+		return ProviderCPU, nil
+	}
+	return "", fmt.Errorf("unknown session kind %q (want auto, gpu or cpu)", kind)
+}
+
 func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.DynamicAdvancedSession, error) {
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("session options: %w", err)
 	}
 	defer opts.Destroy()
-	if err := opts.SetIntraOpNumThreads(e.cfg.IntraOpThreads); err != nil {
+	if err := opts.SetIntraOpNumThreads(s.threads); err != nil {
 		return nil, fmt.Errorf("intra-op threads: %w", err)
 	}
 	if err := opts.SetGraphOptimizationLevel(e.opt); err != nil {
@@ -199,6 +239,9 @@ func (s *Session) OutputRow() []int64 { return s.outRow }
 // InputLen and OutputLen are elements per batch row.
 func (s *Session) InputLen() int  { return s.inLen }
 func (s *Session) OutputLen() int { return s.outLen }
+
+// Threads is the intra-op thread count the session was created with.
+func (s *Session) Threads() int { return s.threads }
 
 // Provider is the execution provider the session runs on: "cuda" or "cpu".
 func (s *Session) Provider() string { return s.provider }

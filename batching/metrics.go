@@ -1,0 +1,130 @@
+package batching
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the batcher's Prometheus series, labelled by model and
+// version. Histograms, not summaries, so a fleet-wide p99 can be computed.
+type Metrics struct {
+	queue      *prometheus.HistogramVec
+	compute    *prometheus.HistogramVec
+	batchRows  *prometheus.HistogramVec
+	executions *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	rows       *prometheus.CounterVec
+	rejections *prometheus.CounterVec
+	pending    *prometheus.GaugeVec
+}
+
+var durationBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// NewMetrics registers the batcher's series with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	labels := []string{"model", "version"}
+	m := &Metrics{
+		queue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fastinfer_queue_duration_seconds", Buckets: durationBuckets,
+			Help: "Time a request waited in the batcher before its first rows started executing.",
+		}, labels),
+		compute: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fastinfer_compute_duration_seconds", Buckets: durationBuckets,
+			Help: "Time of one execution (one batch) inside the model instance.",
+		}, labels),
+		batchRows: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fastinfer_batch_size",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+			Help:    "Rows (images) per execution: the batch size the batcher achieved.",
+		}, labels),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastinfer_executions_total",
+			Help: "Model executions (batches); rows_total / executions_total is the mean batch size.",
+		}, labels),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastinfer_execution_failures_total",
+			Help: "Executions that returned an error (all their requests failed).",
+		}, labels),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastinfer_rows_total",
+			Help: "Rows (images) executed.",
+		}, labels),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastinfer_rejections_total",
+			Help: "Requests refused or dropped by the batcher, by reason: queue_full, deadline_unmeetable, timeout, cancelled, closed.",
+		}, append(labels, "reason")),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fastinfer_pending_rows",
+			Help: "Rows waiting in the batcher.",
+		}, labels),
+	}
+	reg.MustRegister(m.queue, m.compute, m.batchRows, m.executions, m.failures, m.rows, m.rejections, m.pending)
+	return m
+}
+
+// Observer is one model version's curried series: label lookups happen
+// once here, not per request.
+type Observer struct {
+	queue, compute, batchRows  prometheus.Observer
+	executions, failures, rows prometheus.Counter
+	pendingGauge               prometheus.Gauge
+	rejectionsBy               func(reason string) prometheus.Counter
+}
+
+// For returns the Observer of one model version.
+func (m *Metrics) For(model, version string) *Observer {
+	byReason := map[string]prometheus.Counter{}
+	for _, r := range []string{"queue_full", "deadline_unmeetable", "timeout", "cancelled", "closed"} {
+		byReason[r] = m.rejections.WithLabelValues(model, version, r)
+	}
+	return &Observer{
+		queue:        m.queue.WithLabelValues(model, version),
+		compute:      m.compute.WithLabelValues(model, version),
+		batchRows:    m.batchRows.WithLabelValues(model, version),
+		executions:   m.executions.WithLabelValues(model, version),
+		failures:     m.failures.WithLabelValues(model, version),
+		rows:         m.rows.WithLabelValues(model, version),
+		pendingGauge: m.pending.WithLabelValues(model, version),
+		rejectionsBy: func(reason string) prometheus.Counter {
+			if c, ok := byReason[reason]; ok {
+				return c
+			}
+			return m.rejections.WithLabelValues(model, version, reason)
+		},
+	}
+}
+
+// nopObserver records nothing (tests, and schedulers built without metrics).
+var nopObserver = &Observer{}
+
+func (o *Observer) pending(rows int) {
+	if o.pendingGauge != nil {
+		o.pendingGauge.Set(float64(rows))
+	}
+}
+
+func (o *Observer) rejected(reason string) {
+	if o.rejectionsBy != nil {
+		o.rejectionsBy(reason).Inc()
+	}
+}
+
+func (o *Observer) queued(d time.Duration) {
+	if o.queue != nil {
+		o.queue.Observe(d.Seconds())
+	}
+}
+
+func (o *Observer) executed(rows int, d time.Duration, err error) {
+	if o.executions == nil {
+		return
+	}
+	o.executions.Inc()
+	o.rows.Add(float64(rows))
+	o.batchRows.Observe(float64(rows))
+	o.compute.Observe(d.Seconds())
+	if err != nil {
+		o.failures.Inc()
+	}
+}
