@@ -21,6 +21,24 @@ type Preprocess struct {
 	Std    []float32 `yaml:"std" json:"std"`
 }
 
+// Batching is a model's dynamic batching policy. Nil fields take the
+// server-wide defaults (flags).
+type Batching struct {
+	MaxBatchSize        *int  `yaml:"max_batch_size" json:"max_batch_size,omitempty"`
+	MaxQueueDelayUS     *int  `yaml:"max_queue_delay_us" json:"max_queue_delay_us,omitempty"`
+	PreferredBatchSizes []int `yaml:"preferred_batch_sizes" json:"preferred_batch_sizes,omitempty"`
+	MaxQueueSize        *int  `yaml:"max_queue_size" json:"max_queue_size,omitempty"`
+	DefaultTimeoutUS    *int  `yaml:"default_timeout_us" json:"default_timeout_us,omitempty"`
+	PriorityLevels      *int  `yaml:"priority_levels" json:"priority_levels,omitempty"`
+}
+
+// Instances says how many execution instances a model gets, and where.
+type Instances struct {
+	Count *int   `yaml:"count" json:"count,omitempty"` // per GPU on GPU, in all on CPU
+	Kind  string `yaml:"kind" json:"kind,omitempty"`   // auto | gpu | cpu
+	GPUs  []int  `yaml:"gpus" json:"gpus,omitempty"`   // empty = all
+}
+
 // Config is a model's config.yaml. JSON is valid YAML, so a JSON file parses
 // too.
 type Config struct {
@@ -28,6 +46,8 @@ type Config struct {
 	Output     string      `yaml:"output" json:"output,omitempty"`
 	Labels     string      `yaml:"labels" json:"labels,omitempty"`
 	Preprocess *Preprocess `yaml:"preprocess" json:"preprocess,omitempty"`
+	Batching   Batching    `yaml:"batching" json:"batching,omitempty"`
+	Instances  Instances   `yaml:"instances" json:"instances,omitempty"`
 }
 
 // ImageNet is the preprocessing used when config.yaml has none: what
@@ -99,8 +119,52 @@ func (c Config) validate() error {
 			break
 		}
 	}
+	errs = append(errs, c.Batching.validate(), c.Instances.validate())
 	if strings.ContainsAny(c.Labels, `/\`) || c.Labels == ".." {
 		errs = append(errs, fmt.Errorf("labels %q must be a file name in the model folder", c.Labels))
+	}
+	return errors.Join(errs...)
+}
+
+func (b Batching) validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    *int
+		max  int
+	}{
+		{"max_batch_size", b.MaxBatchSize, 4096},
+		{"max_queue_delay_us", b.MaxQueueDelayUS, 10_000_000},
+		{"max_queue_size", b.MaxQueueSize, 1 << 24},
+		{"default_timeout_us", b.DefaultTimeoutUS, 3_600_000_000},
+		{"priority_levels", b.PriorityLevels, 16},
+	} {
+		if f.v != nil && (*f.v < 0 || *f.v > f.max) {
+			errs = append(errs, fmt.Errorf("batching.%s %d: want 0..%d", f.name, *f.v, f.max))
+		}
+	}
+	for _, p := range b.PreferredBatchSizes {
+		if p < 1 || (b.MaxBatchSize != nil && *b.MaxBatchSize > 1 && p > *b.MaxBatchSize) {
+			errs = append(errs, fmt.Errorf("batching.preferred_batch_sizes: %d is outside 1..max_batch_size", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (in Instances) validate() error {
+	var errs []error
+	if in.Count != nil && (*in.Count < 1 || *in.Count > 64) {
+		errs = append(errs, fmt.Errorf("instances.count %d: want 1..64", *in.Count))
+	}
+	switch in.Kind {
+	case "", "auto", "gpu", "cpu":
+	default:
+		errs = append(errs, fmt.Errorf("instances.kind %q: want auto, gpu or cpu", in.Kind))
+	}
+	for _, g := range in.GPUs {
+		if g < 0 {
+			errs = append(errs, fmt.Errorf("instances.gpus: %d is not a device index", g))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -29,6 +29,11 @@ func TestParseConfig(t *testing.T) {
 		{name: "negative", in: "preprocess: {crop: -1}", wantErr: "negative"},
 		{name: "labels path", in: "labels: ../../etc/passwd", wantErr: "file name"},
 		{name: "not yaml", in: "preprocess: [", wantErr: "yaml"},
+		{name: "batching typo", in: "batching: {max_batch: 8}", wantErr: "max_batch"},
+		{name: "negative batch", in: "batching: {max_batch_size: -1}", wantErr: "max_batch_size"},
+		{name: "preferred over max", in: "batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", wantErr: "16 is outside"},
+		{name: "instances kind", in: "instances: {kind: tpu}", wantErr: "instances.kind"},
+		{name: "instances count", in: "instances: {count: 0}", wantErr: "instances.count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,6 +51,38 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("preprocess = %+v, want %+v", *c.Preprocess, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseBatchingAndInstances(t *testing.T) {
+	c, err := ParseConfig([]byte(`
+batching:
+  max_batch_size: 32
+  max_queue_delay_us: 2000
+  preferred_batch_sizes: [8, 16, 32]
+  max_queue_size: 512
+  default_timeout_us: 0
+  priority_levels: 2
+instances:
+  count: 2
+  kind: gpu
+  gpus: [0, 1]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Batching
+	if *b.MaxBatchSize != 32 || *b.MaxQueueDelayUS != 2000 || !reflect.DeepEqual(b.PreferredBatchSizes, []int{8, 16, 32}) ||
+		*b.MaxQueueSize != 512 || *b.DefaultTimeoutUS != 0 || *b.PriorityLevels != 2 {
+		t.Errorf("batching = %+v", b)
+	}
+	if in := c.Instances; *in.Count != 2 || in.Kind != "gpu" || !reflect.DeepEqual(in.GPUs, []int{0, 1}) {
+		t.Errorf("instances = %+v", in)
+	}
+	// Omitted keys stay nil so server-wide defaults apply.
+	c, err = ParseConfig([]byte("batching: {max_batch_size: 4}"))
+	if err != nil || c.Batching.MaxQueueDelayUS != nil || c.Instances.Count != nil {
+		t.Fatalf("defaults not left nil: %+v %v", c, err)
 	}
 }
 

@@ -37,7 +37,12 @@ func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 }
 
 func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
-	topK, aerr := parseTopK(ctx.QueryArgs().Peek("top_k"), m.Classes)
+	args := ctx.QueryArgs()
+	topK, aerr := parseTopK(args.Peek("top_k"), m.Classes)
+	if aerr != nil {
+		return aerr
+	}
+	opts, aerr := parseScheduling(args.Peek("priority"), args.Peek("timeout_ms"))
 	if aerr != nil {
 		return aerr
 	}
@@ -59,13 +64,12 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
 	// Requests are not abandoned on client disconnect yet; the queue is
-	// bounded, so a burst of vanished clients costs at most MaxQueue runs.
-	tm, err := m.Infer(context.Background(), *in, rows, *out)
+	// bounded, so a burst of vanished clients costs at most a queue's worth
+	// of executions.
+	tm, err := m.Infer(context.Background(), *in, rows, *out, opts)
 	if err != nil {
 		return s.inferError(m, err)
 	}
-	s.metrics.queue.WithLabelValues(m.Name).Observe(tm.Queue.Seconds())
-	s.metrics.compute.WithLabelValues(m.Name).Observe(tm.Compute.Seconds())
 	s.metrics.images.WithLabelValues(m.Name).Add(float64(rows))
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -87,6 +91,26 @@ func parseTopK(raw []byte, classes int) (int, *apiError) {
 		return 0, errorf(400, codeBadRequest, "top_k must be a positive integer, got "+strconv.Quote(string(raw)))
 	}
 	return min(k, classes), nil
+}
+
+// parseScheduling reads ?priority= (1 = highest) and ?timeout_ms=.
+func parseScheduling(prio, timeout []byte) (batching.RequestOptions, *apiError) {
+	var o batching.RequestOptions
+	if prio != nil {
+		p, err := strconv.Atoi(string(prio))
+		if err != nil || p < 1 {
+			return o, errorf(400, codeBadRequest, "priority must be a positive integer (1 = highest), got "+strconv.Quote(string(prio)))
+		}
+		o.Priority = p
+	}
+	if timeout != nil {
+		ms, err := strconv.ParseFloat(string(timeout), 64)
+		if err != nil || !(ms > 0) || ms > 3.6e6 {
+			return o, errorf(400, codeBadRequest, "timeout_ms must be a positive number of milliseconds up to one hour, got "+strconv.Quote(string(timeout)))
+		}
+		o.Timeout = time.Duration(ms * float64(time.Millisecond))
+	}
+	return o, nil
 }
 
 var (
@@ -183,6 +207,14 @@ func (s *Server) inferError(m *Model, err error) *apiError {
 	switch {
 	case errors.Is(err, batching.ErrQueueFull):
 		return errorf(429, codeQueueFull, "model "+m.Name+" is overloaded: "+err.Error()+"; retry later")
+	case errors.Is(err, batching.ErrQueueTimeout):
+		return errorf(504, codeQueueTimeout, "model "+m.Name+": "+err.Error())
+	case errors.Is(err, batching.ErrDeadlineUnmeetable):
+		return errorf(503, codeUnmeetable, "model "+m.Name+": "+err.Error())
+	case errors.Is(err, batching.ErrBadRequest):
+		return errorf(400, codeBadRequest, err.Error())
+	case errors.Is(err, batching.ErrClosed):
+		return errorf(503, codeUnavailable, "model "+m.Name+" is shutting down")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(503, codeUnavailable, "request abandoned: "+err.Error())
 	}

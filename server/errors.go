@@ -17,6 +17,8 @@ const (
 	codeTooLarge      = "too_large"
 	codeMediaType     = "unsupported_media_type"
 	codeQueueFull     = "queue_full"
+	codeQueueTimeout  = "queue_timeout"
+	codeUnmeetable    = "deadline_unmeetable"
 	codeUnavailable   = "unavailable"
 	codeInternal      = "internal"
 )

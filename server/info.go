@@ -9,17 +9,18 @@ import (
 
 // modelJSON is a model version as GET /v1/models shows it.
 type modelJSON struct {
-	Name          string   `json:"name"`
-	Version       string   `json:"version"`
-	Versions      []string `json:"versions"`
-	Platform      string   `json:"platform"`
-	Provider      string   `json:"provider"`
-	ProviderNote  string   `json:"provider_note,omitempty"`
-	Inputs        []Tensor `json:"inputs"`
-	Outputs       []Tensor `json:"outputs"`
-	Classes       int      `json:"classes"`
-	Labels        bool     `json:"labels"`
-	Preprocessing any      `json:"preprocessing,omitempty"`
+	Name          string       `json:"name"`
+	Version       string       `json:"version"`
+	Versions      []string     `json:"versions"`
+	Platform      string       `json:"platform"`
+	Provider      string       `json:"provider"`
+	ProviderNote  string       `json:"provider_note,omitempty"`
+	Inputs        []Tensor     `json:"inputs"`
+	Outputs       []Tensor     `json:"outputs"`
+	Classes       int          `json:"classes"`
+	Labels        bool         `json:"labels"`
+	Preprocessing any          `json:"preprocessing,omitempty"`
+	Batching      BatchingInfo `json:"batching"`
 }
 
 func (s *Server) describe(m *Model) modelJSON {
@@ -33,7 +34,7 @@ func (s *Server) describe(m *Model) modelJSON {
 		Name: m.Name, Version: strconv.Itoa(m.Version), Versions: versions,
 		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote,
 		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
-		Preprocessing: m.Preprocessing,
+		Preprocessing: m.Preprocessing, Batching: m.Batching,
 	}
 }
 

@@ -21,8 +21,6 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	images     *prometheus.CounterVec
 	preprocess *prometheus.HistogramVec
-	queue      *prometheus.HistogramVec
-	compute    *prometheus.HistogramVec
 	modelInfo  *prometheus.GaugeVec
 	panics     prometheus.Counter
 	handler    fasthttp.RequestHandler
@@ -48,16 +46,6 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help:    "Time to decode and preprocess a request's images.",
 			Buckets: latencyBuckets,
 		}, []string{"model"}),
-		queue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fastinfer_queue_duration_seconds",
-			Help:    "Time a request waited for a model instance.",
-			Buckets: latencyBuckets,
-		}, []string{"model"}),
-		compute: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fastinfer_compute_duration_seconds",
-			Help:    "Time inside ONNX Runtime for a request's batch.",
-			Buckets: latencyBuckets,
-		}, []string{"model"}),
 		modelInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fastinfer_model_info",
 			Help: "1 for each served model version, labelled with its execution provider.",
@@ -67,7 +55,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Handler panics recovered (each answered 500).",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.queue, m.compute, m.modelInfo, m.panics,
+	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.modelInfo, m.panics,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return m

@@ -32,15 +32,17 @@ type Model struct {
 	Labels       []string
 	Classes      int // output floats per image
 	InputLen     int // input floats per image
-	// Preprocessing is echoed by GET /v1/models (the config in use).
+	// Preprocessing and Batching are echoed by GET /v1/models (the
+	// configuration in force).
 	Preprocessing any
+	Batching      BatchingInfo
 
 	// Preprocess writes one image's input tensor into dst (len InputLen).
 	// Errors wrapping vision/guard's sentinels become 400/413 answers.
 	Preprocess func(img []byte, dst []float32) error
 	// Infer runs rows images: in has rows*InputLen floats, out receives
-	// rows*Classes.
-	Infer func(ctx context.Context, in []float32, rows int, out []float32) (batching.Timing, error)
+	// rows*Classes. batching.Scheduler.Do fits.
+	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
 
 	pool sync.Pool // *[]float32 scratch for inputs and outputs
 }
@@ -56,6 +58,18 @@ func (m *Model) buffer(n int) *[]float32 {
 }
 
 func (m *Model) release(p *[]float32) { m.pool.Put(p) }
+
+// BatchingInfo is the batching policy and instance layout in force.
+type BatchingInfo struct {
+	MaxBatchSize        int   `json:"max_batch_size"`
+	MaxQueueDelayUS     int64 `json:"max_queue_delay_us"`
+	PreferredBatchSizes []int `json:"preferred_batch_sizes,omitempty"`
+	MaxQueueSize        int   `json:"max_queue_size"`
+	DefaultTimeoutUS    int64 `json:"default_timeout_us"`
+	PriorityLevels      int   `json:"priority_levels"`
+	Instances           int   `json:"instances"`
+	ThreadsPerInstance  int   `json:"threads_per_instance,omitempty"`
+}
 
 // registry maps names to the versions served. Reads far outnumber writes
 // (models are added at start-up), so it is an RWMutex over small maps.

@@ -60,7 +60,7 @@ func fakeModel(name string, version int) *Model {
 		dst[0], dst[1] = float32(info.Width), float32(info.Height)
 		return nil
 	}
-	m.Infer = func(_ context.Context, in []float32, rows int, out []float32) (batching.Timing, error) {
+	m.Infer = func(_ context.Context, in []float32, rows int, out []float32, _ batching.RequestOptions) (batching.Timing, error) {
 		for r := range rows {
 			w, h := in[r*2], in[r*2+1]
 			o := out[r*4 : r*4+4]
@@ -248,21 +248,57 @@ func TestHealth(t *testing.T) {
 	}
 }
 
-func TestQueueFullIs429(t *testing.T) {
-	m := fakeModel("toy", 1)
-	m.Infer = func(context.Context, []float32, int, []float32) (batching.Timing, error) {
-		return batching.Timing{}, fmt.Errorf("scheduling: %w", batching.ErrQueueFull)
+// Scheduler outcomes map to their statuses and codes; ?priority= and
+// ?timeout_ms= reach the scheduler.
+func TestSchedulingErrors(t *testing.T) {
+	tests := []struct {
+		name, query string
+		err         error
+		status      int
+		code        string
+		retryAfter  bool
+		wantOpts    batching.RequestOptions
+	}{
+		{"queue full", "", batching.ErrQueueFull, 429, "queue_full", true, batching.RequestOptions{}},
+		{"queue timeout", "?timeout_ms=20", batching.ErrQueueTimeout, 504, "queue_timeout", false, batching.RequestOptions{Timeout: 20 * time.Millisecond}},
+		{"unmeetable", "?timeout_ms=1.5&priority=1", batching.ErrDeadlineUnmeetable, 503, "deadline_unmeetable", true, batching.RequestOptions{Priority: 1, Timeout: 1500 * time.Microsecond}},
+		{"priority out of range", "?priority=9", batching.ErrBadRequest, 400, "bad_request", false, batching.RequestOptions{Priority: 9}},
+		{"closed", "", batching.ErrClosed, 503, "unavailable", true, batching.RequestOptions{}},
+		{"bad priority", "?priority=high", nil, 400, "bad_request", false, batching.RequestOptions{}},
+		{"zero priority", "?priority=0", nil, 400, "bad_request", false, batching.RequestOptions{}},
+		{"bad timeout", "?timeout_ms=-3", nil, 400, "bad_request", false, batching.RequestOptions{}},
+		{"nan timeout", "?timeout_ms=NaN", nil, 400, "bad_request", false, batching.RequestOptions{}},
 	}
-	ts := newTestServer(t, Options{}, m)
-	r := ts.do(t, "POST", "/v1/models/toy/classify", "image/jpeg", fixture(t, "baboon.jpg"))
-	if r.status != 429 || !strings.Contains(r.body, `"code":"queue_full"`) || r.header["Retry-After"] == "" {
-		t.Fatalf("got %d %s %v", r.status, r.body, r.header)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := fakeModel("toy", 1)
+			var got batching.RequestOptions
+			called := false
+			m.Infer = func(_ context.Context, _ []float32, _ int, _ []float32, o batching.RequestOptions) (batching.Timing, error) {
+				got, called = o, true
+				return batching.Timing{}, fmt.Errorf("scheduling: %w", tt.err)
+			}
+			ts := newTestServer(t, Options{}, m)
+			r := ts.do(t, "POST", "/v1/models/toy/classify"+tt.query, "image/jpeg", fixture(t, "baboon.jpg"))
+			if r.status != tt.status || !strings.Contains(r.body, `"code":"`+tt.code+`"`) {
+				t.Fatalf("got %d %s", r.status, r.body)
+			}
+			if (r.header["Retry-After"] != "") != tt.retryAfter {
+				t.Errorf("Retry-After = %q", r.header["Retry-After"])
+			}
+			if tt.err != nil && (!called || got != tt.wantOpts) {
+				t.Errorf("scheduler got %+v (called %v), want %+v", got, called, tt.wantOpts)
+			}
+			if tt.err == nil && called {
+				t.Error("a bad query reached the scheduler")
+			}
+		})
 	}
 }
 
 func TestInferFailureIs500AndLogged(t *testing.T) {
 	m := fakeModel("toy", 1)
-	m.Infer = func(context.Context, []float32, int, []float32) (batching.Timing, error) {
+	m.Infer = func(context.Context, []float32, int, []float32, batching.RequestOptions) (batching.Timing, error) {
 		return batching.Timing{}, errors.New("ORT exploded")
 	}
 	ts := newTestServer(t, Options{}, m)
@@ -306,7 +342,6 @@ func TestMetricsExposed(t *testing.T) {
 		`fastinfer_request_duration_seconds_bucket{code="200",model="toy",le="+Inf"} 1`,
 		`fastinfer_images_total{model="toy"} 1`,
 		`fastinfer_model_info{model="toy",provider="cpu",version="1"} 1`,
-		`fastinfer_queue_duration_seconds_count{model="toy"} 1`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("metrics lack %s", want)
@@ -359,10 +394,10 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	m := fakeModel("toy", 1)
 	started, release := make(chan struct{}), make(chan struct{})
 	infer := m.Infer
-	m.Infer = func(ctx context.Context, in []float32, rows int, out []float32) (batching.Timing, error) {
+	m.Infer = func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
 		close(started)
 		<-release
-		return infer(ctx, in, rows, out)
+		return infer(ctx, in, rows, out, o)
 	}
 	s := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s.AddModel(m)

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	goruntime "runtime"
 	"time"
 
 	"fastinfer/batching"
@@ -16,15 +16,15 @@ import (
 	"fastinfer/vision"
 )
 
-// loadedModel is a served model and the session to close at exit.
+// loadedModel is a served model and what to close at exit.
 type loadedModel struct {
-	model   *server.Model
-	session io.Closer
+	model  *server.Model
+	closer io.Closer
 }
 
 // loadRepository loads the served version of every model in the
 // repository. A model that fails is reported and skipped; the rest serve.
-func loadRepository(env *runtime.Env, cfg *serveConfig, log *slog.Logger) ([]loadedModel, []error) {
+func loadRepository(env *runtime.Env, cfg *serveConfig, metrics *batching.Metrics, log *slog.Logger) ([]loadedModel, []error) {
 	ms, errs, err := models.Scan(cfg.models)
 	if err != nil {
 		return nil, []error{err}
@@ -32,7 +32,7 @@ func loadRepository(env *runtime.Env, cfg *serveConfig, log *slog.Logger) ([]loa
 	var out []loadedModel
 	for _, m := range ms {
 		start := time.Now()
-		l, err := loadModel(env, m, cfg)
+		l, err := loadModel(env, m, cfg, metrics)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -46,9 +46,88 @@ func loadRepository(env *runtime.Env, cfg *serveConfig, log *slog.Logger) ([]loa
 	return out, errs
 }
 
-// loadModel opens m's latest version, ties its preprocessing to the model's
-// input shape, and runs one warm-up inference before it may take traffic.
-func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig) (loadedModel, error) {
+// instancePlan is where a model's instances run.
+type instancePlan struct {
+	kind    string // runtime.KindCPU or runtime.KindGPU
+	devices []int  // one entry per instance: the CUDA ordinal (GPU) or 0
+	threads int    // intra-op threads per instance
+}
+
+// planInstances applies config.yaml's instances section over the flags: on
+// CPU, count instances (default 1) split the cores between them; on GPU,
+// count instances (default 2) per listed device (default all).
+func planInstances(in models.Instances, flagCount int, flagThreads int, gpus int, cores int) (instancePlan, error) {
+	count := flagCount
+	if in.Count != nil {
+		count = *in.Count
+	}
+	kind := in.Kind
+	if kind == "" || kind == "auto" {
+		kind = runtime.KindCPU
+		if gpus > 0 {
+			kind = runtime.KindGPU
+		}
+	}
+	if kind == runtime.KindCPU {
+		if count <= 0 {
+			count = 1
+		}
+		threads := flagThreads
+		if threads <= 0 {
+			threads = max(1, cores/count)
+		}
+		return instancePlan{kind: kind, devices: make([]int, count), threads: threads}, nil
+	}
+	if count <= 0 {
+		count = 2
+	}
+	devs := in.GPUs
+	if len(devs) == 0 {
+		for d := range max(gpus, 1) { // kind gpu without a GPU found: device 0, which will fall back
+			devs = append(devs, d)
+		}
+	}
+	var plan instancePlan
+	plan.kind, plan.threads = kind, max(flagThreads, 1)
+	for _, d := range devs {
+		if gpus > 0 && d >= gpus {
+			return instancePlan{}, fmt.Errorf("instances.gpus lists device %d; %d found", d, gpus)
+		}
+		for range count {
+			plan.devices = append(plan.devices, d)
+		}
+	}
+	return plan, nil
+}
+
+// batchConfig applies config.yaml's batching section over the flags.
+func batchConfig(b models.Batching, cfg *serveConfig) batching.Config {
+	pick := func(v *int, def int) int {
+		if v != nil {
+			return *v
+		}
+		return def
+	}
+	us := func(v *int, def time.Duration) time.Duration {
+		if v != nil {
+			return time.Duration(*v) * time.Microsecond
+		}
+		return def
+	}
+	return batching.Config{
+		MaxBatchSize:        pick(b.MaxBatchSize, cfg.maxBatch),
+		MaxQueueDelay:       us(b.MaxQueueDelayUS, cfg.maxQueueDelay),
+		PreferredBatchSizes: b.PreferredBatchSizes,
+		MaxQueueRows:        pick(b.MaxQueueSize, cfg.maxQueue),
+		DefaultTimeout:      us(b.DefaultTimeoutUS, cfg.defaultTimeout),
+		PriorityLevels:      pick(b.PriorityLevels, cfg.priorityLevels),
+	}
+}
+
+// loadModel opens m's latest version on its instances, ties its
+// preprocessing to the model's input shape, warms every instance up at
+// batch 1 and at the largest batch, and starts its scheduler.
+func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig, metrics *batching.Metrics) (lm loadedModel, err error) {
 	v := m.Latest()
 	fail := func(path string, err error) (loadedModel, error) {
 		return loadedModel{}, &models.LoadError{Model: m.Name, Path: path, Err: err}
@@ -62,44 +141,92 @@ func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig) (loadedModel,
 	if err != nil {
 		return fail(cfgPath, err)
 	}
-	sess, err := env.NewSession(v.Path, runtime.SessionOptions{Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape})
-	if err != nil {
-		return fail(v.Path, err)
-	}
 	pre, err := vision.New(spec, vision.Options{MaxPixels: cfg.maxPixels})
 	if err != nil {
-		sess.Close()
 		return fail(cfgPath, err)
 	}
-	if len(m.Labels) > 0 && len(m.Labels) != sess.OutputLen() {
-		sess.Close()
-		return fail(filepath.Join(m.Dir, m.Config.Labels), fmt.Errorf("%d labels for %d model outputs", len(m.Labels), sess.OutputLen()))
+	plan, err := planInstances(m.Config.Instances, cfg.instances, cfg.threads, len(env.GPUs().Devices), goruntime.NumCPU())
+	if err != nil {
+		return fail(cfgPath, err)
 	}
-	sched := batching.New(sess, batching.Options{Instances: cfg.instances, MaxQueue: cfg.maxQueue})
+	bc := batchConfig(m.Config.Batching, cfg)
+	maxRows := max(bc.MaxBatchSize, 1)
+
+	var cleanup []func() error
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+	var first *runtime.Session
+	var instances []batching.Instance
+	for _, dev := range plan.devices {
+		sess, err := env.NewSession(v.Path, runtime.SessionOptions{
+			Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape,
+			Kind: plan.kind, Device: dev, Threads: plan.threads,
+		})
+		if err != nil {
+			return fail(v.Path, err)
+		}
+		cleanup = append(cleanup, sess.Close)
+		b, err := sess.NewBinding(maxRows)
+		if err != nil {
+			return fail(v.Path, err)
+		}
+		cleanup = append(cleanup, b.Close)
+		// Warm-up: the first run of a batch size allocates arenas and, on
+		// CUDA, picks kernels; no request should pay for that.
+		for _, rows := range []int{1, maxRows} {
+			clear(b.Input(rows))
+			if err := b.Run(rows); err != nil {
+				return fail(v.Path, fmt.Errorf("warm-up at batch %d: %w", rows, err))
+			}
+		}
+		if first == nil {
+			first = sess
+		}
+		instances = append(instances, b)
+	}
+	if first.InputLen() != spec.Len() {
+		return fail(cfgPath, fmt.Errorf("preprocessing makes %d floats per image, the model takes %d", spec.Len(), first.InputLen()))
+	}
+	if len(m.Labels) > 0 && len(m.Labels) != first.OutputLen() {
+		return fail(filepath.Join(m.Dir, m.Config.Labels), fmt.Errorf("%d labels for %d model outputs", len(m.Labels), first.OutputLen()))
+	}
+	sched, err := batching.New(bc, first.InputLen(), first.OutputLen(), instances, metrics.For(m.Name, fmt.Sprint(v.Number)))
+	if err != nil {
+		return fail(cfgPath, err)
+	}
+	sc := sched.Config()
 	sm := &server.Model{
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
-		Provider: sess.Provider(), ProviderNote: sess.FallbackReason(),
-		Inputs: tensors(sess.Inputs()), Outputs: tensors(sess.Outputs()),
-		Labels: m.Labels, Classes: sess.OutputLen(), InputLen: sess.InputLen(),
+		Provider: first.Provider(), ProviderNote: first.FallbackReason(),
+		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
+		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(),
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
+		Batching: server.BatchingInfo{
+			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
+			PreferredBatchSizes: sc.PreferredBatchSizes, MaxQueueSize: sc.MaxQueueRows,
+			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
+			Instances: len(instances), ThreadsPerInstance: plan.threads,
+		},
 		Preprocess: func(img []byte, dst []float32) error {
 			_, err := pre.Into(img, dst)
 			return err
 		},
 		Infer: sched.Do,
 	}
-	if sm.InputLen != spec.Len() {
-		sess.Close()
-		return fail(cfgPath, fmt.Errorf("preprocessing makes %d floats per image, the model takes %d", spec.Len(), sm.InputLen))
+	closeAll := func() error {
+		sched.Close()
+		var errs []error
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			errs = append(errs, cleanup[i]())
+		}
+		return errors.Join(errs...)
 	}
-	// Warm-up: the first run allocates arenas and (on CUDA) picks kernels.
-	in := make([]float32, sm.InputLen)
-	out := make([]float32, sm.Classes)
-	if _, err := sched.Do(context.Background(), in, 1, out); err != nil {
-		sess.Close()
-		return fail(v.Path, fmt.Errorf("warm-up inference: %w", err))
-	}
-	return loadedModel{model: sm, session: closerFunc(sess.Close)}, nil
+	return loadedModel{model: sm, closer: closerFunc(closeAll)}, nil
 }
 
 type closerFunc func() error

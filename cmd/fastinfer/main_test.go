@@ -36,10 +36,10 @@ func TestParseFlagsEnvOverrides(t *testing.T) {
 		wantQ   int
 		wantErr bool
 	}{
-		{name: "default", want: ":8080", wantQ: 64},
-		{name: "env", env: map[string]string{"FASTINFER_ADDR": "127.0.0.1:9", "FASTINFER_MAX_QUEUE": "7"}, want: "127.0.0.1:9", wantQ: 7},
-		{name: "flag beats env", args: []string{"--addr", ":1"}, env: map[string]string{"FASTINFER_ADDR": ":2"}, want: ":1", wantQ: 64},
-		{name: "bad env value", env: map[string]string{"FASTINFER_MAX_QUEUE": "many"}, wantErr: true},
+		{name: "default", want: ":8080", wantQ: 256},
+		{name: "env", env: map[string]string{"FASTINFER_ADDR": "127.0.0.1:9", "FASTINFER_MAX_QUEUE_SIZE": "7"}, want: "127.0.0.1:9", wantQ: 7},
+		{name: "flag beats env", args: []string{"--addr", ":1"}, env: map[string]string{"FASTINFER_ADDR": ":2"}, want: ":1", wantQ: 256},
+		{name: "bad env value", env: map[string]string{"FASTINFER_MAX_QUEUE_SIZE": "many"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,7 +48,7 @@ func TestParseFlagsEnvOverrides(t *testing.T) {
 			c := serveFlags(fs)
 			err := parseFlags(fs, tt.args, func(k string) string { return tt.env[k] })
 			if tt.wantErr {
-				if err == nil || !strings.Contains(err.Error(), "FASTINFER_MAX_QUEUE") {
+				if err == nil || !strings.Contains(err.Error(), "FASTINFER_MAX_QUEUE_SIZE") {
 					t.Fatalf("err = %v", err)
 				}
 				return

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"fastinfer/batching"
 	"fastinfer/runtime"
 	"fastinfer/server"
 )
@@ -26,7 +29,11 @@ type serveConfig struct {
 	threads         int
 	optLevel        string
 	instances       int
+	maxBatch        int
+	maxQueueDelay   time.Duration
 	maxQueue        int
+	defaultTimeout  time.Duration
+	priorityLevels  int
 	maxBody         int
 	maxImages       int
 	maxPixels       int64
@@ -43,8 +50,12 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider: auto (CUDA if usable, else CPU), cuda or cpu")
 	fs.IntVar(&c.threads, "threads", 0, "ONNX Runtime intra-op threads per session (0 = number of cores)")
 	fs.StringVar(&c.optLevel, "opt-level", "all", "graph optimisation level: disable, basic, extended or all")
-	fs.IntVar(&c.instances, "instances", 1, "concurrent executions per model")
-	fs.IntVar(&c.maxQueue, "max-queue", 64, "requests that may wait per model before 429")
+	fs.IntVar(&c.instances, "instances", 0, "execution instances per model (per GPU on GPU); 0 = 1 on CPU, 2 per GPU")
+	fs.IntVar(&c.maxBatch, "max-batch-size", 8, "default rows per execution (config.yaml batching.max_batch_size wins); 1 disables batching")
+	fs.DurationVar(&c.maxQueueDelay, "max-queue-delay", 2*time.Millisecond, "default longest wait of the oldest request for company")
+	fs.IntVar(&c.maxQueue, "max-queue-size", 256, "default rows that may wait per model before 429")
+	fs.DurationVar(&c.defaultTimeout, "default-timeout", 0, "default per-request timeout (0 = none): past it a queued request gets 504, and one predicted to miss it gets 503")
+	fs.IntVar(&c.priorityLevels, "priority-levels", 1, "default number of request priority levels (?priority=1 is highest)")
 	fs.IntVar(&c.maxBody, "max-body", 32<<20, "request body limit in bytes")
 	fs.IntVar(&c.maxImages, "max-images", 64, "images per request")
 	fs.Int64Var(&c.maxPixels, "max-pixels", 40_000_000, "largest image accepted, in pixels (checked from the header)")
@@ -99,8 +110,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		log.Info("GPU", "index", d.Index, "name", d.Name, "memory_gib", float64(d.TotalMemory)/(1<<30), "driver", gpus.DriverVersion)
 	}
 
+	reg := prometheus.NewRegistry()
 	srv := server.New(server.Options{
-		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log,
+		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log, Registry: reg,
 		Version: version, Runtime: "onnxruntime " + env.Version(),
 	})
 	ln, err := net.Listen("tcp", cfg.addr)
@@ -115,11 +127,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 
 	// Liveness answers while models load; readiness waits for them.
-	loaded, errs := loadRepository(env, cfg, log)
+	loaded, errs := loadRepository(env, cfg, batching.NewMetrics(reg), log)
 	var closers []io.Closer
 	for _, l := range loaded {
 		srv.AddModel(l.model)
-		closers = append(closers, l.session)
+		closers = append(closers, l.closer)
 	}
 	for _, e := range errs {
 		log.Error("model not loaded", "err", e)
@@ -143,8 +155,12 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if serr := <-served; serr != nil && err == nil {
 		err = serr
 	}
+	// In-flight requests are done; the schedulers drain (nothing is left)
+	// and their instances close.
 	for _, c := range closers {
-		c.Close()
+		if cerr := c.Close(); cerr != nil {
+			log.Warn("closing model", "err", cerr)
+		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: in-flight requests still running after %s", cfg.shutdownTimeout)
