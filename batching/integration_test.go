@@ -1,0 +1,207 @@
+package batching_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"fastinfer/batching"
+	"fastinfer/models/resnet"
+	"fastinfer/runtime"
+)
+
+// The batcher on the real runtime: these tests and benchmarks need ONNX
+// Runtime (make test sets ONNXRUNTIME_LIB).
+
+var (
+	envOnce sync.Once
+	env     *runtime.Env
+	envErr  error
+	modelMu sync.Mutex
+	built   = map[string]string{}
+)
+
+func openEnv(t testing.TB) *runtime.Env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs ONNX Runtime and a ResNet; skipped in -short")
+	}
+	envOnce.Do(func() {
+		lib := os.Getenv(runtime.LibEnv)
+		if lib == "" {
+			envErr = fmt.Errorf("%s is not set: run the tests with `make test`", runtime.LibEnv)
+			return
+		}
+		env, envErr = runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU})
+	})
+	if envErr != nil {
+		t.Fatal(envErr)
+	}
+	return env
+}
+
+// model writes a seeded ResNet once per test binary.
+func model(t testing.TB, arch string) string {
+	t.Helper()
+	modelMu.Lock()
+	defer modelMu.Unlock()
+	if p, ok := built[arch]; ok {
+		return p
+	}
+	m, err := resnet.Build(arch, 1000, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "fastinfer-batching-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	built[arch] = p
+	return p
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range built {
+		os.RemoveAll(filepath.Dir(p))
+	}
+	os.Exit(code)
+}
+
+// instances opens n sessions with a binding of maxRows each.
+func instances(t testing.TB, e *runtime.Env, path string, n, maxRows, threads int) (*runtime.Session, []batching.Instance) {
+	t.Helper()
+	var first *runtime.Session
+	var insts []batching.Instance
+	for range n {
+		s, err := e.NewSession(path, runtime.SessionOptions{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.NewBinding(maxRows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close(); s.Close() })
+		if first == nil {
+			first = s
+		}
+		insts = append(insts, b)
+	}
+	return first, insts
+}
+
+// Rows batched with other requests' rows (and split across executions)
+// give the same outputs as each row run alone.
+func TestBatchedEqualsUnbatched(t *testing.T) {
+	e := openEnv(t)
+	path := model(t, "resnet18")
+	ref, insts := instances(t, e, path, 2, 4, 1)
+	const images = 10
+	in := make([]float32, images*ref.InputLen())
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range in {
+		in[i] = float32(rng.NormFloat64())
+	}
+	want := make([]float32, images*ref.OutputLen())
+	for i := range images {
+		if err := ref.Run(in[i*ref.InputLen():(i+1)*ref.InputLen()], 1, want[i*ref.OutputLen():(i+1)*ref.OutputLen()]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := batching.New(batching.Config{MaxBatchSize: 4, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{4}}, ref.InputLen(), ref.OutputLen(), insts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Requests of 1, 2, 3 and 4 rows at once: some share executions, the
+	// 4-row one may be split.
+	got := make([]float32, len(want))
+	var wg sync.WaitGroup
+	maxBatch := 0
+	var mu sync.Mutex
+	for _, req := range [][2]int{{0, 1}, {1, 2}, {3, 3}, {6, 4}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from, rows := req[0], req[1]
+			tm, err := s.Do(context.Background(), in[from*ref.InputLen():(from+rows)*ref.InputLen()], rows,
+				got[from*ref.OutputLen():(from+rows)*ref.OutputLen()], batching.RequestOptions{})
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			maxBatch = max(maxBatch, tm.BatchRows)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	worst := 0.0
+	for i := range want {
+		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+	}
+	if worst > 1e-4 {
+		t.Fatalf("batched outputs differ from unbatched by up to %g", worst)
+	}
+	if maxBatch < 2 {
+		t.Errorf("no request shared an execution (largest batch %d)", maxBatch)
+	}
+	t.Logf("max abs difference %g, largest batch %d", worst, maxBatch)
+}
+
+// BenchmarkRawVsBatcher compares images/s of the raw binding at batch B
+// with the batcher fed by B concurrent single-image requests, on one
+// instance with all cores.
+func BenchmarkRawVsBatcher(b *testing.B) {
+	for _, arch := range []string{"resnet18", "resnet50"} {
+		for _, batch := range []int{1, 8} {
+			e := openEnv(b)
+			path := model(b, arch)
+			ref, insts := instances(b, e, path, 1, batch, 0)
+			bind := insts[0].(*runtime.Binding)
+			b.Run(fmt.Sprintf("%s/batch%d/raw", arch, batch), func(b *testing.B) {
+				for b.Loop() {
+					if err := bind.Run(batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "images/s")
+			})
+			b.Run(fmt.Sprintf("%s/batch%d/batcher", arch, batch), func(b *testing.B) {
+				s, err := batching.New(batching.Config{MaxBatchSize: batch, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{batch}},
+					ref.InputLen(), ref.OutputLen(), insts, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				b.SetParallelism((batch + 1) / 2) // batch clients on this 2-core machine's GOMAXPROCS
+				b.RunParallel(func(pb *testing.PB) {
+					in := make([]float32, ref.InputLen())
+					out := make([]float32, ref.OutputLen())
+					for pb.Next() {
+						if _, err := s.Do(context.Background(), in, 1, out, batching.RequestOptions{}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")
+			})
+		}
+	}
+}
