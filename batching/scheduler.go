@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 	"sync"
 	"time"
@@ -307,6 +308,11 @@ func (s *Scheduler) Close() {
 
 func (s *Scheduler) worker(inst Instance) {
 	defer s.wg.Done()
+	// ONNX Runtime runs part of every execution on the calling thread;
+	// keeping each instance on one OS thread keeps that thread's caches and
+	// ORT's per-thread state warm (measured: a few % on CPU).
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
 	var parts []part
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
