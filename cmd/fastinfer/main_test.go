@@ -91,7 +91,7 @@ var (
 	repoErr  error
 )
 
-func testRepo(t *testing.T) string {
+func testRepo(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a ResNet-50; skipped in -short")
@@ -142,7 +142,7 @@ func TestMain(m *testing.M) {
 
 // startServe runs serve() on a loopback port and returns its base URL, the
 // logs, and a stop function that returns serve's error.
-func startServe(t *testing.T, repo string) (string, *testutil.Buffer, func() error) {
+func startServe(t testing.TB, repo string) (string, *testutil.Buffer, func() error) {
 	t.Helper()
 	cfg := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
