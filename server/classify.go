@@ -22,18 +22,18 @@ const defaultTopK = 5
 // classify answers POST /v1/models/{m}[/versions/{v}]/classify.
 func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 	start := time.Now()
-	label := unknownModel
+	label, ver := unknownModel, ""
 	m, aerr := s.models.get(name, version)
 	if aerr == nil {
-		label = m.Name
+		label, ver = m.Name, strconv.Itoa(m.Version)
 		aerr = s.classifyModel(ctx, m, start)
 	}
 	if aerr != nil {
 		writeError(ctx, aerr)
 	}
 	code := strconv.Itoa(ctx.Response.StatusCode())
-	s.metrics.requests.WithLabelValues(label, code).Inc()
-	s.metrics.duration.WithLabelValues(label, code).Observe(time.Since(start).Seconds())
+	s.metrics.requests.WithLabelValues(label, ver, code).Inc()
+	s.metrics.duration.WithLabelValues(label, ver, code).Observe(time.Since(start).Seconds())
 }
 
 func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
@@ -59,7 +59,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 		return aerr
 	}
 	preDur := time.Since(pre)
-	s.metrics.preprocess.WithLabelValues(m.Name).Observe(preDur.Seconds())
+	s.metrics.preprocess.WithLabelValues(m.Name, strconv.Itoa(m.Version)).Observe(preDur.Seconds())
 
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
@@ -70,7 +70,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	if err != nil {
 		return s.inferError(m, err)
 	}
-	s.metrics.images.WithLabelValues(m.Name).Add(float64(rows))
+	s.metrics.images.WithLabelValues(m.Name, strconv.Itoa(m.Version)).Add(float64(rows))
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")

@@ -31,21 +31,21 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fastinfer_requests_total",
 			Help: "HTTP inference requests by model and status code.",
-		}, []string{"model", "code"}),
+		}, []string{"model", "version", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "fastinfer_request_duration_seconds",
 			Help:    "End-to-end HTTP inference request latency by model and status code.",
 			Buckets: latencyBuckets,
-		}, []string{"model", "code"}),
+		}, []string{"model", "version", "code"}),
 		images: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fastinfer_images_total",
 			Help: "Images classified, by model.",
-		}, []string{"model"}),
+		}, []string{"model", "version"}),
 		preprocess: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "fastinfer_preprocess_duration_seconds",
 			Help:    "Time to decode and preprocess a request's images.",
 			Buckets: latencyBuckets,
-		}, []string{"model"}),
+		}, []string{"model", "version"}),
 		modelInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fastinfer_model_info",
 			Help: "1 for each served model version, labelled with its execution provider.",

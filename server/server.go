@@ -231,7 +231,7 @@ func (s *Server) protocolError(ctx *fasthttp.RequestCtx, err error) {
 		}
 		writeError(ctx, errorf(400, codeBadRequest, "malformed HTTP request: "+err.Error()))
 	}
-	s.metrics.requests.WithLabelValues(unknownModel, fmt.Sprint(ctx.Response.StatusCode())).Inc()
+	s.metrics.requests.WithLabelValues(unknownModel, "", fmt.Sprint(ctx.Response.StatusCode())).Inc()
 }
 
 type fasthttpLogger struct{ l *slog.Logger }

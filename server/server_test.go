@@ -336,11 +336,12 @@ func TestMetricsExposed(t *testing.T) {
 	ts.do(t, "POST", "/v1/models/made-up-name/classify", "image/jpeg", fixture(t, "baboon.jpg"))
 	r := ts.do(t, "GET", "/metrics", "", nil)
 	for _, want := range []string{
-		`fastinfer_requests_total{code="200",model="toy"} 1`,
-		`fastinfer_requests_total{code="400",model="toy"} 1`,
-		`fastinfer_requests_total{code="404",model="_unknown"} 1`,
-		`fastinfer_request_duration_seconds_bucket{code="200",model="toy",le="+Inf"} 1`,
-		`fastinfer_images_total{model="toy"} 1`,
+		`fastinfer_requests_total{code="200",model="toy",version="1"} 1`,
+		`fastinfer_requests_total{code="400",model="toy",version="1"} 1`,
+		`fastinfer_requests_total{code="404",model="_unknown",version=""} 1`,
+		`fastinfer_request_duration_seconds_bucket{code="200",model="toy",version="1",le="+Inf"} 1`,
+		`fastinfer_images_total{model="toy",version="1"} 1`,
+		`fastinfer_preprocess_duration_seconds_count{model="toy",version="1"} 1`,
 		`fastinfer_model_info{model="toy",provider="cpu",version="1"} 1`,
 	} {
 		if !strings.Contains(r.body, want) {
