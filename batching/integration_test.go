@@ -6,14 +6,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-
 	"fastinfer/batching"
+	"fastinfer/internal/testutil"
+	"fastinfer/models/onnxpb"
 	"fastinfer/models/resnet"
 	"fastinfer/runtime"
 )
@@ -25,8 +24,6 @@ var (
 	envOnce sync.Once
 	env     *runtime.Env
 	envErr  error
-	modelMu sync.Mutex
-	built   = map[string]string{}
 )
 
 func openEnv(t testing.TB) *runtime.Env {
@@ -50,37 +47,12 @@ func openEnv(t testing.TB) *runtime.Env {
 
 // model writes a seeded ResNet once per test binary.
 func model(t testing.TB, arch string) string {
-	t.Helper()
-	modelMu.Lock()
-	defer modelMu.Unlock()
-	if p, ok := built[arch]; ok {
-		return p
-	}
-	m, err := resnet.Build(arch, 1000, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "fastinfer-batching-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "model.onnx")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	built[arch] = p
-	return p
+	return testutil.ModelFile(t, arch, func() (*onnxpb.ModelProto, error) { return resnet.Build(arch, 1000, 7) })
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, p := range built {
-		os.RemoveAll(filepath.Dir(p))
-	}
+	testutil.RemoveModels()
 	os.Exit(code)
 }
 

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
 
+	"fastinfer/internal/testutil"
 	"fastinfer/models/onnxpb"
 )
 
@@ -100,33 +99,9 @@ func tinyModelProto() *onnxpb.ModelProto {
 	}
 }
 
-var (
-	tinyOnce sync.Once
-	tinyPath string
-	tinyErr  error
-)
-
 // tinyModel writes the tiny Gemm model once per test binary.
 func tinyModel(t testing.TB) string {
-	t.Helper()
-	tinyOnce.Do(func() {
-		b, err := proto.Marshal(tinyModelProto())
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "fastinfer-tiny-")
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		tinyPath = filepath.Join(dir, "tiny.onnx")
-		tinyErr = os.WriteFile(tinyPath, b, 0o644)
-	})
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
-	}
-	return tinyPath
+	return testutil.ModelFile(t, "tiny", func() (*onnxpb.ModelProto, error) { return tinyModelProto(), nil })
 }
 
 // fill writes a deterministic pattern that differs with seed and row.

@@ -9,14 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"fastinfer/cuda"
 	"fastinfer/internal/testutil"
+	"fastinfer/models/onnxpb"
 	"fastinfer/models/resnet"
-
-	"google.golang.org/protobuf/proto"
 )
 
 // The ORT environment is process-wide, so every test shares one, opened by
@@ -41,6 +39,7 @@ func TestMain(m *testing.M) {
 		testEnv.Close()
 	}
 	os.RemoveAll(dir)
+	testutil.RemoveModels()
 	os.Exit(code)
 }
 
@@ -96,38 +95,9 @@ func env(t *testing.T) *Env {
 	return testEnv
 }
 
-var (
-	modelOnce sync.Once
-	modelPath string
-	modelErr  error
-)
-
-// resnet18 writes a seeded ResNet-18 once per test binary.
+// resnet18 is a seeded ResNet-18 written once per test binary.
 func resnet18(t testing.TB) string {
-	t.Helper()
-	modelOnce.Do(func() {
-		m, err := resnet.Build("resnet18", 1000, 1)
-		if err != nil {
-			modelErr = err
-			return
-		}
-		b, err := proto.Marshal(m)
-		if err != nil {
-			modelErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "fastinfer-model-")
-		if err != nil {
-			modelErr = err
-			return
-		}
-		modelPath = filepath.Join(dir, "model.onnx")
-		modelErr = os.WriteFile(modelPath, b, 0o644)
-	})
-	if modelErr != nil {
-		t.Fatal(modelErr)
-	}
-	return modelPath
+	return testutil.ModelFile(t, "resnet18", func() (*onnxpb.ModelProto, error) { return resnet.Build("resnet18", 1000, 1) })
 }
 
 func TestResolveLibOrder(t *testing.T) {
