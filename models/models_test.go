@@ -110,6 +110,13 @@ func TestScan(t *testing.T) {
 	if want := []string{"tabby", "tiger cat", "", "siamese"}; !reflect.DeepEqual(good.Labels, want) {
 		t.Errorf("labels = %q, want %q", good.Labels, want)
 	}
+	// The served version's card, compacted; a model without one has nil.
+	if want := `{"model":"good","version":2,"created":"2026-11-22T10:00:00Z","dataset":{"name":"fixture","train":4,"validation":0,"test":4},"accuracy":{"train":1,"validation":0,"test":0.75},"classes":["tabby","tiger cat","","siamese"]}`; string(good.Card) != want {
+		t.Errorf("good card = %s, want %s", good.Card, want)
+	}
+	if c := got["jsoncfg"].Card; c != nil {
+		t.Errorf("jsoncfg card = %s, want none", c)
+	}
 	if p := good.Config.Preprocess; p.Color != "gray" || p.Crop != 28 || p.Resize != 32 {
 		t.Errorf("good preprocess = %+v", p)
 	}
@@ -131,6 +138,54 @@ func TestScan(t *testing.T) {
 		if w, ok := wantErrs[le.Model]; !ok || !strings.Contains(e.Error(), w) {
 			t.Errorf("error for %s = %v, want mention of %q", le.Model, e, w)
 		}
+	}
+}
+
+// Only the served version's card counts, and a broken one fails the model
+// with the file named.
+func TestReadCard(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string // relative to the model folder
+		want    string
+		wantErr string
+	}{
+		{name: "latest only", files: map[string]string{"1/card.json": `{"version": 1}`, "2/model.onnx": ""}, want: ""},
+		{name: "latest", files: map[string]string{"1/card.json": `{"version": 1}`, "2/card.json": "{\n  \"version\": 2\n}\n", "2/model.onnx": ""}, want: `{"version":2}`},
+		{name: "card in unfinished version", files: map[string]string{"3/card.json": `{"version": 3}`}, want: ""},
+		{name: "invalid", files: map[string]string{"1/card.json": `{"version": 1,}`}, wantErr: filepath.Join("1", "card.json") + ": invalid model card"},
+		{name: "array", files: map[string]string{"1/card.json": `[1]`}, wantErr: "invalid model card"},
+		{name: "null", files: map[string]string{"1/card.json": `null`}, wantErr: "want a JSON object"},
+		{name: "empty", files: map[string]string{"1/card.json": ``}, wantErr: "invalid model card"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "m")
+			tt.files["1/model.onnx"] = ""
+			for name, body := range tt.files {
+				p := filepath.Join(dir, filepath.FromSlash(name))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m, ok, err := Read(dir)
+			if tt.wantErr != "" {
+				var le *LoadError
+				if !errors.As(err, &le) || le.Model != "m" || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want a LoadError mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !ok {
+				t.Fatalf("Read = %v, %v", ok, err)
+			}
+			if string(m.Card) != tt.want {
+				t.Errorf("card = %q, want %q", m.Card, tt.want)
+			}
+		})
 	}
 }
 

@@ -1,8 +1,11 @@
 package models
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +19,10 @@ const ModelFile = "model.onnx"
 
 // ConfigFile is the file name of a model's configuration.
 const ConfigFile = "config.yaml"
+
+// CardFile is the file name of a version's model card: free-form JSON
+// describing how the version was trained (see package export's Card).
+const CardFile = "card.json"
 
 // Version is one numbered version folder.
 type Version struct {
@@ -31,6 +38,9 @@ type Model struct {
 	Config   Config
 	Labels   []string
 	Versions []Version // ascending
+	// Card is the served (latest) version's card.json, compacted; nil when
+	// that version has none. It is always a JSON object.
+	Card json.RawMessage
 }
 
 // Latest is the version served: the highest number.
@@ -140,5 +150,33 @@ func Read(dir string) (m Model, ok bool, err error) {
 	}
 	sort.Slice(usable, func(i, j int) bool { return usable[i].Number < usable[j].Number })
 	m.Versions = usable
+	cardPath := filepath.Join(m.Latest().Dir, CardFile)
+	if m.Card, err = readCard(cardPath); err != nil {
+		return Model{}, false, &LoadError{name, cardPath, err}
+	}
 	return m, true, nil
+}
+
+// readCard reads a model card: nil if the file does not exist, an error if
+// it is not a JSON object.
+func readCard(path string) (json.RawMessage, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return nil, fmt.Errorf("invalid model card: %w", err)
+	}
+	if obj == nil {
+		return nil, errors.New("invalid model card: want a JSON object, got null")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return nil, fmt.Errorf("invalid model card: %w", err)
+	}
+	return buf.Bytes(), nil
 }

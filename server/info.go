@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 
@@ -21,6 +22,9 @@ type modelJSON struct {
 	Labels        bool         `json:"labels"`
 	Preprocessing any          `json:"preprocessing,omitempty"`
 	Batching      BatchingInfo `json:"batching"`
+
+	// Card is the model card (card.json) of the version, when it has one.
+	Card json.RawMessage `json:"card,omitempty"`
 }
 
 func (s *Server) describe(m *Model) modelJSON {
@@ -34,8 +38,17 @@ func (s *Server) describe(m *Model) modelJSON {
 		Name: m.Name, Version: strconv.Itoa(m.Version), Versions: versions,
 		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote,
 		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
-		Preprocessing: m.Preprocessing, Batching: m.Batching,
+		Preprocessing: m.Preprocessing, Batching: m.Batching, Card: card(m.Card),
 	}
+}
+
+// card is c if it is a JSON object, else nil: a malformed card must not
+// turn every model listing into an encoding error.
+func card(c json.RawMessage) json.RawMessage {
+	if t := bytes.TrimLeft(c, " \t\r\n"); len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		return nil
+	}
+	return c
 }
 
 // listModels answers GET /v1/models: every served model version.

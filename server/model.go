@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"sort"
 	"strconv"
 	"sync"
@@ -36,6 +37,10 @@ type Model struct {
 	// configuration in force).
 	Preprocessing any
 	Batching      BatchingInfo
+	// Card is the version's model card (card.json), shown as "card" by GET
+	// /v1/models; nil for none. It must be a JSON object: anything else is
+	// left out of the answers.
+	Card json.RawMessage
 
 	// Preprocess writes one image's input tensor into dst (len InputLen).
 	// Errors wrapping vision/guard's sentinels become 400/413 answers.

@@ -204,7 +204,7 @@ func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig, metrics *batc
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
 		Provider: first.Provider(), ProviderNote: first.FallbackReason(),
 		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
-		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(),
+		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: m.Card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
 		Batching: server.BatchingInfo{
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
