@@ -10,12 +10,15 @@ MODELS       ?= models
 DEFAULT_MODEL ?= resnet50
 ADDR         ?= :8080
 GO           ?= go
-GOFLAGS_TEST ?= -race -count=1
+# OpenBLAS (installed by scripts/deps.sh) for the Gorgonia trainer; without
+# the tag it falls back to gonum's pure-Go BLAS.
+GOTAGS       ?= openblas
+GOFLAGS_TEST ?= -race -count=1 -tags $(GOTAGS)
 # Tests that start ONNX Runtime read the library path from here.
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export CGO_ENABLED := 1
 
-.PHONY: all deps gpu-deps build run test test-short vet generate default-model clean
+.PHONY: all deps gpu-deps build run test test-short vet generate default-model train clean
 
 all: default-model
 
@@ -26,7 +29,7 @@ gpu-deps:
 	@scripts/deps.sh ort-gpu
 
 build: deps
-	$(GO) build -o $(BIN) ./cmd/fastinfer
+	$(GO) build -tags $(GOTAGS) -o $(BIN) ./cmd/fastinfer
 
 # The default model: an ImageNet-topology ResNet-50 with seeded random
 # weights, built from Go. Not committed (100 MB); rebuilt only when missing.
@@ -35,11 +38,17 @@ default-model: build
 		$(BIN) models build $(DEFAULT_MODEL) --out $(MODELS)/$(DEFAULT_MODEL); \
 	fi
 
+# Trains the default Fashion-MNIST model from scratch and registers it as
+# the next version of models/fashion-resnet (see README: Training).
+TRAIN_FLAGS ?=
+train: build
+	$(BIN) train --models $(MODELS) --name fashion-resnet $(TRAIN_FLAGS)
+
 run: default-model
 	$(BIN) serve --models $(MODELS) --addr $(ADDR) --ort-lib $(ORT_LIB)
 
 test: deps
-	$(GO) vet ./...
+	$(GO) vet -tags $(GOTAGS) ./...
 	$(GO) test $(GOFLAGS_TEST) ./...
 
 test-short: deps

@@ -1,6 +1,7 @@
 // Command fastinfer serves ONNX image classifiers over HTTP.
 //
 //	fastinfer serve  [flags]          serve a model repository
+//	fastinfer train  [flags]          train a ResNet and register it
 //	fastinfer models build ARCH --out DIR   write a ResNet model folder
 //	fastinfer models list [--models DIR]    show what a repository holds
 package main
@@ -33,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = serveCmd(args[1:], stderr, getenv)
 	case "models":
 		err = modelsCmd(args[1:], stdout, stderr, getenv)
+	case "train":
+		err = trainCmd(args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "fastinfer", version)
 	case "help", "-h", "--help":
@@ -63,6 +66,7 @@ func usage(w io.Writer) {
 
 commands:
   serve                     serve the models of a model repository over HTTP
+  train                     train a ResNet (Fashion-MNIST or an image folder) and register it
   models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50) model folder
   models list               list the models of a repository
   version                   print the version
