@@ -77,9 +77,9 @@ func TestTrainSweepRegistersBest(t *testing.T) {
 		t.Fatalf("registered model: %v %v", ok, err)
 	}
 	var card struct {
-		Hyper    map[string]any `json:"hyperparameters"`
+		Hyper    map[string]any         `json:"hyperparameters"`
 		Accuracy struct{ Test float64 } `json:"accuracy"`
-		Classes  []string       `json:"classes"`
+		Classes  []string               `json:"classes"`
 	}
 	if err := json.Unmarshal(m.Card, &card); err != nil {
 		t.Fatal(err)
