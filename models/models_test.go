@@ -189,6 +189,24 @@ func TestReadCard(t *testing.T) {
 	}
 }
 
+func TestScanFollowsSymlinkedModels(t *testing.T) {
+	repo := t.TempDir()
+	good, err := filepath.Abs(filepath.Join("testdata", "repo", "good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(good, filepath.Join(repo, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(repo, "nowhere"), filepath.Join(repo, "dangling")); err != nil {
+		t.Fatal(err)
+	}
+	ms, errs, err := Scan(repo)
+	if err != nil || len(errs) != 0 || len(ms) != 1 || ms[0].Name != "linked" {
+		t.Fatalf("Scan = %+v, %v, %v; want the linked model only", ms, errs, err)
+	}
+}
+
 func TestScanMissingRoot(t *testing.T) {
 	if _, _, err := Scan(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Fatal("Scan of a missing folder succeeded")

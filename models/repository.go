@@ -77,8 +77,15 @@ func Scan(root string) ([]Model, []error, error) {
 	var ms []Model
 	var errs []error
 	for _, e := range entries {
-		if !e.IsDir() || !ValidName(e.Name()) {
+		if !ValidName(e.Name()) {
 			continue
+		}
+		// Model folders may be symlinks (mounted volumes, shared caches).
+		if !e.IsDir() {
+			st, err := os.Stat(filepath.Join(root, e.Name()))
+			if err != nil || !st.IsDir() {
+				continue
+			}
 		}
 		m, ok, err := Read(filepath.Join(root, e.Name()))
 		if err != nil {
