@@ -95,3 +95,49 @@ func TestTrainSweepRegistersBest(t *testing.T) {
 		t.Fatalf("preprocess %+v", p)
 	}
 }
+
+// Ctrl-C (an ended context) saves a checkpoint and says how to go on;
+// --resume continues from it and registers the model.
+func TestTrainInterruptThenResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a network; skipped in -short")
+	}
+	if _, err := os.Stat(data.FashionMNISTDir); err != nil {
+		t.Skipf("Fashion-MNIST not installed (%v): `make deps` installs it", err)
+	}
+	if os.Getenv(runtime.LibEnv) == "" {
+		t.Fatalf("%s is not set: run the tests with `make test`", runtime.LibEnv)
+	}
+	repo := t.TempDir()
+	ckpt := filepath.Join(repo, "run.ckpt")
+	args := []string{"--models", repo, "--subset", "400", "--epochs", "1", "--batch", "16", "--width", "4",
+		"--blocks", "1", "--checkpoint", ckpt}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	parse := func(extra ...string) *trainConfig {
+		fs := flag.NewFlagSet("train", flag.ContinueOnError)
+		c := trainFlags(fs)
+		if err := fs.Parse(append(append([]string{}, args...), extra...)); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := runTrain(ctx, parse(), io.Discard, quiet)
+	if err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if _, err := os.Stat(ckpt); err != nil {
+		t.Fatalf("no checkpoint after the interruption: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "fashion-resnet")); err == nil {
+		t.Fatal("an interrupted run registered a model")
+	}
+	var out bytes.Buffer
+	if err := runTrain(context.Background(), parse("--resume"), &out, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "registered fashion-resnet version 1") {
+		t.Fatalf("resumed run: %s", out.String())
+	}
+}
