@@ -52,7 +52,7 @@ func Build(n *Net) (*onnxpb.ModelProto, error) {
 	x = b.op("Relu", "stem.relu", []string{x})
 	if n.StemPool > 0 {
 		p := int64(n.StemPool)
-		x = b.op("MaxPool", "stem.pool", []string{x}, ints("kernel_shape", p, p), ints("strides", p, p))
+		x = b.op("MaxPool", "stem.pool", []string{x}, onnxpb.AttrInts("kernel_shape", p, p), onnxpb.AttrInts("strides", p, p))
 	}
 	for i := range n.Blocks {
 		blk := &n.Blocks[i]
@@ -68,10 +68,10 @@ func Build(n *Net) (*onnxpb.ModelProto, error) {
 		x = b.op("Relu", prefix+"relu", []string{y})
 	}
 	x = b.op("GlobalAveragePool", "gap", []string{x})
-	x = b.op("Flatten", "flatten", []string{x}, intAttr("axis", 1))
+	x = b.op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
 	w := b.param("fc.weight", n.FCW.Dims, n.FCW.Data)
 	bias := b.param("fc.bias", []int64{int64(len(n.FCB))}, n.FCB)
-	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, intAttr("transB", 1))
+	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
 
 	classes := n.FCW.Dims[0]
 	return &onnxpb.ModelProto{
@@ -84,9 +84,9 @@ func Build(n *Net) (*onnxpb.ModelProto, error) {
 			Name:        proto.String("small_resnet"),
 			Node:        b.nodes,
 			Initializer: b.inits,
-			Input: []*onnxpb.ValueInfoProto{floatTensor(InputName,
-				dimParam("N"), dim(int64(n.InC)), dim(int64(n.InH)), dim(int64(n.InW)))},
-			Output: []*onnxpb.ValueInfoProto{floatTensor(OutputName, dimParam("N"), dim(classes))},
+			Input: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(InputName,
+				onnxpb.DimParam("N"), onnxpb.Dim(int64(n.InC)), onnxpb.Dim(int64(n.InH)), onnxpb.Dim(int64(n.InW)))},
+			Output: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(OutputName, onnxpb.DimParam("N"), onnxpb.Dim(classes))},
 		},
 	}, nil
 }
@@ -301,7 +301,7 @@ func (g *graph) convBN(name, in string, cb *ConvBN) string {
 	s, p := int64(cb.Stride), int64(cb.Pad)
 	w := g.param(name+".conv.weight", d, cb.W.Data)
 	x := g.op("Conv", name+".conv", []string{in, w},
-		ints("kernel_shape", d[2], d[3]), ints("strides", s, s), ints("pads", p, p, p, p))
+		onnxpb.AttrInts("kernel_shape", d[2], d[3]), onnxpb.AttrInts("strides", s, s), onnxpb.AttrInts("pads", p, p, p, p))
 	c := []int64{d[0]}
 	return g.op("BatchNormalization", name+".bn", []string{
 		x,
@@ -309,7 +309,7 @@ func (g *graph) convBN(name, in string, cb *ConvBN) string {
 		g.param(name+".bn.bias", c, cb.Beta),
 		g.param(name+".bn.running_mean", c, cb.Mean),
 		g.param(name+".bn.running_var", c, cb.Var),
-	}, floatAttr("epsilon", cb.Eps))
+	}, onnxpb.AttrFloat("epsilon", cb.Eps))
 }
 
 // op adds a node whose single output tensor is named after the node.
@@ -342,34 +342,4 @@ func (g *graph) param(name string, dims []int64, data []float32) string {
 		RawData:  raw,
 	})
 	return name
-}
-
-func ints(name string, v ...int64) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INTS.Enum(), Ints: v}
-}
-
-func intAttr(name string, v int64) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(v)}
-}
-
-func floatAttr(name string, v float32) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_FLOAT.Enum(), F: proto.Float32(v)}
-}
-
-func dim(v int64) *onnxpb.TensorShapeProto_Dimension {
-	return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}}
-}
-
-func dimParam(name string) *onnxpb.TensorShapeProto_Dimension {
-	return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: name}}
-}
-
-func floatTensor(name string, dims ...*onnxpb.TensorShapeProto_Dimension) *onnxpb.ValueInfoProto {
-	return &onnxpb.ValueInfoProto{
-		Name: proto.String(name),
-		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{
-			ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-			Shape:    &onnxpb.TensorShapeProto{Dim: dims},
-		}}},
-	}
 }

@@ -81,7 +81,7 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 	// Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool.
 	x := b.relu("relu", b.bn("bn1", b.conv("conv1", InputName, 3, 64, 7, 2), 64, 1))
 	x = b.op("MaxPool", "maxpool", []string{x},
-		ints("kernel_shape", 3, 3), ints("strides", 2, 2), ints("pads", 1, 1, 1, 1))
+		onnxpb.AttrInts("kernel_shape", 3, 3), onnxpb.AttrInts("strides", 2, 2), onnxpb.AttrInts("pads", 1, 1, 1, 1))
 
 	cin := int64(64)
 	for stage, n := range a.blocks {
@@ -101,12 +101,12 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 	}
 
 	x = b.op("GlobalAveragePool", "avgpool", []string{x})
-	x = b.op("Flatten", "flatten", []string{x}, intAttr("axis", 1))
+	x = b.op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
 	// torchvision's nn.Linear default init: U(±1/sqrt(fan_in)) for both.
 	bound := 1 / math.Sqrt(float64(cin))
 	w := b.param("fc.weight", []int64{int64(numClasses), cin}, b.uniform(bound))
 	bias := b.param("fc.bias", []int64{int64(numClasses)}, b.uniform(bound))
-	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, intAttr("transB", 1))
+	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
 
 	return &onnxpb.ModelProto{
 		IrVersion:    proto.Int64(irVersion),
@@ -122,8 +122,8 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 			Name:        proto.String(archName),
 			Node:        b.nodes,
 			Initializer: b.inits,
-			Input:       []*onnxpb.ValueInfoProto{floatTensor(InputName, dimParam("N"), dim(3), dim(imageSize), dim(imageSize))},
-			Output:      []*onnxpb.ValueInfoProto{floatTensor(OutputName, dimParam("N"), dim(int64(numClasses)))},
+			Input:       []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(InputName, onnxpb.DimParam("N"), onnxpb.Dim(3), onnxpb.Dim(imageSize), onnxpb.Dim(imageSize))},
+			Output:      []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(OutputName, onnxpb.DimParam("N"), onnxpb.Dim(int64(numClasses)))},
 		},
 	}, nil
 }
@@ -206,7 +206,7 @@ func (b *builder) conv(name, in string, cin, cout, k, stride int64) string {
 	w := b.param(name+".weight", []int64{cout, cin, k, k}, b.normal(std))
 	p := k / 2
 	return b.op("Conv", name, []string{in, w},
-		ints("kernel_shape", k, k), ints("strides", stride, stride), ints("pads", p, p, p, p))
+		onnxpb.AttrInts("kernel_shape", k, k), onnxpb.AttrInts("strides", stride, stride), onnxpb.AttrInts("pads", p, p, p, p))
 }
 
 // bn adds an inference-mode BatchNormalization with fresh running stats,
@@ -220,7 +220,7 @@ func (b *builder) bn(name, in string, c int64, gamma float32) string {
 		b.param(name+".running_mean", dims, constant(0)),
 		b.param(name+".running_var", dims, constant(1)),
 	}
-	return b.op("BatchNormalization", name, inputs, floatAttr("epsilon", bnEpsilon))
+	return b.op("BatchNormalization", name, inputs, onnxpb.AttrFloat("epsilon", bnEpsilon))
 }
 
 func (b *builder) relu(name, in string) string {
@@ -274,34 +274,4 @@ func (b *builder) uniform(bound float64) func() float32 {
 
 func constant(v float32) func() float32 {
 	return func() float32 { return v }
-}
-
-func ints(name string, v ...int64) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INTS.Enum(), Ints: v}
-}
-
-func intAttr(name string, v int64) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(v)}
-}
-
-func floatAttr(name string, v float32) *onnxpb.AttributeProto {
-	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_FLOAT.Enum(), F: proto.Float32(v)}
-}
-
-func dim(v int64) *onnxpb.TensorShapeProto_Dimension {
-	return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: v}}
-}
-
-func dimParam(name string) *onnxpb.TensorShapeProto_Dimension {
-	return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: name}}
-}
-
-func floatTensor(name string, dims ...*onnxpb.TensorShapeProto_Dimension) *onnxpb.ValueInfoProto {
-	return &onnxpb.ValueInfoProto{
-		Name: proto.String(name),
-		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{
-			ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-			Shape:    &onnxpb.TensorShapeProto{Dim: dims},
-		}}},
-	}
 }
