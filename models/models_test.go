@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -241,4 +242,38 @@ func keys(m map[string]Model) []string {
 		k = append(k, n)
 	}
 	return k
+}
+
+func TestClaimVersionAndWriteFileAtomic(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"1", "3", "07", "latest", "0"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 07, latest and 0 are not versions; the next after 3 is 4, then 5.
+	for _, want := range []int{4, 5} {
+		v, vdir, err := ClaimVersion(dir)
+		if err != nil || v != want || vdir != filepath.Join(dir, strconv.Itoa(want)) {
+			t.Fatalf("ClaimVersion = %d, %q, %v; want %d", v, vdir, err, want)
+		}
+	}
+	if err := WriteFileAtomic(dir, ModelFile, []byte("onnx")); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, ModelFile)); err != nil || string(b) != "onnx" {
+		t.Fatalf("read back %q, %v", b, err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, ModelFile)); st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", st.Mode().Perm())
+	}
+	if _, _, err := ClaimVersion(filepath.Join(dir, "missing")); err == nil {
+		t.Error("ClaimVersion in a missing folder succeeded")
+	}
 }

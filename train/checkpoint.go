@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 
 	"gorgonia.org/tensor"
+
+	"fastinfer/models"
 )
 
 // checkpoint is what a paused run needs to continue: weights, running
@@ -43,23 +46,11 @@ func SaveCheckpoint(path string, o Options, p *Params, done []EpochStats) error 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".checkpoint-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := gob.NewEncoder(tmp).Encode(&ck); err != nil {
-		tmp.Close()
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&ck); err != nil {
 		return fmt.Errorf("encoding checkpoint: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return models.WriteFileAtomic(filepath.Dir(path), filepath.Base(path), buf.Bytes())
 }
 
 // LoadCheckpoint reads a checkpoint back into fresh Params.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -168,9 +167,9 @@ func WriteVersion(dir string, m *onnxpb.ModelProto, configYAML string, labels []
 		}
 	}
 
-	version, vdir, err := claimVersion(dir)
+	version, vdir, err := models.ClaimVersion(dir)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("export: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -284,35 +283,6 @@ func checkCardFloats(c *Card) error {
 	return nil
 }
 
-// claimVersion creates dir/<v> for the lowest v above every version in dir.
-// os.Mkdir fails when the folder exists, so of two concurrent writers one
-// wins each number and the other moves on to the next.
-func claimVersion(dir string) (int, string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, "", fmt.Errorf("export: %w", err)
-	}
-	v := 1
-	for _, e := range entries {
-		// Versions are canonical positive integers ("7", not "07"), as
-		// the model repository reads them.
-		if n, err := strconv.Atoi(e.Name()); err == nil && n > 0 && strconv.Itoa(n) == e.Name() && n >= v {
-			v = n + 1
-		}
-	}
-	for {
-		vdir := filepath.Join(dir, strconv.Itoa(v))
-		err := os.Mkdir(vdir, 0o755)
-		if err == nil {
-			return v, vdir, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return 0, "", fmt.Errorf("export: %w", err)
-		}
-		v++
-	}
-}
-
 // writeIfChanged writes dir/name unless it already holds exactly data.
 func writeIfChanged(dir, name string, data []byte) error {
 	old, err := os.ReadFile(filepath.Join(dir, name))
@@ -322,34 +292,9 @@ func writeIfChanged(dir, name string, data []byte) error {
 	return writeAtomic(dir, name, data)
 }
 
-// writeAtomic writes data to dir/name through a temporary file in the same
-// folder, synced and then renamed over the final name. The temporary name
-// starts with a dot and does not end in the final extension, so a loader
-// scanning dir ignores it.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("export: writing %s: %w", name, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("export: syncing %s: %w", name, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("export: closing %s: %w", name, err)
-	}
-	if err = os.Chmod(f.Name(), 0o644); err != nil { // CreateTemp makes 0600
-		return fmt.Errorf("export: %w", err)
-	}
-	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+// writeAtomic is models.WriteFileAtomic with this package's error prefix.
+func writeAtomic(dir, name string, data []byte) error {
+	if err := models.WriteFileAtomic(dir, name, data); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
