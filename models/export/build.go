@@ -1,7 +1,6 @@
 package export
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -49,29 +48,29 @@ func Build(n *Net) (*onnxpb.ModelProto, error) {
 	}
 	b := &graph{}
 	x := b.convBN("stem", InputName, &n.Stem)
-	x = b.op("Relu", "stem.relu", []string{x})
+	x = b.Op("Relu", "stem.relu", []string{x})
 	if n.StemPool > 0 {
 		p := int64(n.StemPool)
-		x = b.op("MaxPool", "stem.pool", []string{x}, onnxpb.AttrInts("kernel_shape", p, p), onnxpb.AttrInts("strides", p, p))
+		x = b.Op("MaxPool", "stem.pool", []string{x}, onnxpb.AttrInts("kernel_shape", p, p), onnxpb.AttrInts("strides", p, p))
 	}
 	for i := range n.Blocks {
 		blk := &n.Blocks[i]
 		prefix := fmt.Sprintf("block%d.", i)
 		y := b.convBN(prefix+"a", x, &blk.A)
-		y = b.op("Relu", prefix+"a.relu", []string{y})
+		y = b.Op("Relu", prefix+"a.relu", []string{y})
 		y = b.convBN(prefix+"b", y, &blk.B)
 		short := x
 		if blk.Shortcut != nil {
 			short = b.convBN(prefix+"shortcut", x, blk.Shortcut)
 		}
-		y = b.op("Add", prefix+"add", []string{y, short})
-		x = b.op("Relu", prefix+"relu", []string{y})
+		y = b.Op("Add", prefix+"add", []string{y, short})
+		x = b.Op("Relu", prefix+"relu", []string{y})
 	}
-	x = b.op("GlobalAveragePool", "gap", []string{x})
-	x = b.op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
+	x = b.Op("GlobalAveragePool", "gap", []string{x})
+	x = b.Op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
 	w := b.param("fc.weight", n.FCW.Dims, n.FCW.Data)
 	bias := b.param("fc.bias", []int64{int64(len(n.FCB))}, n.FCB)
-	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
+	b.Node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
 
 	classes := n.FCW.Dims[0]
 	return &onnxpb.ModelProto{
@@ -82,8 +81,8 @@ func Build(n *Net) (*onnxpb.ModelProto, error) {
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(opsetVersion)}},
 		Graph: &onnxpb.GraphProto{
 			Name:        proto.String("small_resnet"),
-			Node:        b.nodes,
-			Initializer: b.inits,
+			Node:        b.Nodes,
+			Initializer: b.Inits,
 			Input: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(InputName,
 				onnxpb.DimParam("N"), onnxpb.Dim(int64(n.InC)), onnxpb.Dim(int64(n.InH)), onnxpb.Dim(int64(n.InW)))},
 			Output: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(OutputName, onnxpb.DimParam("N"), onnxpb.Dim(classes))},
@@ -290,20 +289,17 @@ func Params(n *Net) int64 {
 }
 
 // graph accumulates nodes and initializers in topological order.
-type graph struct {
-	nodes []*onnxpb.NodeProto
-	inits []*onnxpb.TensorProto
-}
+type graph struct{ onnxpb.Graph }
 
 // convBN adds name.conv and name.bn over in and returns the BN's output.
 func (g *graph) convBN(name, in string, cb *ConvBN) string {
 	d := cb.W.Dims
 	s, p := int64(cb.Stride), int64(cb.Pad)
 	w := g.param(name+".conv.weight", d, cb.W.Data)
-	x := g.op("Conv", name+".conv", []string{in, w},
+	x := g.Op("Conv", name+".conv", []string{in, w},
 		onnxpb.AttrInts("kernel_shape", d[2], d[3]), onnxpb.AttrInts("strides", s, s), onnxpb.AttrInts("pads", p, p, p, p))
 	c := []int64{d[0]}
-	return g.op("BatchNormalization", name+".bn", []string{
+	return g.Op("BatchNormalization", name+".bn", []string{
 		x,
 		g.param(name+".bn.weight", c, cb.Gamma),
 		g.param(name+".bn.bias", c, cb.Beta),
@@ -312,34 +308,8 @@ func (g *graph) convBN(name, in string, cb *ConvBN) string {
 	}, onnxpb.AttrFloat("epsilon", cb.Eps))
 }
 
-// op adds a node whose single output tensor is named after the node.
-func (g *graph) op(opType, name string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	return g.node(opType, name, name, inputs, attrs...)
-}
-
-func (g *graph) node(opType, name, output string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	g.nodes = append(g.nodes, &onnxpb.NodeProto{
-		Name:      proto.String(name),
-		OpType:    proto.String(opType),
-		Input:     inputs,
-		Output:    []string{output},
-		Attribute: attrs,
-	})
-	return output
-}
-
-// param adds a float32 initializer holding a copy of data as little-endian
-// raw_data.
+// param adds a float32 initializer holding a copy of data (Validate has
+// checked that len(data) matches dims).
 func (g *graph) param(name string, dims []int64, data []float32) string {
-	raw := make([]byte, 4*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
-	}
-	g.inits = append(g.inits, &onnxpb.TensorProto{
-		Name:     proto.String(name),
-		Dims:     append([]int64(nil), dims...),
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-		RawData:  raw,
-	})
-	return name
+	return g.FloatInit(name, dims, func(i int) float32 { return data[i] })
 }

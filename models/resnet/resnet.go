@@ -4,7 +4,6 @@
 package resnet
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -80,7 +79,7 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 
 	// Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool.
 	x := b.relu("relu", b.bn("bn1", b.conv("conv1", InputName, 3, 64, 7, 2), 64, 1))
-	x = b.op("MaxPool", "maxpool", []string{x},
+	x = b.Op("MaxPool", "maxpool", []string{x},
 		onnxpb.AttrInts("kernel_shape", 3, 3), onnxpb.AttrInts("strides", 2, 2), onnxpb.AttrInts("pads", 1, 1, 1, 1))
 
 	cin := int64(64)
@@ -100,13 +99,13 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 		}
 	}
 
-	x = b.op("GlobalAveragePool", "avgpool", []string{x})
-	x = b.op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
+	x = b.Op("GlobalAveragePool", "avgpool", []string{x})
+	x = b.Op("Flatten", "flatten", []string{x}, onnxpb.AttrInt("axis", 1))
 	// torchvision's nn.Linear default init: U(±1/sqrt(fan_in)) for both.
 	bound := 1 / math.Sqrt(float64(cin))
 	w := b.param("fc.weight", []int64{int64(numClasses), cin}, b.uniform(bound))
 	bias := b.param("fc.bias", []int64{int64(numClasses)}, b.uniform(bound))
-	b.node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
+	b.Node("Gemm", "fc", OutputName, []string{x, w, bias}, onnxpb.AttrInt("transB", 1))
 
 	return &onnxpb.ModelProto{
 		IrVersion:    proto.Int64(irVersion),
@@ -120,8 +119,8 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 		},
 		Graph: &onnxpb.GraphProto{
 			Name:        proto.String(archName),
-			Node:        b.nodes,
-			Initializer: b.inits,
+			Node:        b.Nodes,
+			Initializer: b.Inits,
 			Input:       []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(InputName, onnxpb.DimParam("N"), onnxpb.Dim(3), onnxpb.Dim(imageSize), onnxpb.Dim(imageSize))},
 			Output:      []*onnxpb.ValueInfoProto{onnxpb.FloatTensor(OutputName, onnxpb.DimParam("N"), onnxpb.Dim(int64(numClasses)))},
 		},
@@ -164,9 +163,8 @@ func ParamCount(m *onnxpb.ModelProto) int64 {
 
 // builder accumulates nodes and initializers in topological order.
 type builder struct {
-	rng   *rand.Rand
-	nodes []*onnxpb.NodeProto
-	inits []*onnxpb.TensorProto
+	onnxpb.Graph
+	rng *rand.Rand
 }
 
 // basic is torchvision's BasicBlock: two 3x3 convs, stride on the first.
@@ -193,7 +191,7 @@ func (b *builder) residual(prefix, in, branch string, cin, cout, stride int64) s
 	if stride != 1 || cin != cout {
 		short = b.bn(prefix+"downsample.1", b.conv(prefix+"downsample.0", in, cin, cout, 1, stride), cout, 1)
 	}
-	return b.relu(prefix+"relu", b.op("Add", prefix+"add", []string{branch, short}))
+	return b.relu(prefix+"relu", b.Op("Add", prefix+"add", []string{branch, short}))
 }
 
 // conv adds a bias-free kxk convolution with "same" padding and
@@ -205,7 +203,7 @@ func (b *builder) conv(name, in string, cin, cout, k, stride int64) string {
 	std := math.Sqrt(2 / float64(cin*k*k))
 	w := b.param(name+".weight", []int64{cout, cin, k, k}, b.normal(std))
 	p := k / 2
-	return b.op("Conv", name, []string{in, w},
+	return b.Op("Conv", name, []string{in, w},
 		onnxpb.AttrInts("kernel_shape", k, k), onnxpb.AttrInts("strides", stride, stride), onnxpb.AttrInts("pads", p, p, p, p))
 }
 
@@ -220,48 +218,16 @@ func (b *builder) bn(name, in string, c int64, gamma float32) string {
 		b.param(name+".running_mean", dims, constant(0)),
 		b.param(name+".running_var", dims, constant(1)),
 	}
-	return b.op("BatchNormalization", name, inputs, onnxpb.AttrFloat("epsilon", bnEpsilon))
+	return b.Op("BatchNormalization", name, inputs, onnxpb.AttrFloat("epsilon", bnEpsilon))
 }
 
 func (b *builder) relu(name, in string) string {
-	return b.op("Relu", name, []string{in})
+	return b.Op("Relu", name, []string{in})
 }
 
-// op adds a node whose single output tensor is named after the node.
-func (b *builder) op(opType, name string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	return b.node(opType, name, name, inputs, attrs...)
-}
-
-func (b *builder) node(opType, name, output string, inputs []string, attrs ...*onnxpb.AttributeProto) string {
-	b.nodes = append(b.nodes, &onnxpb.NodeProto{
-		Name:      proto.String(name),
-		OpType:    proto.String(opType),
-		Input:     inputs,
-		Output:    []string{output},
-		Attribute: attrs,
-	})
-	return output
-}
-
-// param adds a float32 initializer filled by gen. It is stored as raw_data
-// (little-endian), which is far smaller and faster to marshal than the
-// repeated float_data field.
+// param adds a float32 initializer filled by gen.
 func (b *builder) param(name string, dims []int64, gen func() float32) string {
-	n := int64(1)
-	for _, d := range dims {
-		n *= d
-	}
-	raw := make([]byte, 4*n)
-	for i := int64(0); i < n; i++ {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(gen()))
-	}
-	b.inits = append(b.inits, &onnxpb.TensorProto{
-		Name:     proto.String(name),
-		Dims:     dims,
-		DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-		RawData:  raw,
-	})
-	return name
+	return b.FloatInit(name, dims, func(int) float32 { return gen() })
 }
 
 func (b *builder) normal(std float64) func() float32 {
