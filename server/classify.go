@@ -25,7 +25,7 @@ func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 	label, ver := unknownModel, ""
 	m, aerr := s.models.get(name, version)
 	if aerr == nil {
-		label, ver = m.Name, strconv.Itoa(m.Version)
+		label, ver = m.Name, m.versionLabel
 		aerr = s.classifyModel(ctx, m, start)
 	}
 	if aerr != nil {
@@ -59,7 +59,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 		return aerr
 	}
 	preDur := time.Since(pre)
-	s.metrics.preprocess.WithLabelValues(m.Name, strconv.Itoa(m.Version)).Observe(preDur.Seconds())
+	m.preprocessObs.Observe(preDur.Seconds())
 
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
@@ -70,7 +70,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	if err != nil {
 		return s.inferError(m, err)
 	}
-	s.metrics.images.WithLabelValues(m.Name, strconv.Itoa(m.Version)).Add(float64(rows))
+	m.imagesCtr.Add(float64(rows))
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"fastinfer/batching"
 )
 
@@ -50,6 +52,11 @@ type Model struct {
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
 
 	pool sync.Pool // *[]float32 scratch for inputs and outputs
+
+	// Set by AddModel so requests skip the label lookups.
+	versionLabel  string
+	preprocessObs prometheus.Observer
+	imagesCtr     prometheus.Counter
 }
 
 // buffer returns a pooled float32 slice of length n.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -99,8 +100,11 @@ func New(o Options) *Server {
 
 // AddModel starts serving m.
 func (s *Server) AddModel(m *Model) {
+	m.versionLabel = strconv.Itoa(m.Version)
+	m.preprocessObs = s.metrics.preprocess.WithLabelValues(m.Name, m.versionLabel)
+	m.imagesCtr = s.metrics.images.WithLabelValues(m.Name, m.versionLabel)
+	s.metrics.modelInfo.WithLabelValues(m.Name, m.versionLabel, m.Provider).Set(1)
 	s.models.add(m)
-	s.metrics.modelInfo.WithLabelValues(m.Name, fmt.Sprint(m.Version), m.Provider).Set(1)
 }
 
 // SetReady marks the server ready (GET /v2/health/ready answers 200).

@@ -332,23 +332,7 @@ func TestServeShutdownFinishesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 6
-	codes := make(chan error, n)
-	for range n {
-		go func() {
-			resp, err := http.Post(base+"/v1/models/resnet50/classify", "image/jpeg", bytes.NewReader(img))
-			if err != nil {
-				codes <- err
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				codes <- fmt.Errorf("status %d", resp.StatusCode)
-				return
-			}
-			codes <- nil
-		}()
-	}
+	codes := postImages(base+"/v1/models/resnet50/classify", img, n)
 	// The first answer means the others are connected and queued behind it
 	// (one instance): stop now, and every one of them must still succeed.
 	if err := <-codes; err != nil {
@@ -418,23 +402,7 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 4
-	codes := make(chan error, n)
-	for range n {
-		go func() {
-			resp, err := http.Post("http://"+addr+"/v1/models/resnet50/classify", "image/jpeg", bytes.NewReader(img))
-			if err != nil {
-				codes <- err
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				codes <- fmt.Errorf("status %d", resp.StatusCode)
-				return
-			}
-			codes <- nil
-		}()
-	}
+	codes := postImages("http://"+addr+"/v1/models/resnet50/classify", img, n)
 	if err := <-codes; err != nil {
 		t.Fatal(err)
 	}
@@ -449,4 +417,27 @@ func TestSIGTERM(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("fastinfer exited with %v after SIGTERM", err)
 	}
+}
+
+// postImages posts img to url from n clients at once; each result (nil for
+// a 200) arrives on the channel as its request finishes.
+func postImages(url string, img []byte, n int) <-chan error {
+	codes := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := http.Post(url, "image/jpeg", bytes.NewReader(img))
+			if err != nil {
+				codes <- err
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				codes <- fmt.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			codes <- nil
+		}()
+	}
+	return codes
 }
