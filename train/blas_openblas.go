@@ -6,7 +6,10 @@ package train
 // gonum's pure-Go BLAS for these convolutions. Built with -tags openblas
 // (the Makefile does when libopenblas-dev is installed).
 
-// #cgo LDFLAGS: -lopenblas
+/*
+#cgo LDFLAGS: -lopenblas
+void openblas_set_num_threads(int);
+*/
 import "C"
 
 import (
@@ -18,3 +21,6 @@ import (
 const BLAS = "openblas"
 
 func init() { G.Use(netlib.Implementation{}) }
+
+// singleThreadBLAS stops OpenBLAS from starting its own threads.
+func singleThreadBLAS() { C.openblas_set_num_threads(1) }

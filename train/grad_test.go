@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -23,48 +24,57 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		}
 	}
 	const batch = 8
-	tr, err := newTrainer(p, batch, G.NewVanillaSolver(G.WithLearnRate(0)))
+	for _, replicas := range []int{1, 2} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			checkGradients(t, p, train.X[:batch*784], train.Y[:batch], batch, replicas)
+		})
+	}
+}
+
+// checkGradients compares the trainer's (averaged) gradients with central
+// differences of its loss, two entries of every parameter.
+func checkGradients(t *testing.T, p *Params, x []float32, y []int, batch, replicas int) {
+	tr, err := newTrainer(p, batch, replicas, G.NewVanillaSolver(G.WithLearnRate(0)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, y := train.X[:batch*784], train.Y[:batch]
+	defer tr.close()
 	loss := func() float64 {
+		tr.syncWeights() // the probe perturbs the first replica's weights
 		l, _, err := tr.step(x, y, batch)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
+	// A first step, so gradients left over from it would show: Gorgonia
+	// accumulates into them and relies on the solver to zero them.
+	loss()
 	// One run to get the analytic gradients (the solver's step is a no-op).
-	copy(tr.xT.Data().([]float32), x)
-	oh := tr.yT.Data().([]float32)
-	clear(oh)
-	for i := range batch {
-		oh[i*10+y[i]] = 1
-	}
-	if err := tr.vm.RunAll(); err != nil {
+	if _, _, err := tr.gradients(x, y, batch); err != nil {
 		t.Fatal(err)
 	}
+	lead := tr.replicas[0]
 	type probe struct {
 		node int
 		idx  int
 	}
 	var probes []probe
-	for i := range tr.net.learnables {
+	for i := range lead.net.learnables {
 		probes = append(probes, probe{i, 0}, probe{i, 1})
 	}
 	grads := make([]float32, len(probes))
 	for k, pr := range probes {
-		g, err := tr.net.learnables[pr.node].Grad()
+		g, err := lead.net.learnables[pr.node].Grad()
 		if err != nil {
 			t.Fatal(err)
 		}
 		grads[k] = g.Data().([]float32)[pr.idx]
 	}
-	tr.vm.Reset()
+	tr.reset()
 	bad := 0
 	for k, pr := range probes {
-		n := tr.net.learnables[pr.node]
+		n := lead.net.learnables[pr.node]
 		w := n.Value().Data().([]float32)
 		const h = 1e-2
 		orig := w[pr.idx]

@@ -89,6 +89,25 @@ func NewParams(a Arch, seed uint64) (*Params, error) {
 	return p, nil
 }
 
+// clone is a deep copy, for a replica graph: Gorgonia transposes weight
+// tensors in place during a run, so concurrent graphs cannot share them.
+func (p *Params) clone() *Params {
+	cc := func(c *convParams) *convParams {
+		if c == nil {
+			return nil
+		}
+		d := *c
+		d.W, d.Gamma, d.Beta = c.W.Clone().(*tensor.Dense), c.Gamma.Clone().(*tensor.Dense), c.Beta.Clone().(*tensor.Dense)
+		d.Mean, d.Var = clone(c.Mean), clone(c.Var)
+		return &d
+	}
+	q := &Params{Arch: p.Arch, Stem: cc(p.Stem), FCW: p.FCW.Clone().(*tensor.Dense), FCB: p.FCB.Clone().(*tensor.Dense)}
+	for _, b := range p.Blocks {
+		q.Blocks = append(q.Blocks, blockParams{A: cc(b.A), B: cc(b.B), Shortcut: cc(b.Shortcut)})
+	}
+	return q
+}
+
 func newConv(rng *rand.Rand, in, out, k, stride, pad int, gamma float32) *convParams {
 	std := math.Sqrt(2 / float64(in*k*k))
 	w := make([]float32, out*in*k*k)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	G "gorgonia.org/gorgonia"
@@ -27,7 +28,10 @@ type Options struct {
 	WeightDecay  float64 // L2 on all parameters
 	Augment      bool    // random crop (pad 2) and horizontal flip
 	Seed         uint64
-	Logger       *slog.Logger
+	// Replicas splits each batch across this many concurrent graphs
+	// (0: one per core, at most 4, dividing the batch).
+	Replicas int
+	Logger   *slog.Logger
 	// Progress, if set, is called after every step (for a progress bar).
 	Progress func(epoch, step, steps int)
 }
@@ -50,6 +54,8 @@ type Result struct {
 	Params  *Params
 	Epochs  []EpochStats
 	Elapsed time.Duration
+	// Replicas is how many graphs shared each batch.
+	Replicas int
 	// Interrupted is true when ctx ended before the last epoch finished;
 	// Params then hold the weights so far.
 	Interrupted bool
@@ -82,7 +88,16 @@ func Fit(ctx context.Context, o Options, trainSet, valid *data.Set, p *Params, d
 		solverOpts = append(solverOpts, G.WithL2Reg(o.WeightDecay))
 	}
 	solver := G.NewAdamSolver(solverOpts...)
-	tr, err := newTrainer(p, o.Batch, solver)
+	replicas := o.Replicas
+	if replicas <= 0 {
+		replicas = autoReplicas(o.Batch)
+	}
+	if replicas > 1 {
+		// Parallelism comes from the replicas; BLAS threads would only
+		// compete with them.
+		singleThreadBLAS()
+	}
+	tr, err := newTrainer(p, o.Batch, replicas, solver)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +108,7 @@ func Fit(ctx context.Context, o Options, trainSet, valid *data.Set, p *Params, d
 	}
 	defer ev.close()
 
-	res := &Result{Params: p, Epochs: append([]EpochStats(nil), done...)}
+	res := &Result{Params: p, Epochs: append([]EpochStats(nil), done...), Replicas: replicas}
 	start := time.Now()
 	batches := data.NewBatcher(trainSet, o.Batch, true, o.Seed)
 	steps := batches.Batches()
@@ -140,7 +155,7 @@ func Fit(ctx context.Context, o Options, trainSet, valid *data.Set, p *Params, d
 				o.Progress(epoch+1, step+1, steps)
 			}
 		}
-		tr.p.saveStats(tr.net)
+		tr.saveStats()
 		es.Elapsed = time.Since(t0)
 		if seen > 0 {
 			es.Loss = lossSum / float64(seen)
@@ -168,6 +183,16 @@ func Fit(ctx context.Context, o Options, trainSet, valid *data.Set, p *Params, d
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// autoReplicas is one replica per core, at most 4, with at least 16 rows
+// each, dividing the batch.
+func autoReplicas(batch int) int {
+	n := min(runtime.GOMAXPROCS(0), 4, max(batch/16, 1))
+	for batch%n != 0 {
+		n--
+	}
+	return n
 }
 
 // schedule is a linear warm-up followed by a cosine decay, per step.

@@ -24,7 +24,7 @@ import (
 
 type trainConfig struct {
 	data, color, models, name, ortLib, checkpoint, blocks, logLevel string
-	size, epochs, batch, width, stemPool, subset                    int
+	size, epochs, batch, width, stemPool, subset, replicas          int
 	lr, warmup, weightDecay, val                                    float64
 	augment, resume                                                 bool
 	seed                                                            uint64
@@ -53,6 +53,7 @@ func trainFlags(fs *flag.FlagSet) *trainConfig {
 	fs.StringVar(&c.blocks, "blocks", "1,1,1", "residual blocks per stage")
 	fs.IntVar(&c.stemPool, "stem-pool", 2, "max-pool after the stem (0 = none)")
 	fs.Float64Var(&c.val, "val", 0.1, "fraction of the training images held out for validation")
+	fs.IntVar(&c.replicas, "replicas", 0, "concurrent graphs sharing each batch (0 = one per core, at most 4)")
 	fs.IntVar(&c.subset, "subset", 0, "train on this many images only (0 = all)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed")
 	fs.StringVar(&c.checkpoint, "checkpoint", "", "checkpoint file (default .cache/train/NAME.ckpt)")
@@ -119,7 +120,7 @@ func runTrain(ctx context.Context, c *trainConfig, stdout io.Writer, log *slog.L
 		Arch: train.Arch{InC: trainSet.C, InH: trainSet.H, InW: trainSet.W, Classes: len(trainSet.Classes),
 			Width: c.width, Stages: stages, StemPool: c.stemPool},
 		Epochs: c.epochs, Batch: c.batch, LR: c.lr, WarmupEpochs: c.warmup, WeightDecay: c.weightDecay,
-		Augment: c.augment, Seed: c.seed, Logger: log,
+		Augment: c.augment, Seed: c.seed, Replicas: c.replicas, Logger: log,
 	}
 	ckpt := c.checkpoint
 	if ckpt == "" {
@@ -192,7 +193,8 @@ func runTrain(ctx context.Context, c *trainConfig, stdout io.Writer, log *slog.L
 			"arch": fmt.Sprintf("resnet width %d blocks %v stem-pool %d", best.opts.Arch.Width, best.opts.Arch.Stages, best.opts.Arch.StemPool),
 			"lr":   best.opts.LR, "batch": best.opts.Batch, "warmup_epochs": best.opts.WarmupEpochs, "weight_decay": best.opts.WeightDecay,
 			"augment": best.opts.Augment, "seed": best.opts.Seed, "optimizer": "adam, cosine schedule", "blas": train.BLAS,
-			"sweep": best.combo,
+			"replicas": best.res.Replicas,
+			"sweep":    best.combo,
 		},
 		Epochs: len(best.res.Epochs), WallTimeSeconds: wall(best.res.Epochs), ImagesPerSecond: last.ImagesPerSec,
 		Accuracy:         export.CardAccuracy{Train: trainEval.Accuracy, Validation: last.ValAccuracy, Test: testEval.Accuracy},
