@@ -133,6 +133,8 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	switch {
 	case bytes.HasPrefix(path, pathV1Models):
 		s.v1Models(ctx, path[len(pathV1Models):])
+	case bytes.HasPrefix(path, pathV2Models):
+		s.v2Models(ctx, path[len(pathV2Models):])
 	case bytes.Equal(path, pathLive):
 		if !allow(ctx, "GET") {
 			return

@@ -1,0 +1,583 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The Open Inference Protocol (KServe v2) over HTTP: model metadata and
+// readiness, and inference with JSON or binary tensors (Triton's binary
+// tensor and classification extensions). Errors here are the protocol's
+// {"error":"message"}.
+
+var pathV2Models = []byte("/v2/models/")
+
+// v2Models routes /v2/models/{m}[/versions/{v}][/ready|/infer].
+func (s *Server) v2Models(ctx *fasthttp.RequestCtx, rest []byte) {
+	parts := bytes.Split(rest, []byte{'/'})
+	name, version := string(parts[0]), ""
+	if len(parts) >= 3 && string(parts[1]) == "versions" {
+		version = string(parts[2])
+		parts = append(parts[:1], parts[3:]...)
+	}
+	if name == "" || version == "" && len(parts) > 1 && string(parts[1]) == "versions" {
+		writeV2Error(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(ctx.Path())))
+		return
+	}
+	switch {
+	case len(parts) == 1:
+		if allowV2(ctx, "GET") {
+			s.v2Metadata(ctx, name, version)
+		}
+	case len(parts) == 2 && string(parts[1]) == "ready":
+		if allowV2(ctx, "GET") {
+			s.v2Ready(ctx, name, version)
+		}
+	case len(parts) == 2 && string(parts[1]) == "infer":
+		if allowV2(ctx, "POST") {
+			s.v2Infer(ctx, name, version)
+		}
+	default:
+		writeV2Error(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(ctx.Path())))
+	}
+}
+
+func allowV2(ctx *fasthttp.RequestCtx, method string) bool {
+	m := ctx.Method()
+	if string(m) == method || (method == "GET" && string(m) == "HEAD") {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", method)
+	writeV2Error(ctx, errorf(405, codeMethod, "use "+method+" here, not "+string(m)))
+	return false
+}
+
+// writeV2Error answers with the protocol's error body.
+func writeV2Error(ctx *fasthttp.RequestCtx, e *apiError) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(e.status)
+	ctx.SetContentType("application/json")
+	b := ctx.Response.Body()[:0]
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, e.message)
+	b = append(b, "}\n"...)
+	ctx.Response.SetBodyRaw(b)
+	if e.status == fasthttp.StatusTooManyRequests || e.status == fasthttp.StatusServiceUnavailable {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+}
+
+type v2TensorMeta struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+// v2Metadata answers GET /v2/models/{m}[/versions/{v}].
+func (s *Server) v2Metadata(ctx *fasthttp.RequestCtx, name, version string) {
+	m, aerr := s.models.get(name, version)
+	if aerr != nil {
+		writeV2Error(ctx, aerr)
+		return
+	}
+	out := struct {
+		Name     string         `json:"name"`
+		Versions []string       `json:"versions"`
+		Platform string         `json:"platform"`
+		Inputs   []v2TensorMeta `json:"inputs"`
+		Outputs  []v2TensorMeta `json:"outputs"`
+	}{Name: m.Name, Platform: m.Platform}
+	for _, v := range s.models.versions(m.Name) {
+		out.Versions = append(out.Versions, strconv.Itoa(v))
+	}
+	for _, t := range m.Inputs {
+		out.Inputs = append(out.Inputs, v2TensorMeta(t))
+	}
+	for _, t := range m.Outputs {
+		out.Outputs = append(out.Outputs, v2TensorMeta(t))
+	}
+	writeJSON(ctx, out)
+}
+
+// v2Ready answers GET /v2/models/{m}[/versions/{v}]/ready: 200 when the
+// version is served and the server has finished warming up.
+func (s *Server) v2Ready(ctx *fasthttp.RequestCtx, name, version string) {
+	if _, aerr := s.models.get(name, version); aerr != nil {
+		writeV2Error(ctx, aerr)
+		return
+	}
+	if !s.ready.Load() {
+		writeV2Error(ctx, errorf(503, codeUnavailable, "server is not ready"))
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// inferRequest is the JSON part of an infer request. It is small (the
+// tensor data is kept raw and parsed by hand), so encoding/json is cheap
+// enough here.
+type inferRequest struct {
+	ID         string          `json:"id"`
+	Parameters inferParameters `json:"parameters"`
+	Inputs     []struct {
+		Name       string          `json:"name"`
+		Shape      []int64         `json:"shape"`
+		Datatype   string          `json:"datatype"`
+		Parameters inferParameters `json:"parameters"`
+		Data       json.RawMessage `json:"data"`
+	} `json:"inputs"`
+	Outputs []struct {
+		Name       string          `json:"name"`
+		Parameters inferParameters `json:"parameters"`
+	} `json:"outputs"`
+}
+
+// inferParameters are the parameters fastinfer reads; others are ignored,
+// as the protocol allows.
+type inferParameters struct {
+	BinaryDataSize   *int64 `json:"binary_data_size"`
+	BinaryData       bool   `json:"binary_data"`
+	BinaryDataOutput bool   `json:"binary_data_output"`
+	Classification   int    `json:"classification"`
+	Priority         int    `json:"priority"`
+	TimeoutUS        int64  `json:"timeout"` // Triton's request timeout, in µs
+}
+
+const headerInferLength = "Inference-Header-Content-Length"
+
+// v2Infer answers POST /v2/models/{m}[/versions/{v}]/infer.
+func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
+	start := time.Now()
+	label, ver := unknownModel, ""
+	m, aerr := s.models.get(name, version)
+	if aerr == nil {
+		label, ver = m.Name, m.versionLabel
+		aerr = s.v2InferModel(ctx, m)
+	}
+	if aerr != nil {
+		writeV2Error(ctx, aerr)
+	}
+	code := strconv.Itoa(ctx.Response.StatusCode())
+	s.metrics.requests.WithLabelValues(label, ver, code).Inc()
+	s.metrics.duration.WithLabelValues(label, ver, code).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model) *apiError {
+	body := ctx.PostBody()
+	header, blobs := body, []byte(nil)
+	if raw := ctx.Request.Header.Peek(headerInferLength); raw != nil {
+		n, err := strconv.Atoi(string(raw))
+		if err != nil || n < 0 || n > len(body) {
+			return errorf(400, codeBadRequest, headerInferLength+" must be a byte count within the body, got "+strconv.Quote(string(raw)))
+		}
+		header, blobs = body[:n], body[n:]
+	}
+	var req inferRequest
+	if err := json.Unmarshal(header, &req); err != nil {
+		return errorf(400, codeBadRequest, "malformed inference request: "+err.Error())
+	}
+	if len(req.Inputs) != len(m.Inputs) || len(m.Inputs) != 1 {
+		return errorf(400, codeBadRequest, "model "+m.Name+" takes "+strconv.Itoa(len(m.Inputs))+" input(s), the request has "+strconv.Itoa(len(req.Inputs)))
+	}
+	spec, in := m.Inputs[0], req.Inputs[0]
+	if in.Name != spec.Name {
+		return errorf(400, codeBadRequest, "unknown input "+strconv.Quote(in.Name)+"; model "+m.Name+" takes "+strconv.Quote(spec.Name))
+	}
+	rows, aerr := s.checkShape(in.Shape, spec.Shape, m.InputLen)
+	if aerr != nil {
+		return aerr
+	}
+	dt, ok := datatypes[in.Datatype]
+	if !ok {
+		return errorf(400, codeBadRequest, "datatype "+strconv.Quote(in.Datatype)+" is not supported for input "+in.Name+"; use FP32, FP16, FP64, UINT8, INT8, INT16, INT32 or INT64")
+	}
+	opts, aerr := parseScheduling(ctx.QueryArgs().Peek("priority"), ctx.QueryArgs().Peek("timeout_ms"))
+	if aerr != nil {
+		return aerr
+	}
+	if p := req.Parameters.Priority; p != 0 {
+		if p < 0 {
+			return errorf(400, codeBadRequest, "priority must be a positive integer (1 = highest)")
+		}
+		opts.Priority = p
+	}
+	if t := req.Parameters.TimeoutUS; t != 0 {
+		if t < 0 || t > 3.6e9 {
+			return errorf(400, codeBadRequest, "timeout must be a positive number of microseconds up to one hour")
+		}
+		opts.Timeout = time.Duration(t) * time.Microsecond
+	}
+
+	n := rows * m.InputLen
+	buf := m.buffer(n)
+	defer m.release(buf)
+	dst := *buf
+	switch {
+	case in.Parameters.BinaryDataSize != nil:
+		size := *in.Parameters.BinaryDataSize
+		if size != int64(n*dt.size) {
+			return errorf(400, codeBadRequest, "input "+in.Name+": binary_data_size is "+strconv.FormatInt(size, 10)+" bytes, shape and datatype need "+strconv.Itoa(n*dt.size))
+		}
+		if int64(len(blobs)) != size {
+			return errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
+		}
+		dt.decode(dst, blobs)
+	case len(in.Data) > 0:
+		if len(blobs) > 0 {
+			return errorf(400, codeBadRequest, "the body has binary data no input claims")
+		}
+		got, err := parseNumbers(in.Data, dst)
+		if err != nil {
+			return errorf(400, codeBadRequest, "input "+in.Name+": "+err.Error())
+		}
+		if got != n {
+			return errorf(400, codeBadRequest, "input "+in.Name+": data has "+strconv.Itoa(got)+" elements, shape needs "+strconv.Itoa(n))
+		}
+	default:
+		return errorf(400, codeBadRequest, "input "+in.Name+" has neither data nor binary_data_size")
+	}
+	if i := firstNonFinite(dst); i >= 0 {
+		return errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(i)+" is not a finite number")
+	}
+
+	outs, aerr := requestedOutputs(m, &req)
+	if aerr != nil {
+		return aerr
+	}
+
+	out := m.buffer(rows * m.Classes)
+	defer m.release(out)
+	if _, err := m.Infer(context.Background(), dst, rows, *out, opts); err != nil {
+		return s.inferError(m, err)
+	}
+	m.imagesCtr.Add(float64(rows))
+	writeInferResponse(ctx, m, &req, outs, *out, rows)
+	return nil
+}
+
+// checkShape validates a request shape against the model's (-1 = any) and
+// returns the batch rows.
+func (s *Server) checkShape(shape, model []int64, inputLen int) (int, *apiError) {
+	bad := func() (int, *apiError) {
+		return 0, errorf(400, codeBadRequest, "shape "+shapeString(shape)+" does not match the model's "+shapeString(model))
+	}
+	if len(shape) != len(model) || len(shape) == 0 {
+		return bad()
+	}
+	per := int64(1)
+	for i := 1; i < len(shape); i++ {
+		if shape[i] <= 0 || (model[i] >= 0 && shape[i] != model[i]) {
+			return bad()
+		}
+		per *= shape[i]
+		if per > int64(inputLen) {
+			return bad()
+		}
+	}
+	if per != int64(inputLen) {
+		return bad()
+	}
+	if shape[0] < 1 || shape[0] > int64(s.opts.MaxImages) {
+		return 0, errorf(400, codeBadRequest, "batch dimension must be 1 to "+strconv.Itoa(s.opts.MaxImages)+", got "+strconv.FormatInt(shape[0], 10))
+	}
+	return int(shape[0]), nil
+}
+
+func shapeString(s []int64) string {
+	b := []byte{'['}
+	for i, d := range s {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, d, 10)
+	}
+	return string(append(b, ']'))
+}
+
+// v2Output is one output the response carries.
+type v2Output struct {
+	binary         bool
+	classification int
+}
+
+func requestedOutputs(m *Model, req *inferRequest) ([]v2Output, *apiError) {
+	if len(m.Outputs) != 1 {
+		return nil, errorf(500, codeInternal, "model "+m.Name+" must have exactly one output")
+	}
+	if len(req.Outputs) == 0 {
+		return []v2Output{{binary: req.Parameters.BinaryDataOutput}}, nil
+	}
+	if len(req.Outputs) > 1 {
+		return nil, errorf(400, codeBadRequest, "model "+m.Name+" has one output, "+strconv.Quote(m.Outputs[0].Name))
+	}
+	o := req.Outputs[0]
+	if o.Name != m.Outputs[0].Name {
+		return nil, errorf(400, codeBadRequest, "unknown output "+strconv.Quote(o.Name)+"; model "+m.Name+" has "+strconv.Quote(m.Outputs[0].Name))
+	}
+	if o.Parameters.Classification < 0 {
+		return nil, errorf(400, codeBadRequest, "classification must be a positive count")
+	}
+	return []v2Output{{
+		binary:         o.Parameters.BinaryData || req.Parameters.BinaryDataOutput,
+		classification: min(o.Parameters.Classification, m.Classes),
+	}}, nil
+}
+
+// writeInferResponse writes the response by hand (no reflection on the hot
+// path): the JSON header, then any binary outputs after it.
+func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, outs []v2Output, logits []float32, rows int) {
+	o := outs[0]
+	var blob []byte
+	b := ctx.Response.Body()[:0]
+	b = append(b, `{"model_name":`...)
+	b = appendJSONString(b, m.Name)
+	b = append(b, `,"model_version":"`...)
+	b = strconv.AppendInt(b, int64(m.Version), 10)
+	b = append(b, '"')
+	if req.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, req.ID)
+	}
+	b = append(b, `,"outputs":[{"name":`...)
+	b = appendJSONString(b, m.Outputs[0].Name)
+	cols := m.Classes
+	if o.classification > 0 {
+		cols = o.classification
+		b = append(b, `,"datatype":"BYTES"`...)
+	} else {
+		b = append(b, `,"datatype":"FP32"`...)
+	}
+	b = append(b, `,"shape":[`...)
+	b = strconv.AppendInt(b, int64(rows), 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, int64(cols), 10)
+	b = append(b, ']')
+	if o.binary {
+		if o.classification > 0 {
+			blob = appendClassStrings(nil, m, logits, rows, o.classification, true)
+		} else {
+			blob = make([]byte, 0, 4*rows*m.Classes)
+			for _, v := range logits[:rows*m.Classes] {
+				blob = binary.LittleEndian.AppendUint32(blob, math.Float32bits(v))
+			}
+		}
+		b = append(b, `,"parameters":{"binary_data_size":`...)
+		b = strconv.AppendInt(b, int64(len(blob)), 10)
+		b = append(b, "}}]}"...)
+		ctx.Response.Header.Set(headerInferLength, strconv.Itoa(len(b)))
+		ctx.SetContentType("application/octet-stream")
+		b = append(b, blob...)
+	} else {
+		b = append(b, `,"data":[`...)
+		if o.classification > 0 {
+			b = appendClassStrings(b, m, logits, rows, o.classification, false)
+		} else {
+			for i, v := range logits[:rows*m.Classes] {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendFloat(b, float64(v), 32)
+			}
+		}
+		b = append(b, "]}]}\n"...)
+		ctx.SetContentType("application/json")
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.SetBodyRaw(b)
+}
+
+// appendClassStrings appends Triton's classification strings
+// "score:index[:label]" for each row's top k, as JSON strings or, in
+// binary, each behind its 4-byte little-endian length. The score is the
+// output value itself, as Triton reports it.
+func appendClassStrings(b []byte, m *Model, logits []float32, rows, k int, bin bool) []byte {
+	var idxBuf [16]int
+	var s []byte
+	first := true
+	for r := range rows {
+		row := logits[r*m.Classes : (r+1)*m.Classes]
+		for _, idx := range topIndices(row, k, idxBuf[:0]) {
+			s = appendFloat(s[:0], float64(row[idx]), 32)
+			s = append(s, ':')
+			s = strconv.AppendInt(s, int64(idx), 10)
+			if idx < len(m.Labels) && m.Labels[idx] != "" {
+				s = append(s, ':')
+				s = append(s, m.Labels[idx]...)
+			}
+			if bin {
+				b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+				b = append(b, s...)
+				continue
+			}
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, string(s))
+		}
+	}
+	return b
+}
+
+// firstNonFinite returns the index of the first NaN or ±Inf, or -1.
+func firstNonFinite(x []float32) int {
+	for i, v := range x {
+		if v-v != 0 { // NaN and ±Inf only
+			return i
+		}
+	}
+	return -1
+}
+
+// datatype converts one protocol datatype's little-endian bytes to float32.
+type datatype struct {
+	size   int
+	decode func(dst []float32, src []byte)
+}
+
+var datatypes = map[string]datatype{
+	"FP32": {4, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	}},
+	"FP64": {8, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
+		}
+	}},
+	"FP16": {2, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = halfToFloat(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	}},
+	"UINT8": {1, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(src[i])
+		}
+	}},
+	"INT8": {1, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(int8(src[i]))
+		}
+	}},
+	"INT16": {2, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(int16(binary.LittleEndian.Uint16(src[2*i:])))
+		}
+	}},
+	"INT32": {4, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(int32(binary.LittleEndian.Uint32(src[4*i:])))
+		}
+	}},
+	"INT64": {8, func(dst []float32, src []byte) {
+		for i := range dst {
+			dst[i] = float32(int64(binary.LittleEndian.Uint64(src[8*i:])))
+		}
+	}},
+}
+
+// halfToFloat converts an IEEE 754 binary16 to float32.
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	frac := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f: // Inf or NaN
+		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
+	case exp == 0 && frac == 0:
+		return math.Float32frombits(sign)
+	case exp == 0: // subnormal: normalise
+		e := uint32(127 - 15 + 1)
+		for frac&0x400 == 0 {
+			frac <<= 1
+			e--
+		}
+		return math.Float32frombits(sign | e<<23 | (frac&0x3ff)<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
+}
+
+// parseNumbers reads a JSON array of numbers, flat or nested to any depth,
+// into dst, and returns how many it held (counting past len(dst), so a
+// wrong size is reported, not overrun). Anything but numbers and arrays
+// is an error.
+func parseNumbers(raw []byte, dst []float32) (int, error) {
+	n, depth := 0, 0
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '[':
+			depth++
+			i++
+		case c == ']':
+			depth--
+			if depth < 0 {
+				return 0, errData("unbalanced ]")
+			}
+			i++
+		case c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r':
+			i++
+		case c == '-' || (c >= '0' && c <= '9'):
+			if depth == 0 {
+				return 0, errData("data must be an array")
+			}
+			j := i + 1
+			for j < len(raw) && isNumberByte(raw[j]) {
+				j++
+			}
+			v, err := strconv.ParseFloat(bytesToString(raw[i:j]), 32)
+			if err != nil {
+				return 0, errData("bad number " + strconv.Quote(string(raw[i:j])))
+			}
+			if n < len(dst) {
+				dst[n] = float32(v)
+			}
+			n++
+			i = j
+		default:
+			return 0, errData("data must hold only numbers, found " + strconv.Quote(string(c)))
+		}
+	}
+	if depth != 0 {
+		return 0, errData("unbalanced [")
+	}
+	return n, nil
+}
+
+func isNumberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'
+}
+
+// bytesToString views b as a string without copying, for parsing calls
+// that do not keep it.
+func bytesToString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+type errData string
+
+func (e errData) Error() string { return string(e) }
+
+// versions lists a model's served versions, ascending.
+func (r *registry) versions(name string) []int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var vs []int
+	for v := range r.models[name] {
+		vs = append(vs, v)
+	}
+	for i := 1; i < len(vs); i++ {
+		for j := i; j > 0 && vs[j] < vs[j-1]; j-- {
+			vs[j], vs[j-1] = vs[j-1], vs[j]
+		}
+	}
+	return vs
+}

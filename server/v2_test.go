@@ -1,0 +1,245 @@
+package server
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"strconv"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// binaryBody builds a binary-extension request: JSON header then tensors.
+func binaryBody(header string, blobs ...[]byte) (string, []byte) {
+	b := []byte(header)
+	for _, x := range blobs {
+		b = append(b, x...)
+	}
+	return strconv.Itoa(len(header)), b
+}
+
+func fp32Bytes(v ...float32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
+}
+
+func (ts *testServer) doInfer(t testing.TB, path, headerLen string, body []byte) response {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://fastinfer" + path)
+	req.Header.SetMethod("POST")
+	if headerLen != "" {
+		req.Header.SetContentType("application/octet-stream")
+		req.Header.Set(headerInferLength, headerLen)
+	} else {
+		req.Header.SetContentType("application/json")
+	}
+	req.SetBody(body)
+	if err := ts.client.Do(req, resp); err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{}
+	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
+	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
+}
+
+// The fake model takes [-1,2] and answers w/100, h/100, -1, (w·h)%7.
+func TestV2Golden(t *testing.T) {
+	ts := newTestServer(t, Options{MaxImages: 3}, fakeModel("toy", 1), fakeModel("toy", 2))
+	const in = `{"name":"data","datatype":"FP32","shape":[2,2],"data":[[300,200],[50,7]]}`
+	tests := []struct {
+		name, method, path, body string
+	}{
+		{"v2_model_metadata", "GET", "/v2/models/toy", ""},
+		{"v2_model_version_metadata", "GET", "/v2/models/toy/versions/1", ""},
+		{"v2_model_ready", "GET", "/v2/models/toy/ready", ""},
+		{"v2_model_version_ready", "GET", "/v2/models/toy/versions/2/ready", ""},
+		{"v2_infer_nested", "POST", "/v2/models/toy/infer", `{"id":"r1","inputs":[` + in + `]}`},
+		{"v2_infer_flat_version", "POST", "/v2/models/toy/versions/1/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[100,100]}]}`},
+		{"v2_infer_uint8", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"UINT8","shape":[1,2],"data":[255,3]}]}`},
+		{"v2_infer_classification", "POST", "/v2/models/toy/infer", `{"inputs":[` + in + `],"outputs":[{"name":"logits","parameters":{"classification":2}}]}`},
+		{"v2_err_not_found", "POST", "/v2/models/nope/infer", `{}`},
+		{"v2_err_version_not_found", "GET", "/v2/models/toy/versions/9", ""},
+		{"v2_err_route", "GET", "/v2/models/toy/explain", ""},
+		{"v2_err_method", "GET", "/v2/models/toy/infer", ""},
+		{"v2_err_malformed", "POST", "/v2/models/toy/infer", `{"inputs":[`},
+		{"v2_err_input_name", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]}`},
+		{"v2_err_shape", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`},
+		{"v2_err_batch_too_large", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[4,2],"data":[1,2,3,4,5,6,7,8]}]}`},
+		{"v2_err_count", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}`},
+		{"v2_err_datatype", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"BYTES","shape":[1,2],"data":["a","b"]}]}`},
+		{"v2_err_strings", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":["1","2"]}]}`},
+		{"v2_err_no_data", "POST", "/v2/models/toy/infer", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2]}]}`},
+		{"v2_err_output_name", "POST", "/v2/models/toy/infer", `{"inputs":[` + in + `],"outputs":[{"name":"probs"}]}`},
+		{"v2_err_two_inputs", "POST", "/v2/models/toy/infer", `{"inputs":[` + in + `,` + in + `]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r response
+			if tt.method == "POST" {
+				r = ts.doInfer(t, tt.path, "", []byte(tt.body))
+			} else {
+				r = ts.do(t, tt.method, tt.path, "", nil)
+			}
+			golden(t, tt.name+".golden", r)
+		})
+	}
+}
+
+func TestV2InferBinary(t *testing.T) {
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	want := []float32{3, 2, -1, 3, 0.5, 0.07, -1, 0} // (300·200)%7=3, (50·7)%7=0
+	tests := []struct {
+		name     string
+		datatype string
+		blob     []byte
+	}{
+		{"fp32", "FP32", fp32Bytes(300, 200, 50, 7)},
+		{"fp16", "FP16", []byte{0xb0, 0x5c, 0x40, 0x5a, 0x40, 0x52, 0x00, 0x47}}, // 300, 200, 50, 7
+		{"int64", "INT64", binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, 300), 200), 50), 7)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := `{"inputs":[{"name":"data","datatype":"` + tt.datatype + `","shape":[2,2],"parameters":{"binary_data_size":` + strconv.Itoa(len(tt.blob)) + `}}],` +
+				`"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}`
+			hl, body := binaryBody(h, tt.blob)
+			r := ts.doInfer(t, "/v2/models/toy/infer", hl, body)
+			if r.status != 200 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			n, err := strconv.Atoi(r.header[headerInferLength])
+			if err != nil || n > len(r.body) {
+				t.Fatalf("%s = %q", headerInferLength, r.header[headerInferLength])
+			}
+			var head struct {
+				Outputs []struct {
+					Name       string
+					Shape      []int
+					Datatype   string
+					Parameters struct {
+						BinaryDataSize int `json:"binary_data_size"`
+					}
+				}
+			}
+			if err := json.Unmarshal([]byte(r.body[:n]), &head); err != nil {
+				t.Fatalf("header %q: %v", r.body[:n], err)
+			}
+			blob := []byte(r.body[n:])
+			if o := head.Outputs[0]; o.Datatype != "FP32" || len(o.Shape) != 2 || o.Shape[0] != 2 || o.Shape[1] != 4 || o.Parameters.BinaryDataSize != len(blob) {
+				t.Fatalf("output header %+v, %d bytes", o, len(blob))
+			}
+			for i, w := range want {
+				if got := math.Float32frombits(binary.LittleEndian.Uint32(blob[4*i:])); math.Abs(float64(got-w)) > 1e-6 {
+					t.Errorf("out[%d] = %v, want %v", i, got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestV2BinaryErrors(t *testing.T) {
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	hdr := func(size int) string {
+		return `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":` + strconv.Itoa(size) + `}}]}`
+	}
+	tests := []struct {
+		name, headerLen string
+		body            []byte
+		want            int
+	}{
+		{"size_disagrees_with_shape", "", nil, 400},
+		{"body_shorter_than_size", "", nil, 400},
+		{"header_length_past_body", "9999", []byte(hdr(8)), 400},
+		{"header_length_text", "ten", []byte(hdr(8)), 400},
+		{"nan", "", nil, 400},
+		{"inf", "", nil, 400},
+	}
+	tests[0].headerLen, tests[0].body = binaryBody(hdr(12), fp32Bytes(1, 2, 3))
+	tests[1].headerLen, tests[1].body = binaryBody(hdr(8), fp32Bytes(1))
+	tests[4].headerLen, tests[4].body = binaryBody(hdr(8), fp32Bytes(1, float32(math.NaN())))
+	tests[5].headerLen, tests[5].body = binaryBody(hdr(8), fp32Bytes(float32(math.Inf(-1)), 1))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.doInfer(t, "/v2/models/toy/infer", tt.headerLen, tt.body)
+			var e struct{ Error string }
+			if err := json.Unmarshal([]byte(r.body), &e); r.status != tt.want || err != nil || e.Error == "" {
+				t.Fatalf("status %d body %q, want %d with {\"error\":…}", r.status, r.body, tt.want)
+			}
+		})
+	}
+	// The server still answers a good request.
+	hl, body := binaryBody(hdr(8), fp32Bytes(1, 2))
+	if r := ts.doInfer(t, "/v2/models/toy/infer", hl, body); r.status != 200 {
+		t.Fatalf("good request after bad ones: %d %s", r.status, r.body)
+	}
+}
+
+func TestParseNumbers(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []float32
+		err  bool
+	}{
+		{"[1,2,3]", []float32{1, 2, 3}, false},
+		{"[[1, 2],\n [3,4]]", []float32{1, 2, 3, 4}, false},
+		{"[-1.5e2, 0.25, 1E-1]", []float32{-150, 0.25, 0.1}, false},
+		{"[]", nil, false},
+		{"[1,[2]", nil, true},
+		{"[1]]", nil, true},
+		{"5", nil, true},
+		{`["1"]`, nil, true},
+		{"[true]", nil, true},
+		{"[1-2]", nil, true},
+		{"[NaN]", nil, true},
+	}
+	for _, tt := range tests {
+		dst := make([]float32, 8)
+		n, err := parseNumbers([]byte(tt.in), dst)
+		if (err != nil) != tt.err {
+			t.Errorf("%q: err = %v, want error %v", tt.in, err, tt.err)
+			continue
+		}
+		if tt.err {
+			continue
+		}
+		if n != len(tt.want) {
+			t.Errorf("%q: %d numbers, want %d", tt.in, n, len(tt.want))
+			continue
+		}
+		for i, w := range tt.want {
+			if dst[i] != w {
+				t.Errorf("%q[%d] = %v, want %v", tt.in, i, dst[i], w)
+			}
+		}
+	}
+	// More numbers than room are counted, not written past the end.
+	dst := make([]float32, 2)
+	if n, err := parseNumbers([]byte("[1,2,3,4]"), dst); err != nil || n != 4 {
+		t.Errorf("overflow: n=%d err=%v", n, err)
+	}
+}
+
+func TestHalfToFloat(t *testing.T) {
+	tests := []struct {
+		h    uint16
+		want float32
+	}{
+		{0x0000, 0}, {0x3c00, 1}, {0xc000, -2}, {0x7bff, 65504}, {0x3555, 0.33325195},
+		{0x0001, 5.9604645e-08}, {0x03ff, 6.097555e-05}, {0x5cb0, 300},
+		{0x7c00, float32(math.Inf(1))}, {0xfc00, float32(math.Inf(-1))},
+	}
+	for _, tt := range tests {
+		if got := halfToFloat(tt.h); got != tt.want {
+			t.Errorf("halfToFloat(%#04x) = %v, want %v", tt.h, got, tt.want)
+		}
+	}
+	if v := halfToFloat(0x7e00); v == v {
+		t.Errorf("0x7e00 should be NaN, got %v", v)
+	}
+}
