@@ -71,6 +71,12 @@ type Scheduler struct {
 	closed      bool
 	lastArrival time.Time
 	gap         float64 // moving average of the time between arrivals, seconds
+	arrivals    uint64  // requests admitted, ever
+	// payoff is a moving average of whether waiting for company brought
+	// any: closed-loop clients cannot send again until answered, so for
+	// them waiting only adds latency, whatever the arrival gap says.
+	payoff float64
+	skips  uint64 // waits skipped since payoff fell, for probing
 	fit         linearFit
 
 	arrive chan struct{} // wakes the worker that is forming a batch
@@ -108,6 +114,7 @@ func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*S
 		levels: make([][]*request, cfg.PriorityLevels),
 		arrive: make(chan struct{}, 1),
 		fit:    linearFit{decay: 0.9},
+		payoff: 1,
 	}
 	s.pool.New = func() any {
 		t := time.NewTimer(time.Hour)
@@ -185,6 +192,7 @@ func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float3
 		s.gap = ewma(s.gap, now.Sub(s.lastArrival).Seconds(), 0.2)
 	}
 	s.lastArrival = now
+	s.arrivals++
 	s.obs.pending(s.pendingRows)
 	s.mu.Unlock()
 	s.wake()
@@ -350,6 +358,7 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 			s.mu.Unlock()
 			return parts, true
 		}
+		before := s.arrivals
 		s.mu.Unlock()
 		timer.Reset(wait)
 		select {
@@ -357,6 +366,13 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 			timer.Stop()
 		case <-timer.C:
 		}
+		s.mu.Lock()
+		hit := 0.0
+		if s.arrivals != before {
+			hit = 1
+		}
+		s.payoff = ewma(s.payoff, hit, 0.2)
+		s.mu.Unlock()
 	}
 }
 
@@ -390,8 +406,24 @@ func (s *Scheduler) decide(now time.Time) (int, time.Duration) {
 	if s.gap <= 0 || s.lastArrival.Add(time.Duration(s.gap*float64(time.Second))).After(ceiling) {
 		return n, 0
 	}
+	// When recent waits brought nobody, go now, but still wait one time in
+	// probeEvery so a change in traffic is noticed.
+	if s.payoff < payoffFloor {
+		s.skips++
+		if s.skips%probeEvery != 0 {
+			return n, 0
+		}
+	}
 	return n, wait
 }
+
+// Waiting for company is skipped while fewer than payoffFloor of recent
+// waits (moving average) saw an arrival; every probeEvery-th is still
+// tried.
+const (
+	payoffFloor = 0.3
+	probeEvery  = 16
+)
 
 // take moves size rows from the queue, highest priority and oldest first,
 // into parts; s.mu is held.

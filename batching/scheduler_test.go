@@ -231,6 +231,34 @@ func TestMaxQueueDelayIsACeiling(t *testing.T) {
 	}
 }
 
+// A closed-loop client cannot send again before it is answered, so for it
+// waiting only adds latency: after a few fruitless waits the batcher stops
+// waiting (bar one probe in probeEvery) even though the arrival gap is
+// well under the delay.
+func TestClosedLoopClientIsNotMadeToWait(t *testing.T) {
+	rec := &recorder{}
+	const delay = 40 * time.Millisecond
+	s := newScheduler(t, Config{MaxBatchSize: 8, MaxQueueDelay: delay}, newFake(rec, 8))
+	const n = 96
+	waited := 0
+	for id := range n {
+		r := <-do(s, context.Background(), id, 1, RequestOptions{})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.t.Queue >= delay/2 {
+			waited++
+		}
+	}
+	// Without the payoff rule every request after the first waits the
+	// full delay (the gap is the fake's sub-millisecond round trip).
+	// Six misses take the payoff from 1 below the floor (0.8⁶ < 0.3).
+	if max := 7 + n/probeEvery; waited > max {
+		t.Fatalf("%d of %d sequential requests waited for company, want at most %d", waited, n, max)
+	}
+	t.Logf("%d of %d requests waited", waited, n)
+}
+
 func TestFullOrPreferredBatchLeavesAtOnce(t *testing.T) {
 	tests := []struct {
 		name      string
