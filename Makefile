@@ -18,7 +18,7 @@ GOFLAGS_TEST ?= -race -count=1 -tags $(GOTAGS)
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export CGO_ENABLED := 1
 
-.PHONY: all deps gpu-deps build run test test-short vet generate default-model train clean
+.PHONY: all deps gpu-deps build run test test-short vet generate default-model train bench clean
 
 all: default-model
 
@@ -43,6 +43,18 @@ default-model: build
 TRAIN_FLAGS ?=
 train: build
 	$(BIN) train --models $(MODELS) --name fashion-resnet $(TRAIN_FLAGS)
+
+# The standard benchmark suite: the generated ResNet-50 on real photos and
+# the default Fashion-MNIST model, each against ONNX Runtime's own
+# ceiling, on the GPU when one is usable. Writes dated results and plots
+# into bench/results/ (compare two with `bin/fastinfer bench diff`).
+BENCH_PHOTOS ?= vision/testdata/baboon.jpg,vision/testdata/butterfly.jpg,vision/testdata/fruits.jpg,vision/testdata/starry_night.jpg,vision/testdata/Blender_Suzanne1.jpg
+BENCH_FLAGS  ?=
+bench: default-model
+	$(BIN) bench --models $(MODELS) --model $(DEFAULT_MODEL) --compare --images $(BENCH_PHOTOS) \
+		--concurrency 1,4,16 --raw-batches 1,4,8,16 --window 3s --out bench/results/ $(BENCH_FLAGS)
+	$(BIN) bench --models $(MODELS) --model fashion-resnet --compare --images testdata/fashion \
+		--concurrency 1,4,16,64 --raw-batches 1,8,32,64 --out bench/results/ $(BENCH_FLAGS)
 
 run: default-model
 	$(BIN) serve --models $(MODELS) --addr $(ADDR) --ort-lib $(ORT_LIB)

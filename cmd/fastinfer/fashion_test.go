@@ -17,19 +17,7 @@ func TestDefaultModelClassifiesFashionImages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the server; skipped in -short")
 	}
-	src := filepath.Join("..", "..", "models", "fashion-resnet")
-	if _, err := os.Stat(filepath.Join(src, "config.yaml")); err != nil {
-		t.Fatalf("the default model is missing (%v): run `make train`", err)
-	}
-	// Serve a repository holding only the default model.
-	repo := t.TempDir()
-	abs, err := filepath.Abs(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(abs, filepath.Join(repo, "fashion-resnet")); err != nil {
-		t.Fatal(err)
-	}
+	repo := fashionRepo(t)
 	base, _, stop := startServe(t, repo)
 	defer stop()
 	imgs, err := filepath.Glob(filepath.Join("..", "..", "testdata", "fashion", "test-*.png"))
@@ -82,4 +70,22 @@ func TestDefaultModelClassifiesFashionImages(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil || info.Card.Accuracy.Test < 0.9 {
 		t.Fatalf("card test accuracy %v, %v", info.Card.Accuracy.Test, err)
 	}
+}
+
+// fashionRepo is a repository holding only the committed default model.
+func fashionRepo(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join("..", "..", "models", "fashion-resnet")
+	if _, err := os.Stat(filepath.Join(src, "config.yaml")); err != nil {
+		t.Fatalf("the default model is missing (%v): run `make train`", err)
+	}
+	repo := t.TempDir()
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, filepath.Join(repo, "fashion-resnet")); err != nil {
+		t.Fatal(err)
+	}
+	return repo
 }

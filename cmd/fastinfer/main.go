@@ -2,6 +2,7 @@
 //
 //	fastinfer serve  [flags]          serve a model repository
 //	fastinfer train  [flags]          train a ResNet and register it
+//	fastinfer bench  [flags]          measure latency and throughput against the raw-runtime ceiling
 //	fastinfer models build ARCH --out DIR   write a ResNet model folder
 //	fastinfer models list [--models DIR]    show what a repository holds
 package main
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = modelsCmd(args[1:], stdout, stderr, getenv)
 	case "train":
 		err = trainCmd(args[1:], stdout, stderr, getenv)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "fastinfer", version)
 	case "help", "-h", "--help":
@@ -67,6 +70,8 @@ func usage(w io.Writer) {
 commands:
   serve                     serve the models of a model repository over HTTP
   train                     train a ResNet (Fashion-MNIST or an image folder) and register it
+  bench                     measure latency and throughput (closed/open loop) against ONNX Runtime's own ceiling
+  bench diff OLD NEW        flag throughput or p99 regressions between two result files
   models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50) model folder
   models list               list the models of a repository
   version                   print the version

@@ -1,0 +1,241 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Client is a connection pool to one fastinfer server.
+type Client struct {
+	base string // scheme://host:port
+	hc   *fasthttp.HostClient
+	// Timeout bounds one request (default 60 s).
+	Timeout time.Duration
+}
+
+// NewClient connects to a server at rawURL (http://host:port).
+func NewClient(rawURL string) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("server URL must be http://host:port, got %q", rawURL)
+	}
+	return &Client{
+		base: u.Scheme + "://" + u.Host,
+		hc: &fasthttp.HostClient{
+			Addr: u.Host, IsTLS: u.Scheme == "https",
+			MaxConns:            4096,
+			MaxIdleConnDuration: time.Minute,
+			ReadBufferSize:      64 << 10,
+		},
+		Timeout: 60 * time.Second,
+	}, nil
+}
+
+// post sends one request and classifies its outcome.
+func (c *Client) post(path, contentType string, body []byte, header [2]string) string {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(c.base + path)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType(contentType)
+	if header[0] != "" {
+		req.Header.Set(header[0], header[1])
+	}
+	req.SetBodyRaw(body)
+	if err := c.hc.DoTimeout(req, resp, c.Timeout); err != nil {
+		return "transport"
+	}
+	if s := resp.StatusCode(); s != fasthttp.StatusOK {
+		return strconv.Itoa(s)
+	}
+	return ""
+}
+
+// Get fetches path and returns the body of a 200 answer.
+func (c *Client) Get(path string) ([]byte, error) {
+	status, body, err := c.hc.GetTimeout(nil, c.base+path, c.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if status != fasthttp.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %d: %s", path, status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// WaitReady polls /v2/health/ready until it answers 200 or ctx ends.
+func (c *Client) WaitReady(ctx context.Context) error {
+	for {
+		status, _, err := c.hc.GetTimeout(nil, c.base+"/v2/health/ready", time.Second)
+		if err == nil && status == fasthttp.StatusOK {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("status %d", status)
+			}
+			return fmt.Errorf("server at %s not ready: %w (last: %v)", c.base, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ImageTarget posts encoded images, one per request, cycling through them.
+type ImageTarget struct {
+	c      *Client
+	path   string
+	images [][]byte
+	next   atomic.Uint64
+}
+
+// NewImageTarget classifies images with model through c.
+func NewImageTarget(c *Client, model string, images [][]byte) (*ImageTarget, error) {
+	if len(images) == 0 {
+		return nil, errors.New("no images to send")
+	}
+	return &ImageTarget{c: c, path: "/v1/models/" + url.PathEscape(model) + "/classify", images: images}, nil
+}
+
+func (t *ImageTarget) BatchSize() int { return 1 }
+
+func (t *ImageTarget) Do(context.Context) (int, string) {
+	img := t.images[(t.next.Add(1)-1)%uint64(len(t.images))]
+	if f := t.c.post(t.path, "application/octet-stream", img, [2]string{}); f != "" {
+		return 0, f
+	}
+	return 1, ""
+}
+
+// LoadImages reads every .jpg, .jpeg and .png file in dir, sorted by name.
+func LoadImages(dir string) ([][]byte, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, e := range entries {
+		switch strings.ToLower(filepath.Ext(e.Name())) {
+		case ".jpg", ".jpeg", ".png":
+		default:
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no .jpg or .png images in %s", dir)
+	}
+	return out, nil
+}
+
+// ModelMetadata is the part of GET /v2/models/{m} the tensor target needs.
+type ModelMetadata struct {
+	Name     string   `json:"name"`
+	Versions []string `json:"versions"`
+	Platform string   `json:"platform"`
+	Inputs   []struct {
+		Name     string  `json:"name"`
+		Datatype string  `json:"datatype"`
+		Shape    []int64 `json:"shape"`
+	} `json:"inputs"`
+}
+
+// Metadata fetches a model's Open Inference Protocol metadata.
+func (c *Client) Metadata(model string) (*ModelMetadata, error) {
+	b, err := c.Get("/v2/models/" + url.PathEscape(model))
+	if err != nil {
+		return nil, err
+	}
+	var m ModelMetadata
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("model metadata: %w", err)
+	}
+	if len(m.Inputs) != 1 {
+		return nil, fmt.Errorf("model %s has %d inputs; the tensor target drives one", model, len(m.Inputs))
+	}
+	return &m, nil
+}
+
+// TensorTarget posts pre-made FP32 tensors with the binary tensor
+// extension, so no image is decoded: the server's cost without
+// preprocessing. The values are seeded normal noise; a convolutional
+// network's cost does not depend on them.
+type TensorTarget struct {
+	c      *Client
+	path   string
+	bodies [][]byte
+	hlen   string
+	batch  int
+	next   atomic.Uint64
+}
+
+// NewTensorTarget builds variants different bodies of batch rows each for
+// model's input.
+func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed uint64) (*TensorTarget, error) {
+	in := meta.Inputs[0]
+	if in.Datatype != "FP32" {
+		return nil, fmt.Errorf("input %s is %s; the tensor target sends FP32", in.Name, in.Datatype)
+	}
+	shape := slices.Clone(in.Shape)
+	if len(shape) == 0 {
+		return nil, fmt.Errorf("input %s has no shape", in.Name)
+	}
+	shape[0] = int64(batch)
+	n := int64(1)
+	for i, d := range shape[1:] {
+		if d <= 0 {
+			return nil, fmt.Errorf("input %s dimension %d is dynamic (%d); give it a size", in.Name, i+1, d)
+		}
+		n *= d
+	}
+	n *= int64(batch)
+	dims := make([]string, len(shape))
+	for i, d := range shape {
+		dims[i] = strconv.FormatInt(d, 10)
+	}
+	// Asking for every output in binary keeps the answer small without
+	// naming the output.
+	header := fmt.Sprintf(`{"inputs":[{"name":%q,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
+		in.Name, strings.Join(dims, ","), 4*n)
+	rng := rand.New(rand.NewPCG(seed, 0x7e45))
+	t := &TensorTarget{c: c, path: "/v2/models/" + url.PathEscape(meta.Name) + "/infer", hlen: strconv.Itoa(len(header)), batch: batch}
+	for range max(variants, 1) {
+		b := make([]byte, 0, len(header)+int(4*n))
+		b = append(b, header...)
+		for range n {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(rng.NormFloat64())))
+		}
+		t.bodies = append(t.bodies, b)
+	}
+	return t, nil
+}
+
+func (t *TensorTarget) BatchSize() int { return t.batch }
+
+func (t *TensorTarget) Do(context.Context) (int, string) {
+	body := t.bodies[(t.next.Add(1)-1)%uint64(len(t.bodies))]
+	if f := t.c.post(t.path, "application/octet-stream", body, [2]string{"Inference-Header-Content-Length", t.hlen}); f != "" {
+		return 0, f
+	}
+	return t.batch, ""
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"fastinfer/bench"
+)
+
+// A short real run of `fastinfer bench --compare` against a served
+// default model: every target measured, the server's split read, the
+// ratios computed, the JSON and SVG written; then `bench diff` on it.
+func TestBenchCompareRealRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := fashionRepo(t)
+	base, _, stop := startServe(t, repo)
+	defer stop()
+	dir := t.TempDir()
+	out, svg := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"bench", "--url", base, "--models", repo, "--model", "fashion-resnet", "--compare",
+		"--images", filepath.Join("..", "..", "testdata", "fashion"), "--concurrency", "1,2", "--raw-batches", "1,4",
+		"--warmup", "200ms", "--window", "200ms", "--duration", "400ms", "--out", out, "--svg", svg, "--provider", "cpu"},
+		&stdout, &stderr, func(string) string { return "" })
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	res, err := bench.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, s := range res.Steps {
+		count[s.Target]++
+		if s.ImagesPerSec <= 0 || s.Requests == 0 || len(s.Errors) > 0 {
+			t.Errorf("%s: %.1f img/s, %d requests, errors %v", s.Key(), s.ImagesPerSec, s.Requests, s.Errors)
+		}
+		if s.Latency.P50 <= 0 || s.Latency.P99 < s.Latency.P50 || s.Latency.Max < s.Latency.P99 {
+			t.Errorf("%s: latency %+v", s.Key(), s.Latency)
+		}
+		if s.Target != bench.TargetRaw && (s.Server == nil || s.Server.Executions == 0 || s.Server.MeanBatchSize < 1 || s.Server.ComputeMs <= 0) {
+			t.Errorf("%s: server split %+v", s.Key(), s.Server)
+		}
+	}
+	if count[bench.TargetRaw] != 2 || count[bench.TargetHTTPTensor] != 2 || count[bench.TargetHTTPImage] != 2 {
+		t.Errorf("steps per target %v, want 2 each", count)
+	}
+	if len(res.Comparisons) != 3 {
+		t.Errorf("comparisons %+v, want tensor/raw, image/raw and p50 added", res.Comparisons)
+	}
+	if res.Meta.CPUModel == "" || res.Meta.Cores == 0 || res.Meta.Device == "" || res.Meta.ORTVersion == "" || res.Meta.Provider != "cpu" {
+		t.Errorf("meta %+v", res.Meta)
+	}
+	for _, want := range []string{"http-image", "raw", "server tensor / raw"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("terminal output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	f, err := os.Open(svg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for dec := xml.NewDecoder(f); ; {
+		if _, err := dec.Token(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("SVG: %v", err)
+		}
+	}
+
+	// bench diff: a file against itself passes; against a copy with half
+	// the throughput it fails and names the regression.
+	if code := run([]string{"bench", "diff", out, out}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+		t.Fatalf("diff with itself: exit %d", code)
+	}
+	for i := range res.Steps {
+		res.Steps[i].ImagesPerSec /= 2
+	}
+	slow := filepath.Join(dir, "slow.json")
+	if err := res.WriteFile(slow); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if code := run([]string{"bench", "diff", out, slow}, &stdout, &stderr, func(string) string { return "" }); code != 1 || !strings.Contains(stdout.String(), "REGRESSED") {
+		t.Fatalf("diff with a slower copy: exit %d\n%s", code, stdout.String())
+	}
+}
