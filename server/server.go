@@ -126,6 +126,8 @@ var (
 	pathLive     = []byte("/v2/health/live")
 	pathReady    = []byte("/v2/health/ready")
 	pathMetrics  = []byte("/metrics")
+	pathRoot     = []byte("/")
+	pathUI       = []byte("/ui/")
 )
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
@@ -152,6 +154,10 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	case bytes.Equal(path, pathV2):
 		if allow(ctx, "GET") {
 			s.serverMetadata(ctx)
+		}
+	case bytes.Equal(path, pathRoot) || bytes.HasPrefix(path, pathUI):
+		if allow(ctx, "GET") {
+			s.web(ctx, path)
 		}
 	case bytes.Equal(path, pathMetrics):
 		if allow(ctx, "GET") {
