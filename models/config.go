@@ -48,6 +48,9 @@ type Config struct {
 	Preprocess *Preprocess `yaml:"preprocess" json:"preprocess,omitempty"`
 	Batching   Batching    `yaml:"batching" json:"batching,omitempty"`
 	Instances  Instances   `yaml:"instances" json:"instances,omitempty"`
+	// VersionPolicy chooses the versions served; the zero value serves
+	// the latest.
+	VersionPolicy VersionPolicy `yaml:"version_policy" json:"version_policy,omitzero"`
 }
 
 // ImageNet is the preprocessing used when config.yaml has none: what

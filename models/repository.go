@@ -2,6 +2,8 @@ package models
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,4 +188,47 @@ func readCard(path string) (json.RawMessage, error) {
 		return nil, fmt.Errorf("invalid model card: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// ReadyFile, written last into a version folder, says the version is
+// complete: a polling server loads it at once instead of waiting for its
+// files to stop changing.
+const ReadyFile = "READY"
+
+// ReadCard reads the version's card.json (nil when it has none).
+func (v Version) ReadCard() (json.RawMessage, error) {
+	return readCard(filepath.Join(v.Dir, CardFile))
+}
+
+// Ready reports whether the version folder holds the READY marker.
+func (v Version) Ready() bool {
+	st, err := os.Stat(filepath.Join(v.Dir, ReadyFile))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// Fingerprint summarises the version folder's files (names, sizes,
+// modification times): it changes when any file is written, so a poller
+// can tell a finished version (same fingerprint twice) from one still
+// being copied in, and a replaced version from an unchanged one.
+func (v Version) Fingerprint() (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(v.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(v.Dir, path)
+		fmt.Fprintf(h, "%s\x00%d\x00%d\n", rel, info.Size(), info.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -23,10 +23,17 @@ const defaultTopK = 5
 func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 	start := time.Now()
 	label, ver := unknownModel, ""
-	m, aerr := s.models.get(name, version)
+	if !s.authorized(ctx, s.apiToken, false) {
+		s.metrics.requests.WithLabelValues(label, ver, "401").Inc()
+		return
+	}
+	m, aerr := s.models.acquire(name, version)
 	if aerr == nil {
 		label, ver = m.Name, m.versionLabel
-		aerr = s.classifyModel(ctx, m, start)
+		func() {
+			defer m.refs.Done() // even if the handler panics, or Drain hangs
+			aerr = s.classifyModel(ctx, m, start)
+		}()
 	}
 	if aerr != nil {
 		writeError(ctx, aerr)

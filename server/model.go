@@ -53,6 +53,10 @@ type Model struct {
 
 	pool sync.Pool // *[]float32 scratch for inputs and outputs
 
+	// refs counts requests using the model, so a replaced or removed
+	// version is closed only after its last request (see Drain).
+	refs sync.WaitGroup
+
 	// Set by AddModel so requests skip the label lookups.
 	versionLabel  string
 	preprocessObs prometheus.Observer
@@ -90,7 +94,8 @@ type registry struct {
 	models map[string]map[int]*Model
 }
 
-func (r *registry) add(m *Model) {
+// add serves m, returning the model it replaces (same name and version).
+func (r *registry) add(m *Model) (old *Model) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.models == nil {
@@ -99,13 +104,48 @@ func (r *registry) add(m *Model) {
 	if r.models[m.Name] == nil {
 		r.models[m.Name] = map[int]*Model{}
 	}
+	old = r.models[m.Name][m.Version]
 	r.models[m.Name][m.Version] = m
+	return old
+}
+
+// remove stops serving a version and returns it (nil if not served).
+func (r *registry) remove(name string, version int) *Model {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.models[name][version]
+	if m == nil {
+		return nil
+	}
+	delete(r.models[name], version)
+	if len(r.models[name]) == 0 {
+		delete(r.models, name)
+	}
+	return m
+}
+
+// acquire is get for a request that will use the model: the caller must
+// call m.refs.Done when finished. The reference is taken under the read
+// lock, so once remove has returned no new reference can appear and
+// Drain's wait is final.
+func (r *registry) acquire(name, version string) (*Model, *apiError) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m, aerr := r.getLocked(name, version)
+	if aerr == nil {
+		m.refs.Add(1)
+	}
+	return m, aerr
 }
 
 // get finds a model by name and version ("" = the highest served).
 func (r *registry) get(name, version string) (*Model, *apiError) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	return r.getLocked(name, version)
+}
+
+func (r *registry) getLocked(name, version string) (*Model, *apiError) {
 	vs := r.models[name]
 	if len(vs) == 0 {
 		return nil, errorf(404, codeModelNotFound, "model "+strconv.Quote(name)+" is not served")
@@ -142,3 +182,8 @@ func (r *registry) list() []*Model {
 	})
 	return out
 }
+
+// Drain waits until no request uses m; call it after m stopped being
+// served (Server.AddModel's replaced model, Server.RemoveModel's result)
+// and before closing what m's functions use.
+func (m *Model) Drain() { m.refs.Wait() }

@@ -33,6 +33,12 @@ type Options struct {
 	// Version and Runtime are reported by GET /v2.
 	Version string
 	Runtime string
+	// Repository, when set, is exposed at /v2/repository/ (model control).
+	Repository Repository
+	// AdminToken, when set, is required as a bearer token by the
+	// repository endpoints; APIToken, when set, by the inference ones.
+	AdminToken string
+	APIToken   string
 }
 
 // Server answers fastinfer's HTTP API.
@@ -44,6 +50,8 @@ type Server struct {
 	metrics *metrics
 	http    *fasthttp.Server
 	handler fasthttp.RequestHandler
+
+	adminToken, apiToken token
 }
 
 // New builds a Server with no models; add them with AddModel and call
@@ -73,7 +81,7 @@ func New(o Options) *Server {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
-	s := &Server{opts: o, log: o.Logger}
+	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken)}
 	s.metrics = newMetrics(o.Registry)
 	s.handler = s.recoverer(s.route)
 	s.http = &fasthttp.Server{
@@ -98,13 +106,38 @@ func New(o Options) *Server {
 	return s
 }
 
-// AddModel starts serving m.
-func (s *Server) AddModel(m *Model) {
+// AddModel starts serving m. If it replaces a served model of the same
+// name and version, that one is returned: new requests already go to m;
+// Drain it before closing it.
+func (s *Server) AddModel(m *Model) (replaced *Model) {
 	m.versionLabel = strconv.Itoa(m.Version)
 	m.preprocessObs = s.metrics.preprocess.WithLabelValues(m.Name, m.versionLabel)
 	m.imagesCtr = s.metrics.images.WithLabelValues(m.Name, m.versionLabel)
+	old := s.models.add(m)
+	if old != nil && old.Provider != m.Provider {
+		s.metrics.modelInfo.DeleteLabelValues(old.Name, old.versionLabel, old.Provider)
+	}
 	s.metrics.modelInfo.WithLabelValues(m.Name, m.versionLabel, m.Provider).Set(1)
-	s.models.add(m)
+	return old
+}
+
+// RemoveModel stops serving a version and returns it (nil if it was not
+// served); Drain it before closing it.
+func (s *Server) RemoveModel(name string, version int) *Model {
+	m := s.models.remove(name, version)
+	if m != nil {
+		s.metrics.modelInfo.DeleteLabelValues(m.Name, m.versionLabel, m.Provider)
+	}
+	return m
+}
+
+// Served lists the served versions of every model, by name.
+func (s *Server) Served() map[string][]int {
+	out := map[string][]int{}
+	for _, m := range s.models.list() {
+		out[m.Name] = append(out[m.Name], m.Version)
+	}
+	return out
 }
 
 // SetReady marks the server ready (GET /v2/health/ready answers 200).
@@ -135,6 +168,8 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	switch {
 	case bytes.HasPrefix(path, pathV1Models):
 		s.v1Models(ctx, path[len(pathV1Models):])
+	case bytes.HasPrefix(path, pathRepository):
+		s.repository(ctx, path[len(pathRepository):])
 	case bytes.HasPrefix(path, pathV2Models):
 		s.v2Models(ctx, path[len(pathV2Models):])
 	case bytes.Equal(path, pathLive):

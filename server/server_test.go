@@ -109,21 +109,11 @@ type response struct {
 
 func (ts *testServer) do(t testing.TB, method, path, contentType string, body []byte) response {
 	t.Helper()
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://fastinfer" + path)
-	req.Header.SetMethod(method)
-	if contentType != "" {
-		req.Header.SetContentType(contentType)
-	}
-	req.SetBody(body)
-	if err := ts.client.DoTimeout(req, resp, 10*time.Second); err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
 	h := map[string]string{}
-	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
-	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
+	if contentType != "" {
+		h["Content-Type"] = contentType
+	}
+	return ts.doHeaders(t, method, path, h, body...)
 }
 
 // multipartBody builds a multipart/form-data body with the given parts.
@@ -504,4 +494,24 @@ func BenchmarkAppendClassification(b *testing.B) {
 	for b.Loop() {
 		buf = appendClassification(buf[:0], m, logits, 1, 5, timings{})
 	}
+}
+
+// doHeaders sends a request with extra headers and an optional body.
+func (ts *testServer) doHeaders(t testing.TB, method, path string, header map[string]string, body ...byte) response {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://fastinfer" + path)
+	req.Header.SetMethod(method)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	req.SetBody(body)
+	if err := ts.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	h := map[string]string{}
+	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
+	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
 }

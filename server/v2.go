@@ -157,10 +157,17 @@ const headerInferLength = "Inference-Header-Content-Length"
 func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
 	start := time.Now()
 	label, ver := unknownModel, ""
-	m, aerr := s.models.get(name, version)
+	if !s.authorized(ctx, s.apiToken, true) {
+		s.metrics.requests.WithLabelValues(label, ver, "401").Inc()
+		return
+	}
+	m, aerr := s.models.acquire(name, version)
 	if aerr == nil {
 		label, ver = m.Name, m.versionLabel
-		aerr = s.v2InferModel(ctx, m)
+		func() {
+			defer m.refs.Done() // even if the handler panics, or Drain hangs
+			aerr = s.v2InferModel(ctx, m)
+		}()
 	}
 	if aerr != nil {
 		writeV2Error(ctx, aerr)

@@ -188,6 +188,10 @@ func WriteVersion(dir string, m *onnxpb.ModelProto, configYAML string, labels []
 	if err := writeAtomic(vdir, models.ModelFile, model); err != nil {
 		return 0, err
 	}
+	// Last: a polling server loads the version as soon as this appears.
+	if err := writeAtomic(vdir, models.ReadyFile, nil); err != nil {
+		return 0, err
+	}
 	return version, nil
 }
 

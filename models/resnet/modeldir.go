@@ -55,6 +55,9 @@ func WriteModelDir(dir string, m *onnxpb.ModelProto) (version int, err error) {
 	if err := writeAtomic(vdir, models.ModelFile, data); err != nil {
 		return 0, err
 	}
+	if err := writeAtomic(vdir, models.ReadyFile, nil); err != nil {
+		return 0, err
+	}
 	return version, nil
 }
 
