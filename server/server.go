@@ -140,6 +140,10 @@ func (s *Server) Served() map[string][]int {
 	return out
 }
 
+// SetRepository exposes model control at /v2/repository/. Call it before
+// Serve.
+func (s *Server) SetRepository(r Repository) { s.opts.Repository = r }
+
 // SetReady marks the server ready (GET /v2/health/ready answers 200).
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	goruntime "runtime"
 	"time"
@@ -20,30 +19,6 @@ import (
 type loadedModel struct {
 	model  *server.Model
 	closer io.Closer
-}
-
-// loadRepository loads the served version of every model in the
-// repository. A model that fails is reported and skipped; the rest serve.
-func loadRepository(env *runtime.Env, cfg *serveConfig, metrics *batching.Metrics, log *slog.Logger) ([]loadedModel, []error) {
-	ms, errs, err := models.Scan(cfg.models)
-	if err != nil {
-		return nil, []error{err}
-	}
-	var out []loadedModel
-	for _, m := range ms {
-		start := time.Now()
-		l, err := loadModel(env, m, cfg, metrics)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		sm := l.model
-		log.Info("model loaded", "model", sm.Name, "version", sm.Version, "provider", sm.Provider,
-			"input", fmt.Sprint(sm.Inputs[0].Name, sm.Inputs[0].Shape), "classes", sm.Classes,
-			"labels", len(sm.Labels), "load_ms", time.Since(start).Milliseconds())
-		out = append(out, l)
-	}
-	return out, errs
 }
 
 // instancePlan is where a model's instances run.
@@ -124,13 +99,16 @@ func batchConfig(b models.Batching, cfg *serveConfig) batching.Config {
 	}
 }
 
-// loadModel opens m's latest version on its instances, ties its
+// loadModel opens version v of m on its instances, ties its
 // preprocessing to the model's input shape, warms every instance up at
 // batch 1 and at the largest batch, and starts its scheduler.
-func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig, metrics *batching.Metrics) (lm loadedModel, err error) {
-	v := m.Latest()
+func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveConfig, metrics *batching.Metrics) (lm loadedModel, err error) {
 	fail := func(path string, err error) (loadedModel, error) {
 		return loadedModel{}, &models.LoadError{Model: m.Name, Path: path, Err: err}
+	}
+	card, err := v.ReadCard()
+	if err != nil {
+		return fail(filepath.Join(v.Dir, models.CardFile), err)
 	}
 	cfgPath := filepath.Join(m.Dir, models.ConfigFile)
 	ins, _, err := env.Inspect(v.Path)
@@ -204,7 +182,7 @@ func loadModel(env *runtime.Env, m models.Model, cfg *serveConfig, metrics *batc
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
 		Provider: first.Provider(), ProviderNote: first.FallbackReason(),
 		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
-		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: m.Card,
+		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
 		Batching: server.BatchingInfo{
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),

@@ -140,14 +140,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startServe runs serve() on a loopback port and returns its base URL, the
-// logs, and a stop function that returns serve's error.
-func startServe(t testing.TB, repo string) (string, *testutil.Buffer, func() error) {
+// startServe runs serve() on a loopback port (with extra serve flags) and
+// returns its base URL, the logs, and a stop function that returns serve's
+// error.
+func startServe(t testing.TB, repo string, extra ...string) (string, *testutil.Buffer, func() error) {
 	t.Helper()
 	cfg := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfg = serveFlags(fs)
-	if err := fs.Parse([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu"}); err != nil {
+	if err := fs.Parse(append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu"}, extra...)); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testutil.Buffer{}

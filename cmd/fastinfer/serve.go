@@ -37,6 +37,10 @@ type serveConfig struct {
 	maxBody         int
 	maxImages       int
 	maxPixels       int64
+	modelControl    string
+	pollInterval    time.Duration
+	adminToken      string
+	apiToken        string
 	logLevel        string
 	logFormat       string
 	shutdownTimeout time.Duration
@@ -59,6 +63,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxBody, "max-body", 32<<20, "request body limit in bytes")
 	fs.IntVar(&c.maxImages, "max-images", 64, "images per request")
 	fs.Int64Var(&c.maxPixels, "max-pixels", 40_000_000, "largest image accepted, in pixels (checked from the header)")
+	fs.StringVar(&c.modelControl, "model-control", "explicit", "none (load at start only), explicit (also /v2/repository load/unload) or poll (also apply repository changes every --poll-interval)")
+	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
+	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
+	fs.StringVar(&c.apiToken, "api-token", "", "bearer token required by the inference endpoints (empty: none)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
@@ -110,11 +118,28 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		log.Info("GPU", "index", d.Index, "name", d.Name, "memory_gib", float64(d.TotalMemory)/(1<<30), "driver", gpus.DriverVersion)
 	}
 
+	switch cfg.modelControl {
+	case "none", "explicit", "poll":
+	default:
+		return fmt.Errorf("--model-control must be none, explicit or poll, got %q", cfg.modelControl)
+	}
+	if cfg.modelControl == "poll" && cfg.pollInterval < 100*time.Millisecond {
+		return fmt.Errorf("--poll-interval %s is too short", cfg.pollInterval)
+	}
 	reg := prometheus.NewRegistry()
-	srv := server.New(server.Options{
+	opts := server.Options{
 		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log, Registry: reg,
 		Version: version, Runtime: "onnxruntime " + env.Version(),
-	})
+		AdminToken: cfg.adminToken, APIToken: cfg.apiToken,
+	}
+	srv := server.New(opts)
+	mgr := newRepoManager(env, cfg, batching.NewMetrics(reg), srv, log)
+	if cfg.modelControl != "none" {
+		srv.SetRepository(mgr)
+		if cfg.adminToken == "" {
+			log.Warn("the repository endpoints (/v2/repository/...) are open: set --admin-token to require a token", "model_control", cfg.modelControl)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.addr, err)
@@ -127,20 +152,27 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 
 	// Liveness answers while models load; readiness waits for them.
-	loaded, errs := loadRepository(env, cfg, batching.NewMetrics(reg), log)
-	var closers []io.Closer
-	for _, l := range loaded {
-		srv.AddModel(l.model)
-		closers = append(closers, l.closer)
-	}
+	loaded, errs := mgr.LoadAll()
 	for _, e := range errs {
 		log.Error("model not loaded", "err", e)
 	}
-	if len(loaded) == 0 {
+	if loaded == 0 {
 		log.Warn("no model is being served", "models", cfg.models)
 	}
 	srv.SetReady(true)
-	log.Info("ready", "models", len(loaded), "failed", len(errs))
+	log.Info("ready", "models", loaded, "failed", len(errs), "model_control", cfg.modelControl)
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		if cfg.modelControl == "poll" {
+			mgr.Poll(pollCtx, cfg.pollInterval)
+		}
+	}()
+	defer func() {
+		stopPoll()
+		<-polled
+	}()
 
 	select {
 	case err := <-served:
@@ -157,11 +189,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	// In-flight requests are done; the schedulers drain (nothing is left)
 	// and their instances close.
-	for _, c := range closers {
-		if cerr := c.Close(); cerr != nil {
-			log.Warn("closing model", "err", cerr)
-		}
-	}
+	stopPoll()
+	<-polled
+	mgr.Close()
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: in-flight requests still running after %s", cfg.shutdownTimeout)
 	}
