@@ -248,8 +248,8 @@ func allow(ctx *fasthttp.RequestCtx, method string) bool {
 	if string(m) == method || (method == "GET" && string(m) == "HEAD") {
 		return true
 	}
-	ctx.Response.Header.Set("Allow", method)
 	writeError(ctx, errorf(405, codeMethod, "use "+method+" here, not "+string(m)))
+	ctx.Response.Header.Set("Allow", method) // after writeError, which resets the response
 	return false
 }
 

@@ -201,6 +201,9 @@ func TestGoldenResponses(t *testing.T) {
 			if ct := r.header["Content-Type"]; r.status != 405 && ct != "application/json" {
 				t.Errorf("Content-Type = %q", ct)
 			}
+			if r.status == 405 && r.header["Allow"] == "" {
+				t.Error("405 without an Allow header")
+			}
 			golden(t, tt.name+".golden", r)
 		})
 	}

@@ -55,8 +55,8 @@ func allowV2(ctx *fasthttp.RequestCtx, method string) bool {
 	if string(m) == method || (method == "GET" && string(m) == "HEAD") {
 		return true
 	}
-	ctx.Response.Header.Set("Allow", method)
 	writeV2Error(ctx, errorf(405, codeMethod, "use "+method+" here, not "+string(m)))
+	ctx.Response.Header.Set("Allow", method) // after writeV2Error, which resets the response
 	return false
 }
 

@@ -87,6 +87,9 @@ func TestV2Golden(t *testing.T) {
 			} else {
 				r = ts.do(t, tt.method, tt.path, "", nil)
 			}
+			if r.status == 405 && r.header["Allow"] != "POST" {
+				t.Errorf("405 with Allow %q", r.header["Allow"])
+			}
 			golden(t, tt.name+".golden", r)
 		})
 	}
