@@ -192,6 +192,12 @@ type TensorTarget struct {
 // NewTensorTarget builds variants different bodies of batch rows each for
 // model's input.
 func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed uint64) (*TensorTarget, error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("batch size must be at least 1, got %d", batch)
+	}
+	if len(meta.Inputs) != 1 {
+		return nil, fmt.Errorf("model %s has %d inputs; the tensor target drives one", meta.Name, len(meta.Inputs))
+	}
 	in := meta.Inputs[0]
 	if in.Datatype != "FP32" {
 		return nil, fmt.Errorf("input %s is %s; the tensor target sends FP32", in.Name, in.Datatype)
@@ -215,8 +221,9 @@ func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed u
 	}
 	// Asking for every output in binary keeps the answer small without
 	// naming the output.
-	header := fmt.Sprintf(`{"inputs":[{"name":%q,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
-		in.Name, strings.Join(dims, ","), 4*n)
+	name, _ := json.Marshal(in.Name)
+	header := fmt.Sprintf(`{"inputs":[{"name":%s,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
+		name, strings.Join(dims, ","), 4*n)
 	rng := rand.New(rand.NewPCG(seed, 0x7e45))
 	t := &TensorTarget{c: c, path: "/v2/models/" + url.PathEscape(meta.Name) + "/infer", hlen: strconv.Itoa(len(header)), batch: batch}
 	for range max(variants, 1) {

@@ -77,9 +77,10 @@ func (l *Load) defaults() error {
 	if l.Stability <= 0 {
 		l.Stability = 0.10
 	}
-	if l.MaxWindows < 3 {
+	if l.MaxWindows <= 0 {
 		l.MaxWindows = 10
 	}
+	l.MaxWindows = max(l.MaxWindows, 3) // the stability rule needs three
 	return nil
 }
 
@@ -170,8 +171,8 @@ func Run(ctx context.Context, t Target, l Load, progress func(Progress)) (Step, 
 		}
 	}
 	tick.Stop()
-	elapsed := last.Sub(t0)
 	m.stopMeasuring()
+	elapsed := time.Since(t0) // what finished after the last tick counted too
 	cpu := cpuTime() - cpu0
 	finish()
 

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+// checkSnapshot compares every key of both; absent keys count as 0.
+func checkSnapshot(t *testing.T, got, want Snapshot) {
+	t.Helper()
+	for k, w := range want {
+		if !near(got[k], w) {
+			t.Errorf("%s = %v, want %v", k, got[k], w)
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected %s = %v", k, g)
+		}
+	}
+}
+
+func TestParseSnapshot(t *testing.T) {
+	const (
+		req   = "fastinfer_request_duration_seconds"
+		pre   = "fastinfer_preprocess_duration_seconds"
+		queue = "fastinfer_queue_duration_seconds"
+		comp  = "fastinfer_compute_duration_seconds"
+		bs    = "fastinfer_batch_size"
+		exe   = "fastinfer_executions_total"
+		rej   = "fastinfer_rejections_total"
+	)
+	tests := []struct {
+		file, model string
+		want        Snapshot
+	}{
+		// Versions 1 and 2 summed; code 429 and toy-large left out.
+		{"metrics_before.txt", "toy", Snapshot{
+			req + "_sum": 1.5, req + "_count": 150,
+			pre + "_sum": 0.15, pre + "_count": 150,
+			queue + "_sum": 0.2, queue + "_count": 100, // version 2 has none yet
+			comp + "_sum": 0.75, comp + "_count": 35,
+			bs + "_sum": 150, bs + "_count": 35,
+			exe: 35,
+			rej: 4, // both reasons, both versions
+		}},
+		{"metrics_after.txt", "toy", Snapshot{
+			req + "_sum": 4.5, req + "_count": 350,
+			pre + "_sum": 0.55, pre + "_count": 350,
+			queue + "_sum": 1.2, queue + "_count": 300,
+			comp + "_sum": 2.25, comp + "_count": 105,
+			bs + "_sum": 450, bs + "_count": 105,
+			exe: 105,
+			rej: 14,
+		}},
+		{"metrics_before.txt", "toy-large", Snapshot{
+			req + "_sum": 100, req + "_count": 1000,
+			pre + "_sum": 10, pre + "_count": 1000,
+			queue + "_sum": 5, queue + "_count": 1000,
+			comp + "_sum": 50, comp + "_count": 500,
+			bs + "_sum": 1000, bs + "_count": 500,
+			exe: 500,
+			rej: 7,
+		}},
+		{"metrics_before.txt", "absent", Snapshot{}},
+		{"metrics_before.txt", "", Snapshot{}}, // series without a model label are not a model
+	}
+	for _, tc := range tests {
+		t.Run(tc.file+"/"+tc.model, func(t *testing.T) {
+			got, err := ParseSnapshot(readFixture(t, tc.file), tc.model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSnapshot(t, got, tc.want)
+		})
+	}
+}
+
+func TestParseSnapshotMalformed(t *testing.T) {
+	tests := []struct{ name, text string }{
+		{"no value", "fastinfer_executions_total{model=\"toy\"}\n"},
+		{"value not a number", "fastinfer_executions_total{model=\"toy\"} lots\n"},
+		{"unclosed labels", "fastinfer_executions_total{model=\"toy\" 3\n"},
+		{"unquoted label", "fastinfer_executions_total{model=toy} 3\n"},
+		{"bad le", "# TYPE fastinfer_batch_size histogram\nfastinfer_batch_size_bucket{model=\"toy\",le=\"big\"} 1\n"},
+		{"unknown type", "# TYPE fastinfer_executions_total tally\nfastinfer_executions_total{model=\"toy\"} 3\n"},
+		{"second TYPE", "# TYPE fastinfer_executions_total counter\nfastinfer_executions_total{model=\"toy\"} 3\n# TYPE fastinfer_executions_total counter\n"},
+		{"HTML error page", "<html><body>502 Bad Gateway</body></html>\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := ParseSnapshot([]byte(tc.text), "toy")
+			if err == nil {
+				t.Fatalf("ParseSnapshot accepted it: %v", s)
+			}
+			if !strings.Contains(err.Error(), "parsing metrics") {
+				t.Errorf("error %q does not say it is the metrics that failed", err)
+			}
+		})
+	}
+	// A valid exposition with none of the series is no error.
+	if s, err := ParseSnapshot(nil, "toy"); err != nil || len(s) != 0 {
+		t.Errorf("empty exposition: %v, %v; want an empty snapshot", s, err)
+	}
+}
+
+func TestSplit(t *testing.T) {
+	snap := func(file string) Snapshot {
+		s, err := ParseSnapshot(readFixture(t, file), "toy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before, after := snap("metrics_before.txt"), snap("metrics_after.txt")
+	tests := []struct {
+		name          string
+		before, after Snapshot
+		want          ServerSplit
+	}{
+		{
+			// Differences, both versions: requests Δsum 3.0 s / Δcount 200;
+			// preprocess 0.4 / 200; queue (0.4 + 0.6) / (100 + 100);
+			// compute (1.0 + 0.5) / (50 + 20) executions; batch size
+			// (200 + 100) rows / 70; rejections 5 + 1 + 4.
+			"step", before, after,
+			ServerSplit{RequestMs: 15, PreprocessMs: 2, QueueMs: 5, ComputeMs: 1500.0 / 70,
+				MeanBatchSize: 300.0 / 70, Executions: 70, Rejections: 10},
+		},
+		{
+			"from nothing", nil, after,
+			ServerSplit{RequestMs: 4500.0 / 350, PreprocessMs: 550.0 / 350, QueueMs: 1200.0 / 300, ComputeMs: 2250.0 / 105,
+				MeanBatchSize: 450.0 / 105, Executions: 105, Rejections: 14},
+		},
+		{
+			// The mean batch size is the histogram's: rows per observed
+			// execution, whatever the executions counter says.
+			"batch size from its histogram", Snapshot{"fastinfer_executions_total": 2},
+			Snapshot{"fastinfer_batch_size_sum": 40, "fastinfer_batch_size_count": 10, "fastinfer_executions_total": 14},
+			ServerSplit{MeanBatchSize: 4, Executions: 12},
+		},
+		{"nothing happened", after, after, ServerSplit{}},
+		{"empty", Snapshot{}, Snapshot{}, ServerSplit{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Split(tc.before, tc.after)
+			if got == nil {
+				t.Fatal("nil split")
+			}
+			for _, f := range []struct {
+				name      string
+				got, want float64
+			}{
+				{"request ms", got.RequestMs, tc.want.RequestMs},
+				{"preprocess ms", got.PreprocessMs, tc.want.PreprocessMs},
+				{"queue ms", got.QueueMs, tc.want.QueueMs},
+				{"compute ms", got.ComputeMs, tc.want.ComputeMs},
+				{"mean batch size", got.MeanBatchSize, tc.want.MeanBatchSize},
+			} {
+				if !near(f.got, f.want) {
+					t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
+				}
+			}
+			if got.Executions != tc.want.Executions || got.Rejections != tc.want.Rejections {
+				t.Errorf("executions %d rejections %d, want %d and %d", got.Executions, got.Rejections, tc.want.Executions, tc.want.Rejections)
+			}
+		})
+	}
+}
+
+func TestClientScrape(t *testing.T) {
+	f := startFakeServer(t)
+	text := readFixture(t, "metrics_after.txt")
+	f.mu.Lock()
+	f.metrics = text
+	f.mu.Unlock()
+	c := newTestClient(t, f.url)
+	got, err := c.Scrape("toy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ParseSnapshot(text, "toy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSnapshot(t, got, want)
+	if len(got) != 12 {
+		t.Errorf("%d keys, want 12 (five histograms' sum and count, two counters)", len(got))
+	}
+
+	f.mu.Lock()
+	f.metrics = []byte("not metrics{\n")
+	f.mu.Unlock()
+	if _, err := c.Scrape("toy"); err == nil {
+		t.Error("Scrape accepted a malformed exposition")
+	}
+	if _, err := newTestClient(t, deadURL(t)).Scrape("toy"); err == nil {
+		t.Error("Scrape of a dead server succeeded")
+	}
+}
