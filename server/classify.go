@@ -78,6 +78,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 		return s.inferError(m, err)
 	}
 	m.imagesCtr.Add(float64(rows))
+	m.observePredictions(*out, rows)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")

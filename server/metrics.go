@@ -22,6 +22,8 @@ type metrics struct {
 	images     *prometheus.CounterVec
 	preprocess *prometheus.HistogramVec
 	modelInfo  *prometheus.GaugeVec
+	predicted  *prometheus.CounterVec
+	confidence *prometheus.HistogramVec
 	panics     prometheus.Counter
 	handler    fasthttp.RequestHandler
 }
@@ -50,15 +52,43 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "fastinfer_model_info",
 			Help: "1 for each served model version, labelled with its execution provider.",
 		}, []string{"model", "version", "provider"}),
+		predicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastinfer_predictions_total",
+			Help: "Predictions by top-1 class (its label, or its index when the model has no labels).",
+		}, []string{"model", "version", "class"}),
+		confidence: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fastinfer_prediction_confidence",
+			Help:    "Top-1 softmax probability of each prediction.",
+			Buckets: []float64{.1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .99},
+		}, []string{"model", "version"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fastinfer_handler_panics_total",
 			Help: "Handler panics recovered (each answered 500).",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.modelInfo, m.panics,
+	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.modelInfo, m.predicted, m.confidence, m.panics,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return m
 }
 
 func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
+
+// observePredictions counts each row's top-1 class and its softmax
+// probability. The per-class counters are resolved at AddModel, so this
+// is a few atomic adds per image.
+func (m *Model) observePredictions(logits []float32, rows int) {
+	for r := range rows {
+		row := logits[r*m.Classes : (r+1)*m.Classes]
+		best := 0
+		for i, v := range row {
+			if v > row[best] {
+				best = i
+			}
+		}
+		// The best logit is the max, so its probability is exp(0)/sum.
+		_, sum := softmaxDenominator(row)
+		m.classCtrs[best].Inc()
+		m.confidenceObs.Observe(1 / sum)
+	}
+}

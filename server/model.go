@@ -61,6 +61,8 @@ type Model struct {
 	versionLabel  string
 	preprocessObs prometheus.Observer
 	imagesCtr     prometheus.Counter
+	classCtrs     []prometheus.Counter
+	confidenceObs prometheus.Observer
 }
 
 // buffer returns a pooled float32 slice of length n.

@@ -113,6 +113,15 @@ func (s *Server) AddModel(m *Model) (replaced *Model) {
 	m.versionLabel = strconv.Itoa(m.Version)
 	m.preprocessObs = s.metrics.preprocess.WithLabelValues(m.Name, m.versionLabel)
 	m.imagesCtr = s.metrics.images.WithLabelValues(m.Name, m.versionLabel)
+	m.confidenceObs = s.metrics.confidence.WithLabelValues(m.Name, m.versionLabel)
+	m.classCtrs = make([]prometheus.Counter, m.Classes)
+	for i := range m.classCtrs {
+		class := strconv.Itoa(i)
+		if i < len(m.Labels) && m.Labels[i] != "" {
+			class = m.Labels[i]
+		}
+		m.classCtrs[i] = s.metrics.predicted.WithLabelValues(m.Name, m.versionLabel, class)
+	}
 	old := s.models.add(m)
 	if old != nil && old.Provider != m.Provider {
 		s.metrics.modelInfo.DeleteLabelValues(old.Name, old.versionLabel, old.Provider)

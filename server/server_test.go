@@ -336,6 +336,12 @@ func TestMetricsExposed(t *testing.T) {
 		`fastinfer_images_total{model="toy",version="1"} 1`,
 		`fastinfer_preprocess_duration_seconds_count{model="toy",version="1"} 1`,
 		`fastinfer_model_info{model="toy",provider="cpu",version="1"} 1`,
+		// baboon is 512×512: logits 5.12, 5.12, −1, 1 → "cat" (the lower
+		// index of the tie) with softmax 0.495.
+		`fastinfer_predictions_total{class="cat",model="toy",version="1"} 1`,
+		`fastinfer_predictions_total{class="2",model="toy",version="1"} 0`,
+		`fastinfer_prediction_confidence_bucket{model="toy",version="1",le="0.4"} 0`,
+		`fastinfer_prediction_confidence_bucket{model="toy",version="1",le="0.5"} 1`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("metrics lack %s", want)

@@ -266,6 +266,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model) *apiError {
 		return s.inferError(m, err)
 	}
 	m.imagesCtr.Add(float64(rows))
+	m.observePredictions(*out, rows)
 	writeInferResponse(ctx, m, &req, outs, *out, rows)
 	return nil
 }
