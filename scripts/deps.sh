@@ -18,8 +18,10 @@ ORT_CPU_SRI=sha512-BkzxduSZ9IkeDP6Q8lz2TFU2ie7hSSvS7ZIfzMooExoq0CNzJnuuGaUJ7Isoj
 ORT_GPU_PKG=com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9
 ORT_GPU_SRI=sha512-FopIhNE/Ng+v2X65wVc9clPCBCvhvA53Hxo2U0Kf5fGdVsC7iCA+mZ0KLWggcQAj7TIZ6pNidR4AC10g74Xo6w==
 
-# chromium runs the web page's browser test (cmd/fastinfer/web_test.go).
-APT_PACKAGES=(libopencv-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium)
+# chromium runs the web page's browser test (cmd/fastinfer/web_test.go);
+# prometheus (with promtool) checks and runs the monitoring stack in
+# deploy/ (deploy/deploy_test.go).
+APT_PACKAGES=(libopencv-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
