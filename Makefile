@@ -52,9 +52,9 @@ BENCH_PHOTOS ?= vision/testdata/baboon.jpg,vision/testdata/butterfly.jpg,vision/
 BENCH_FLAGS  ?=
 bench: default-model
 	$(BIN) bench --models $(MODELS) --model $(DEFAULT_MODEL) --compare --images $(BENCH_PHOTOS) \
-		--concurrency 1,4,16 --raw-batches 1,4,8,16 --window 3s --out bench/results/ $(BENCH_FLAGS)
+		--concurrency 1,4,16 --raw-batches 1,4,8,16 --window 3s --repeat 3 --out bench/results/ $(BENCH_FLAGS)
 	$(BIN) bench --models $(MODELS) --model fashion-resnet --compare --images testdata/fashion \
-		--concurrency 1,4,16,64 --raw-batches 1,8,32,64 --out bench/results/ $(BENCH_FLAGS)
+		--concurrency 1,4,16,64 --raw-batches 1,8,32,64 --repeat 3 --out bench/results/ $(BENCH_FLAGS)
 
 run: default-model
 	$(BIN) serve --models $(MODELS) --addr $(ADDR) --ort-lib $(ORT_LIB)

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 )
 
@@ -87,6 +88,9 @@ type Step struct {
 	// machine (1 = every core busy).
 	ClientCPU float64  `json:"client_cpu"`
 	Warnings  []string `json:"warnings,omitempty"`
+	// Rounds is the step's images/s in every round of a repeated run
+	// (--repeat); the step reported is the round with the median.
+	Rounds []float64 `json:"rounds,omitempty"`
 }
 
 // Latency percentiles of successful requests, in milliseconds. For open
@@ -127,6 +131,9 @@ type Comparison struct {
 	Goal  float64 `json:"goal,omitempty"`
 	// AtMost makes Goal an upper bound (latency); otherwise a lower one.
 	AtMost bool `json:"at_most,omitempty"`
+	// Rounds is the value in every round of a repeated run; Value is
+	// their median, so one noisy minute does not decide a ratio.
+	Rounds []float64 `json:"rounds,omitempty"`
 }
 
 // Key identifies a step across result files (for diffs and comparisons).
@@ -165,4 +172,75 @@ func ReadFile(path string) (*Results, error) {
 		return nil, fmt.Errorf("%s: schema %d, this fastinfer reads %d", path, r.Schema, SchemaVersion)
 	}
 	return &r, nil
+}
+
+// MergeRounds combines the steps of repeated rounds (each round the same
+// sweep, in the same order): each step is the round whose images/s is
+// the median, with every round's figure in Rounds.
+func MergeRounds(rounds [][]Step) []Step {
+	if len(rounds) == 1 {
+		return rounds[0]
+	}
+	byKey := map[string][]Step{}
+	var order []string
+	for _, r := range rounds {
+		for _, st := range r {
+			k := st.Key()
+			if _, seen := byKey[k]; !seen {
+				order = append(order, k)
+			}
+			byKey[k] = append(byKey[k], st)
+		}
+	}
+	out := make([]Step, 0, len(order))
+	for _, k := range order {
+		sts := byKey[k]
+		ips := make([]float64, len(sts))
+		for i, st := range sts {
+			ips[i] = st.ImagesPerSec
+		}
+		sorted := append([]Step(nil), sts...)
+		sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].ImagesPerSec < sorted[j].ImagesPerSec })
+		med := sorted[(len(sorted)-1)/2]
+		med.Rounds = ips
+		out = append(out, med)
+	}
+	return out
+}
+
+// MergeComparisons takes each comparison's median over rounds (matched by
+// name), keeping every round's value.
+func MergeComparisons(rounds [][]Comparison) []Comparison {
+	if len(rounds) == 1 {
+		return rounds[0]
+	}
+	byName := map[string][]Comparison{}
+	var order []string
+	for _, r := range rounds {
+		for _, c := range r {
+			if _, seen := byName[c.Name]; !seen {
+				order = append(order, c.Name)
+			}
+			byName[c.Name] = append(byName[c.Name], c)
+		}
+	}
+	out := make([]Comparison, 0, len(order))
+	for _, name := range order {
+		cs := byName[name]
+		vals := make([]float64, len(cs))
+		for i, c := range cs {
+			vals[i] = c.Value
+		}
+		sorted := append([]float64(nil), vals...)
+		sort.Float64s(sorted)
+		m := cs[0]
+		if n := len(sorted); n%2 == 1 {
+			m.Value = sorted[n/2]
+		} else {
+			m.Value = (sorted[n/2-1] + sorted[n/2]) / 2
+		}
+		m.Rounds = vals
+		out = append(out, m)
+	}
+	return out
 }

@@ -163,6 +163,7 @@ func fullResults() *Results {
 	steps[0].Warnings = []string{"w"}
 	steps[0].Server.Rejections = 2
 	steps[0].Mode, steps[0].Rate, steps[0].Arrivals = ModeRate, 50, "constant"
+	steps[0].Rounds = []float64{39.5, 41.2, 40.1}
 	return &Results{
 		Schema: SchemaVersion,
 		Meta: Meta{
@@ -174,7 +175,7 @@ func fullResults() *Results {
 		},
 		Steps: steps[:1],
 		Comparisons: []Comparison{{Name: "tensor p50 added at c=1", Of: steps[1].Key(), Over: steps[2].Key(),
-			Value: 0.3, Unit: "ms", Goal: 0.5, AtMost: true}},
+			Value: 0.3, Unit: "ms", Goal: 0.5, AtMost: true, Rounds: []float64{0.3, 0.25, 0.4}}},
 	}
 }
 

@@ -39,6 +39,7 @@ type benchConfig struct {
 	maxWindows                   int
 	serveFlags                   string
 	ortLib, provider             string
+	repeat                       int
 	out, svg, description        string
 	seed                         uint64
 }
@@ -68,6 +69,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.svg, "svg", "", "write a latency/throughput plot to this SVG file")
 	fs.StringVar(&c.description, "description", "", "free text stored in the results")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed for tensor contents and Poisson arrivals")
+	fs.IntVar(&c.repeat, "repeat", 1, "run the whole sweep this many times, alternating targets, and report medians (for noisy machines)")
 	return c
 }
 
@@ -178,14 +180,11 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 	}
 
 	res := &bench.Results{Schema: bench.SchemaVersion, Meta: benchMeta(c)}
-	emit := func(st bench.Step) { res.Steps = append(res.Steps, st) }
-
-	if contains(targets, "raw") {
-		if err := benchRaw(ctx, c, repoModel, rawBatches, loads[0], res, emit, progress); err != nil {
-			return res, err
-		}
-	}
+	var client *bench.Client
+	var tensorT, imageT bench.Target
 	if contains(targets, "tensor") || contains(targets, "image") {
+		// The server starts first, so every round (raw included) runs
+		// beside the same idle-or-busy server process.
 		url := c.url
 		if url == "" {
 			u, stopServer, err := startServer(ctx, c, progress)
@@ -195,8 +194,7 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			defer stopServer()
 			url = u
 		}
-		client, err := bench.NewClient(url)
-		if err != nil {
+		if client, err = bench.NewClient(url); err != nil {
 			return res, err
 		}
 		if err := client.WaitReady(ctx); err != nil {
@@ -208,25 +206,61 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			if err != nil {
 				return res, err
 			}
-			tt, err := bench.NewTensorTarget(client, meta, c.batch, 8, c.seed)
-			if err != nil {
-				return res, err
-			}
-			if err := sweep(ctx, client, tt, bench.TargetHTTPTensor, modelName, loads, emit, progress); err != nil {
+			if tensorT, err = bench.NewTensorTarget(client, meta, c.batch, 8, c.seed); err != nil {
 				return res, err
 			}
 		}
 		if contains(targets, "image") {
-			it, err := bench.NewImageTarget(client, modelName, images)
-			if err != nil {
-				return res, err
-			}
-			if err := sweep(ctx, client, it, bench.TargetHTTPImage, modelName, loads, emit, progress); err != nil {
+			if imageT, err = bench.NewImageTarget(client, modelName, images); err != nil {
 				return res, err
 			}
 		}
 	}
-	res.Comparisons = compareSteps(res.Steps)
+
+	// Rounds alternate the targets, so a noisy minute on a shared machine
+	// lands in one round, not on one target; medians are reported.
+	var rounds [][]bench.Step
+	var comps [][]bench.Comparison
+	finish := func() {
+		if len(rounds) > 0 {
+			res.Steps = bench.MergeRounds(rounds)
+			res.Comparisons = bench.MergeComparisons(comps)
+		}
+	}
+	for round := range max(c.repeat, 1) {
+		if c.repeat > 1 {
+			fmt.Fprintf(progress, "round %d of %d\n", round+1, c.repeat)
+		}
+		var steps []bench.Step
+		emit := func(st bench.Step) { steps = append(steps, st) }
+		err := func() error {
+			if contains(targets, "raw") {
+				if err := benchRaw(ctx, c, repoModel, rawBatches, loads[0], res, emit, progress); err != nil {
+					return err
+				}
+			}
+			if tensorT != nil {
+				if err := sweep(ctx, client, tensorT, bench.TargetHTTPTensor, modelName, loads, emit, progress); err != nil {
+					return err
+				}
+			}
+			if imageT != nil {
+				if err := sweep(ctx, client, imageT, bench.TargetHTTPImage, modelName, loads, emit, progress); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			if len(rounds) == 0 { // report the partial round rather than nothing
+				rounds, comps = append(rounds, steps), append(comps, compareSteps(steps))
+			}
+			finish()
+			return res, err
+		}
+		rounds, comps = append(rounds, steps), append(comps, compareSteps(steps))
+	}
+	finish()
 	return res, nil
 }
 

@@ -28,7 +28,8 @@ func TestBenchCompareRealRun(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"bench", "--url", base, "--models", repo, "--model", "fashion-resnet", "--compare",
 		"--images", filepath.Join("..", "..", "testdata", "fashion"), "--concurrency", "1,2", "--raw-batches", "1,4",
-		"--warmup", "200ms", "--window", "200ms", "--duration", "400ms", "--out", out, "--svg", svg, "--provider", "cpu"},
+		"--warmup", "200ms", "--window", "200ms", "--duration", "400ms", "--out", out, "--svg", svg, "--provider", "cpu",
+		"--repeat", "2"},
 		&stdout, &stderr, func(string) string { return "" })
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
@@ -43,6 +44,9 @@ func TestBenchCompareRealRun(t *testing.T) {
 		if s.ImagesPerSec <= 0 || s.Requests == 0 || len(s.Errors) > 0 {
 			t.Errorf("%s: %.1f img/s, %d requests, errors %v", s.Key(), s.ImagesPerSec, s.Requests, s.Errors)
 		}
+		if len(s.Rounds) != 2 {
+			t.Errorf("%s: rounds %v, want one figure per round", s.Key(), s.Rounds)
+		}
 		if s.Latency.P50 <= 0 || s.Latency.P99 < s.Latency.P50 || s.Latency.Max < s.Latency.P99 {
 			t.Errorf("%s: latency %+v", s.Key(), s.Latency)
 		}
@@ -55,6 +59,11 @@ func TestBenchCompareRealRun(t *testing.T) {
 	}
 	if len(res.Comparisons) != 3 {
 		t.Errorf("comparisons %+v, want tensor/raw, image/raw and p50 added", res.Comparisons)
+	}
+	for _, c := range res.Comparisons {
+		if len(c.Rounds) != 2 {
+			t.Errorf("%s: rounds %v", c.Name, c.Rounds)
+		}
 	}
 	if res.Meta.CPUModel == "" || res.Meta.Cores == 0 || res.Meta.Device == "" || res.Meta.ORTVersion == "" || res.Meta.Provider != "cpu" {
 		t.Errorf("meta %+v", res.Meta)
