@@ -61,8 +61,12 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 
 	in := m.buffer(rows * m.InputLen)
 	defer m.release(in)
+	var stats []ImageStats
+	if m.Drift != nil {
+		stats = make([]ImageStats, rows)
+	}
 	pre := time.Now()
-	if aerr := preprocessAll(m, imgs, *in); aerr != nil {
+	if aerr := preprocessAll(m, imgs, *in, stats); aerr != nil {
 		return aerr
 	}
 	preDur := time.Since(pre)
@@ -78,7 +82,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 		return s.inferError(m, err)
 	}
 	m.imagesCtr.Add(float64(rows))
-	m.observePredictions(*out, rows)
+	m.observePredictions(*out, rows, stats)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
@@ -176,18 +180,23 @@ func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
 
 // preprocessAll fills one input row per image; several images decode in
 // parallel (vision bounds how many decodes run at once).
-func preprocessAll(m *Model, imgs [][]byte, in []float32) *apiError {
+// preprocessAll preprocesses every image into in, and each one's stats
+// into stats when it is not nil.
+func preprocessAll(m *Model, imgs [][]byte, in []float32, stats []ImageStats) *apiError {
 	errs := make([]error, len(imgs))
+	one := func(i int) {
+		st, err := m.Preprocess(imgs[i], in[i*m.InputLen:(i+1)*m.InputLen])
+		errs[i] = err
+		if stats != nil {
+			stats[i] = st
+		}
+	}
 	if len(imgs) == 1 {
-		errs[0] = m.Preprocess(imgs[0], in[:m.InputLen])
+		one(0)
 	} else {
 		var wg sync.WaitGroup
-		for i, img := range imgs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = m.Preprocess(img, in[i*m.InputLen:(i+1)*m.InputLen])
-			}()
+		for i := range imgs {
+			wg.Go(func() { one(i) })
 		}
 		wg.Wait()
 	}

@@ -1,10 +1,14 @@
 package server
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"fastinfer/monitor/drift"
 )
 
 // unknownModel labels requests for models that are not served, so a client
@@ -75,9 +79,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
 
 // observePredictions counts each row's top-1 class and its softmax
-// probability. The per-class counters are resolved at AddModel, so this
-// is a few atomic adds per image.
-func (m *Model) observePredictions(logits []float32, rows int) {
+// probability, and feeds the drift monitor when the version has one
+// (stats may be nil: image facts unknown). The per-class counters are
+// resolved at AddModel, so this is a few atomic adds per image.
+func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStats) {
 	for r := range rows {
 		row := logits[r*m.Classes : (r+1)*m.Classes]
 		best := 0
@@ -88,7 +93,21 @@ func (m *Model) observePredictions(logits []float32, rows int) {
 		}
 		// The best logit is the max, so its probability is exp(0)/sum.
 		_, sum := softmaxDenominator(row)
+		conf := 1 / sum
 		m.classCtrs[best].Inc()
-		m.confidenceObs.Observe(1 / sum)
+		m.confidenceObs.Observe(conf)
+		if m.Drift != nil {
+			o := drift.Observation{Class: best, Confidence: conf,
+				Brightness: math.NaN(), Contrast: math.NaN(), Width: math.NaN(), Height: math.NaN(), Aspect: math.NaN()}
+			if stats != nil {
+				st := stats[r]
+				o.Brightness, o.Contrast = st.Brightness, st.Contrast
+				if st.Width > 0 && st.Height > 0 {
+					o.Width, o.Height = float64(st.Width), float64(st.Height)
+					o.Aspect = o.Width / o.Height
+				}
+			}
+			m.Drift.Add(o)
+		}
 	}
 }

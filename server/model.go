@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"fastinfer/batching"
+	"fastinfer/monitor/drift"
 )
 
 // Tensor describes a model input or output in Open Inference Protocol terms.
@@ -44,12 +45,17 @@ type Model struct {
 	// left out of the answers.
 	Card json.RawMessage
 
-	// Preprocess writes one image's input tensor into dst (len InputLen).
-	// Errors wrapping vision/guard's sentinels become 400/413 answers.
-	Preprocess func(img []byte, dst []float32) error
+	// Preprocess writes one image's input tensor into dst (len InputLen)
+	// and returns facts about the image for drift monitoring. Errors
+	// wrapping vision/guard's sentinels become 400/413 answers.
+	Preprocess func(img []byte, dst []float32) (ImageStats, error)
 	// Infer runs rows images: in has rows*InputLen floats, out receives
 	// rows*Classes. batching.Scheduler.Do fits.
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
+
+	// Drift, when set, watches this version's predictions against its
+	// reference profile (GET /v1/models/{m}/drift).
+	Drift *drift.Monitor
 
 	pool sync.Pool // *[]float32 scratch for inputs and outputs
 
@@ -76,6 +82,14 @@ func (m *Model) buffer(n int) *[]float32 {
 }
 
 func (m *Model) release(p *[]float32) { m.pool.Put(p) }
+
+// ImageStats are cheap facts about one input image, for drift monitoring:
+// its size as uploaded, and the brightness and contrast (mean and standard
+// deviation, 0..1) of what the model saw.
+type ImageStats struct {
+	Width, Height        int
+	Brightness, Contrast float64
+}
 
 // BatchingInfo is the batching policy and instance layout in force.
 type BatchingInfo struct {

@@ -239,6 +239,14 @@ func (s *Server) v1Models(ctx *fasthttp.RequestCtx, rest []byte) {
 		if allow(ctx, "POST") {
 			s.classify(ctx, name, "")
 		}
+	case len(parts) == 2 && string(parts[1]) == "drift":
+		if allow(ctx, "GET") {
+			s.driftReport(ctx, name, "")
+		}
+	case len(parts) == 4 && string(parts[1]) == "versions" && string(parts[3]) == "drift":
+		if allow(ctx, "GET") {
+			s.driftReport(ctx, name, string(parts[2]))
+		}
 	case len(parts) == 3 && string(parts[1]) == "versions":
 		if allow(ctx, "GET") {
 			s.modelInfo(ctx, name, string(parts[2]))

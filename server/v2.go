@@ -266,7 +266,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model) *apiError {
 		return s.inferError(m, err)
 	}
 	m.imagesCtr.Add(float64(rows))
-	m.observePredictions(*out, rows)
+	m.observePredictions(*out, rows, nil) // tensors carry no image stats
 	writeInferResponse(ctx, m, &req, outs, *out, rows)
 	return nil
 }

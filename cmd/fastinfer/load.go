@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	goruntime "runtime"
 	"time"
 
 	"fastinfer/batching"
 	"fastinfer/models"
+	"fastinfer/monitor/drift"
 	"fastinfer/runtime"
 	"fastinfer/server"
 	"fastinfer/vision"
@@ -110,6 +112,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	if err != nil {
 		return fail(filepath.Join(v.Dir, models.CardFile), err)
 	}
+	mon, err := driftMonitor(m.Name, v)
+	if err != nil {
+		return fail(filepath.Join(v.Dir, drift.ReferenceFile), err)
+	}
 	cfgPath := filepath.Join(m.Dir, models.ConfigFile)
 	ins, _, err := env.Inspect(v.Path)
 	if err != nil {
@@ -190,11 +196,17 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
 			Instances: len(instances), ThreadsPerInstance: plan.threads,
 		},
-		Preprocess: func(img []byte, dst []float32) error {
-			_, err := pre.Into(img, dst)
-			return err
+		Preprocess: func(img []byte, dst []float32) (server.ImageStats, error) {
+			info, err := pre.Into(img, dst)
+			if err != nil || mon == nil {
+				return server.ImageStats{}, err
+			}
+			st := server.ImageStats{Width: info.Width, Height: info.Height}
+			st.Brightness, st.Contrast = spec.Stats(dst)
+			return st, nil
 		},
 		Infer: sched.Do,
+		Drift: mon,
 	}
 	closeAll := func() error {
 		sched.Close()
@@ -260,4 +272,19 @@ func tensors(ts []runtime.TensorInfo) []server.Tensor {
 		out[i] = server.Tensor{Name: t.Name, Datatype: t.DataType, Shape: t.Shape}
 	}
 	return out
+}
+
+// driftMonitor watches a version against its reference profile, when its
+// folder has one (nil, nil otherwise). The profile is taken as this
+// folder's, whatever model and version it was made for.
+func driftMonitor(name string, v models.Version) (*drift.Monitor, error) {
+	p, err := drift.ReadFile(filepath.Join(v.Dir, drift.ReferenceFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.Model, p.Version = name, v.Number
+	return drift.New(p, drift.Options{})
 }

@@ -16,6 +16,7 @@ import (
 
 	"fastinfer/batching"
 	"fastinfer/models"
+	"fastinfer/monitor/drift"
 	"fastinfer/runtime"
 	"fastinfer/server"
 )
@@ -369,6 +370,22 @@ func (r *repoManager) servedKey(name string) string {
 		fmt.Fprintf(&b, "%d:%s;", v, r.served[name][v].fingerprint)
 	}
 	return b.String()
+}
+
+// Monitors lists the drift monitors of every served version, for the
+// drift metrics.
+func (r *repoManager) Monitors() []*drift.Monitor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*drift.Monitor
+	for _, name := range slices.Sorted(maps.Keys(r.served)) {
+		for _, v := range slices.Sorted(maps.Keys(r.served[name])) {
+			if d := r.served[name][v].lm.model.Drift; d != nil {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }
 
 func versionNumbers(vs []models.Version) []int {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"fastinfer/batching"
+	"fastinfer/monitor"
 	"fastinfer/runtime"
 	"fastinfer/server"
 )
@@ -134,6 +135,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	srv := server.New(opts)
 	mgr := newRepoManager(env, cfg, batching.NewMetrics(reg), srv, log)
+	reg.MustRegister(monitor.NewDriftCollector(mgr.Monitors))
 	if cfg.modelControl != "none" {
 		srv.SetRepository(mgr)
 		if cfg.adminToken == "" {

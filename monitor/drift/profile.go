@@ -155,6 +155,9 @@ func (p *Profile) WriteFile(path string) error {
 		return err
 	}
 	_, err = f.Write(buf.Bytes())
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes it 0600; the file is for others to read
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
