@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	goruntime "runtime"
 	"slices"
 	"sync"
 	"time"
@@ -77,7 +76,7 @@ type Scheduler struct {
 	// them waiting only adds latency, whatever the arrival gap says.
 	payoff float64
 	skips  uint64 // waits skipped since payoff fell, for probing
-	fit         linearFit
+	fit    linearFit
 
 	arrive chan struct{} // wakes the worker that is forming a batch
 	formMu sync.Mutex    // one worker forms a batch at a time
@@ -316,11 +315,10 @@ func (s *Scheduler) Close() {
 
 func (s *Scheduler) worker(inst Instance) {
 	defer s.wg.Done()
-	// ONNX Runtime runs part of every execution on the calling thread;
-	// keeping each instance on one OS thread keeps that thread's caches and
-	// ORT's per-thread state warm (measured: a few % on CPU).
-	goruntime.LockOSThread()
-	defer goruntime.UnlockOSThread()
+	// Not locked to an OS thread: a locked goroutine can only be woken on
+	// its own thread, which cost about 7 µs per hand-off here (DoNoop
+	// serial 15 µs locked, 0.8 µs not), and locking gained nothing
+	// measurable on ResNet-18/50 executions.
 	var parts []part
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
