@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"fastinfer/batching"
+	"fastinfer/cuda"
 	"fastinfer/monitor"
 	"fastinfer/runtime"
 	"fastinfer/server"
@@ -135,7 +136,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	srv := server.New(opts)
 	mgr := newRepoManager(env, cfg, batching.NewMetrics(reg), srv, log)
-	reg.MustRegister(monitor.NewDriftCollector(mgr.Monitors))
+	reg.MustRegister(monitor.NewDriftCollector(mgr.Monitors), monitor.NewGPUCollector(cuda.Samples, gpus))
 	if cfg.modelControl != "none" {
 		srv.SetRepository(mgr)
 		if cfg.adminToken == "" {
