@@ -139,6 +139,46 @@ func (s setSource) Fill(i int, pre *vision.Preprocessor, dst []float32) (int, in
 	return s.set.W, s.set.H, nil
 }
 
+// tensorSource feeds rows that are already the model's input (the
+// trainer's normalised validation set, which is exactly what the exported
+// preprocessing produces).
+type tensorSource struct {
+	set  *data.Set
+	desc string
+}
+
+func (s tensorSource) Len() int         { return len(s.set.Y) }
+func (s tensorSource) Describe() string { return s.desc }
+func (s tensorSource) Fill(i int, _ *vision.Preprocessor, dst []float32) (int, int, error) {
+	n := s.set.C * s.set.H * s.set.W
+	if n != len(dst) {
+		return 0, 0, fmt.Errorf("the set's %d-value rows do not fit the model's %d-value input", n, len(dst))
+	}
+	copy(dst, s.set.X[i*n:(i+1)*n])
+	return s.set.W, s.set.H, nil
+}
+
+// writeReference profiles version number of the repository's model on src
+// into its version folder.
+func writeReference(env *runtime.Env, repo, name string, number int, src sampleSource) (string, error) {
+	m, err := findModel(repo, name)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range m.Versions {
+		if v.Number != number {
+			continue
+		}
+		p, err := buildReference(env, *m, v, src, 0)
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(v.Dir, drift.ReferenceFile)
+		return path, p.WriteFile(path)
+	}
+	return "", fmt.Errorf("model %s has no version %d", name, number)
+}
+
 func pickF(v []float32, c int, def float64) float64 {
 	switch {
 	case len(v) == 0:

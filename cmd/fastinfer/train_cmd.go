@@ -217,6 +217,13 @@ func runTrain(ctx context.Context, c *trainConfig, stdout io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
+	// The drift reference: the validation split, as the served model sees
+	// it. A failure here loses nothing trained, so it is only reported.
+	if path, err := writeReference(env, c.models, c.name, v, tensorSource{valid, "validation split of " + datasetName}); err != nil {
+		log.Warn("drift reference profile not written; create it with `fastinfer monitor reference`", "err", err)
+	} else {
+		log.Info("drift reference profile written", "path", path)
+	}
 	fmt.Fprintf(stdout, "registered %s version %d: test accuracy %.4f, validation %.4f, %d epochs in %s (%s)\n",
 		c.name, v, testEval.Accuracy, last.ValAccuracy, len(best.res.Epochs), time.Duration(card.WallTimeSeconds*float64(time.Second)).Round(time.Second),
 		filepath.Join(dir, fmt.Sprint(v)))

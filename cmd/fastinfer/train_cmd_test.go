@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"fastinfer/models"
+	"fastinfer/monitor/drift"
 	"fastinfer/runtime"
 	"fastinfer/train/data"
 )
@@ -93,6 +94,17 @@ func TestTrainSweepRegistersBest(t *testing.T) {
 	}
 	if p := m.Config.Preprocess; p.Color != "gray" || p.Crop != 28 {
 		t.Fatalf("preprocess %+v", p)
+	}
+	// The drift reference comes from the validation split, and its
+	// brightness is that of the raw images (Fashion-MNIST's mean pixel is
+	// about 0.29), not of the normalised tensors.
+	ref, err := drift.ReadFile(filepath.Join(repo, "fashion-resnet", "1", drift.ReferenceFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ref.Features[drift.FeatureBrightness]
+	if ref.Count == 0 || len(b) == 0 || b[len(b)/2] < 0.15 || b[len(b)/2] > 0.45 {
+		t.Fatalf("reference: %d images, median brightness %v", ref.Count, b[len(b)/2])
 	}
 }
 
