@@ -32,6 +32,7 @@ var aptExceptions = map[string]string{
 	"chromium":              "runs the web page's browser test only",
 	"dataset-fashion-mnist": "training data only",
 	"prometheus":            "metrics tests only",
+	"postgresql":            "the prediction-log tests start their own server",
 }
 
 // opencvSoVersion is the soname suffix of OpenCV 4.6 (libopencv_core.so.406),
