@@ -49,8 +49,6 @@ const (
 // while the server's /metrics has no sample of that family: as soon as the
 // server exports it, it is required like every other family.
 var pending = []struct{ prefix, why string }{
-	{"fastinfer_drift_", "drift detection is being built"},
-	{"fastinfer_prediction_log_", "the prediction log is being built"},
 	{"fastinfer_gpu_", "GPU metrics are exported only where a GPU is present"},
 }
 
@@ -939,7 +937,7 @@ func TestLiveDashboardAndAlerts(t *testing.T) {
 	fiAddr := freeAddr(t)
 	fi := startProcess(t, "fastinfer", bin, "serve", "--models", repo, "--addr", fiAddr,
 		"--provider", "cpu", "--log-level", "warn", "--max-queue-size", "1", "--max-batch-size", "1",
-		"--model-control", "none")
+		"--model-control", "none", "--data-dir", t.TempDir())
 	base := "http://" + fiAddr
 	waitFor(t, fi, 60*time.Second, "fastinfer ready", func() (bool, error) {
 		return httpStatus(base+"/v2/health/ready") == http.StatusOK, nil

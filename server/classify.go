@@ -62,7 +62,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	in := m.buffer(rows * m.InputLen)
 	defer m.release(in)
 	var stats []ImageStats
-	if m.Drift != nil {
+	if m.Drift != nil || s.opts.PredictionLog != nil {
 		stats = make([]ImageStats, rows)
 	}
 	pre := time.Now()
@@ -84,12 +84,14 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	m.imagesCtr.Add(float64(rows))
 	m.observePredictions(*out, rows, stats)
 
+	t := timings{preprocess: preDur, queue: tm.Queue, infer: tm.Compute, total: time.Since(start)}
+	if s.opts.PredictionLog != nil {
+		s.logPredictions(m, s.requestID(ctx), *out, rows, imgs, stats, t)
+	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
 	b := ctx.Response.Body()[:0]
-	b = appendClassification(b, m, *out, rows, topK, timings{
-		preprocess: preDur, queue: tm.Queue, infer: tm.Compute, total: time.Since(start),
-	})
+	b = appendClassification(b, m, *out, rows, topK, t)
 	ctx.Response.SetBodyRaw(b)
 	return nil
 }
@@ -142,7 +144,10 @@ func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
 	media = bytes.ToLower(bytes.TrimSpace(media))
 	switch {
 	case bytes.Equal(media, mediaMultipart):
-		form, err := ctx.MultipartForm()
+		// The limit matters for Content-Encoding: gzip, which fasthttp
+		// inflates before parsing: without it a 32 MiB bomb inflates to
+		// gigabytes.
+		form, err := ctx.MultipartFormWithLimit(s.opts.MaxBodyBytes)
 		if err != nil {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				return nil, errorf(413, codeTooLarge, "multipart body too large")

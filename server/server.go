@@ -39,6 +39,10 @@ type Options struct {
 	// repository endpoints; APIToken, when set, by the inference ones.
 	AdminToken string
 	APIToken   string
+	// PredictionLog, when set, receives every answered image; images
+	// themselves are logged when they are at most LogImageBytes (0: never).
+	PredictionLog PredictionLog
+	LogImageBytes int
 }
 
 // Server answers fastinfer's HTTP API.
@@ -52,6 +56,7 @@ type Server struct {
 	handler fasthttp.RequestHandler
 
 	adminToken, apiToken token
+	started              time.Time
 }
 
 // New builds a Server with no models; add them with AddModel and call
@@ -81,7 +86,7 @@ func New(o Options) *Server {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
-	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken)}
+	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken), started: time.Now()}
 	s.metrics = newMetrics(o.Registry)
 	s.handler = s.recoverer(s.route)
 	s.http = &fasthttp.Server{

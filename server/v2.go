@@ -166,7 +166,7 @@ func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
 		label, ver = m.Name, m.versionLabel
 		func() {
 			defer m.refs.Done() // even if the handler panics, or Drain hangs
-			aerr = s.v2InferModel(ctx, m)
+			aerr = s.v2InferModel(ctx, m, start)
 		}()
 	}
 	if aerr != nil {
@@ -177,7 +177,7 @@ func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
 	s.metrics.duration.WithLabelValues(label, ver, code).Observe(time.Since(start).Seconds())
 }
 
-func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model) *apiError {
+func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
 	body := ctx.PostBody()
 	header, blobs := body, []byte(nil)
 	if raw := ctx.Request.Header.Peek(headerInferLength); raw != nil {
@@ -262,8 +262,16 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model) *apiError {
 
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
-	if _, err := m.Infer(context.Background(), dst, rows, *out, opts); err != nil {
+	tm, err := m.Infer(context.Background(), dst, rows, *out, opts)
+	if err != nil {
 		return s.inferError(m, err)
+	}
+	if s.opts.PredictionLog != nil {
+		id := req.ID
+		if id == "" {
+			id = s.requestID(ctx)
+		}
+		s.logPredictions(m, id, *out, rows, nil, nil, timings{queue: tm.Queue, infer: tm.Compute, total: time.Since(start)})
 	}
 	m.imagesCtr.Add(float64(rows))
 	m.observePredictions(*out, rows, nil) // tensors carry no image stats

@@ -148,7 +148,7 @@ func startServe(t testing.TB, repo string, extra ...string) (string, *testutil.B
 	cfg := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfg = serveFlags(fs)
-	if err := fs.Parse(append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu"}, extra...)); err != nil {
+	if err := fs.Parse(append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--data-dir", t.TempDir()}, extra...)); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testutil.Buffer{}

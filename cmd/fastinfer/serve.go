@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	goruntime "runtime"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"fastinfer/batching"
 	"fastinfer/cuda"
 	"fastinfer/monitor"
+	"fastinfer/monitor/predlog"
 	"fastinfer/runtime"
 	"fastinfer/server"
 )
@@ -39,6 +42,10 @@ type serveConfig struct {
 	maxBody         int
 	maxImages       int
 	maxPixels       int64
+	dataDir         string
+	predictionLog   string
+	logImages       int
+	retention       time.Duration
 	modelControl    string
 	pollInterval    time.Duration
 	adminToken      string
@@ -65,6 +72,10 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.maxBody, "max-body", 32<<20, "request body limit in bytes")
 	fs.IntVar(&c.maxImages, "max-images", 64, "images per request")
 	fs.Int64Var(&c.maxPixels, "max-pixels", 40_000_000, "largest image accepted, in pixels (checked from the header)")
+	fs.StringVar(&c.dataDir, "data-dir", "data", "folder for the prediction log (and reports)")
+	fs.StringVar(&c.predictionLog, "prediction-log", "sqlite", "where every prediction is logged: sqlite (DATA-DIR/predictions.db), sqlite:PATH, postgres://…, or off")
+	fs.IntVar(&c.logImages, "log-images", 0, "also log uploaded images up to this many bytes each (0 = never)")
+	fs.DurationVar(&c.retention, "prediction-retention", 30*24*time.Hour, "delete logged predictions older than this (0 = keep all)")
 	fs.StringVar(&c.modelControl, "model-control", "explicit", "none (load at start only), explicit (also /v2/repository load/unload) or poll (also apply repository changes every --poll-interval)")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
@@ -129,10 +140,29 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		return fmt.Errorf("--poll-interval %s is too short", cfg.pollInterval)
 	}
 	reg := prometheus.NewRegistry()
+	plog, err := openPredictionLog(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if plog != nil {
+		reg.MustRegister(plog.Collector())
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := plog.Close(cctx); err != nil {
+				log.Error("closing the prediction log", "err", err)
+			}
+			st := plog.Stats()
+			log.Info("prediction log closed", "written", st.Written, "dropped", st.Dropped)
+		}()
+	}
 	opts := server.Options{
 		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log, Registry: reg,
 		Version: version, Runtime: "onnxruntime " + env.Version(),
-		AdminToken: cfg.adminToken, APIToken: cfg.apiToken,
+		AdminToken: cfg.adminToken, APIToken: cfg.apiToken, LogImageBytes: cfg.logImages,
+	}
+	if plog != nil {
+		opts.PredictionLog = plog
 	}
 	srv := server.New(opts)
 	mgr := newRepoManager(env, cfg, batching.NewMetrics(reg), srv, log)
@@ -200,4 +230,29 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	log.Info("stopped")
 	return err
+}
+
+// openPredictionLog opens --prediction-log (nil for off).
+func openPredictionLog(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*predlog.Log, error) {
+	dsn := cfg.predictionLog
+	switch {
+	case dsn == "off" || dsn == "none" || dsn == "":
+		return nil, nil
+	case dsn == "sqlite":
+		if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("--data-dir: %w", err)
+		}
+		dsn = "sqlite:" + filepath.Join(cfg.dataDir, "predictions.db")
+	}
+	l, err := predlog.Open(ctx, dsn, predlog.Options{Retention: cfg.retention, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--prediction-log: %w", err)
+	}
+	where := dsn
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username()) // never log a password
+		where = u.String()
+	}
+	log.Info("prediction log", "dsn", where, "images_up_to_bytes", cfg.logImages, "retention", cfg.retention)
+	return l, nil
 }
