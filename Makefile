@@ -18,7 +18,7 @@ GOFLAGS_TEST ?= -race -count=1 -tags $(GOTAGS)
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export CGO_ENABLED := 1
 
-.PHONY: all deps gpu-deps build run test test-short vet generate default-model train bench clean
+.PHONY: all deps gpu-deps build run test test-short fuzz-short vet generate default-model train bench clean
 
 all: default-model
 
@@ -59,12 +59,23 @@ bench: default-model
 run: default-model
 	$(BIN) serve --models $(MODELS) --addr $(ADDR) --ort-lib $(ORT_LIB)
 
+# Every fuzz target also runs briefly (CI_FUZZTIME each); long runs are
+# `make fuzz-short FUZZTIME=10m`.
+CI_FUZZTIME ?= 3s
 test: deps
 	$(GO) vet -tags $(GOTAGS) ./...
 	$(GO) test $(GOFLAGS_TEST) ./...
+	FUZZTIME=$(CI_FUZZTIME) GOTAGS=$(GOTAGS) GO=$(GO) scripts/fuzz.sh
 
 test-short: deps
 	$(GO) test -short $(GOFLAGS_TEST) ./...
+
+# Every fuzz target in the tree for $(FUZZTIME) each, stopping at the
+# first finding (scripts/fuzz.sh; `FUZZTIME=10m scripts/fuzz.sh` for a
+# long run).
+FUZZTIME ?= 5s
+fuzz-short: deps
+	FUZZTIME=$(FUZZTIME) GOTAGS=$(GOTAGS) GO=$(GO) scripts/fuzz.sh
 
 # Regenerates the ONNX protobuf types (committed; only needed after an
 # onnx.proto change).

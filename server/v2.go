@@ -290,13 +290,11 @@ func (s *Server) checkShape(shape, model []int64, inputLen int) (int, *apiError)
 	}
 	per := int64(1)
 	for i := 1; i < len(shape); i++ {
-		if shape[i] <= 0 || (model[i] >= 0 && shape[i] != model[i]) {
+		// Dividing keeps per·shape[i] ≤ inputLen without overflowing int64.
+		if shape[i] <= 0 || (model[i] >= 0 && shape[i] != model[i]) || shape[i] > int64(inputLen)/per {
 			return bad()
 		}
 		per *= shape[i]
-		if per > int64(inputLen) {
-			return bad()
-		}
 	}
 	if per != int64(inputLen) {
 		return bad()

@@ -77,9 +77,9 @@ func readIDX(r *bufio.Reader) ([]int, []byte, error) {
 			return nil, nil, fmt.Errorf("data: %w: dimensions %v hold over %d elements", ErrIDX, dims[:i+1], MaxIDXElements)
 		}
 	}
-	data := make([]byte, total)
-	if n, err := io.ReadFull(r, data); err != nil {
-		return nil, nil, fmt.Errorf("data: %w: dimensions %v need %d data bytes, got %d: %w", ErrIDX, dims, total, n, short(err))
+	data, err := readData(r, total)
+	if err != nil {
+		return nil, nil, fmt.Errorf("data: %w: dimensions %v need %d data bytes, got %d: %w", ErrIDX, dims, total, len(data), short(err))
 	}
 	// The data must end here. Reaching the end also makes gzip check the
 	// stream's CRC and length, which it does only when it hits the end.
@@ -91,6 +91,27 @@ func readIDX(r *bufio.Reader) ([]int, []byte, error) {
 	default:
 		return nil, nil, fmt.Errorf("data: %w: after %d data bytes: %w", ErrIDX, total, err)
 	}
+}
+
+// readData reads exactly n bytes. The buffer starts at 1 MiB at most and
+// doubles as bytes arrive, so a 12-byte file whose header promises 2^28
+// elements costs 1 MiB, not 256 MiB, before it is refused as truncated.
+func readData(r io.Reader, n uint64) ([]byte, error) {
+	const first = 1 << 20
+	data := make([]byte, 0, min(n, first))
+	for uint64(len(data)) < n {
+		if len(data) == cap(data) {
+			grown := make([]byte, len(data), min(n, 2*uint64(cap(data))))
+			copy(grown, data)
+			data = grown
+		}
+		m, err := io.ReadFull(r, data[len(data):cap(data)])
+		data = data[:len(data)+m]
+		if err != nil {
+			return data, err
+		}
+	}
+	return data, nil
 }
 
 // short turns io.EOF, which io.ReadFull returns when nothing at all was
