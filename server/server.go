@@ -43,6 +43,9 @@ type Options struct {
 	// themselves are logged when they are at most LogImageBytes (0: never).
 	PredictionLog PredictionLog
 	LogImageBytes int
+	// ReportsDir, when set, is served at /reports/: an index of the
+	// report-YYYYMMDD-HHMMSS.html files there and those files.
+	ReportsDir string
 }
 
 // Server answers fastinfer's HTTP API.
@@ -216,6 +219,8 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		if allow(ctx, "GET") {
 			s.metrics.serve(ctx)
 		}
+	case bytes.Equal(path, pathReportsDir) || bytes.HasPrefix(path, pathReports):
+		s.reports(ctx, path)
 	default:
 		writeError(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(path)))
 	}

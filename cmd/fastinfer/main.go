@@ -4,6 +4,7 @@
 //	fastinfer train  [flags]          train a ResNet and register it
 //	fastinfer bench  [flags]          measure latency and throughput against the raw-runtime ceiling
 //	fastinfer monitor reference       profile a model version for drift detection
+//	fastinfer report [flags]          write an HTML report of a period of the prediction log
 //	fastinfer models build ARCH --out DIR   write a ResNet model folder
 //	fastinfer models list [--models DIR]    show what a repository holds
 package main
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = benchCmd(args[1:], stdout, stderr, getenv)
 	case "monitor":
 		err = monitorCmd(args[1:], stdout, stderr, getenv)
+	case "report":
+		err = reportCmd(args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "fastinfer", version)
 	case "help", "-h", "--help":
@@ -76,6 +79,7 @@ commands:
   bench                     measure latency and throughput (closed/open loop) against ONNX Runtime's own ceiling
   bench diff OLD NEW        flag throughput or p99 regressions between two result files
   monitor reference         profile a model version on in-distribution images, for drift detection
+  report                    write an HTML report of a period of the prediction log (volume, latency, classes, drift)
   models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50) model folder
   models list               list the models of a repository
   version                   print the version

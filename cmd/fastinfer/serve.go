@@ -46,6 +46,7 @@ type serveConfig struct {
 	predictionLog   string
 	logImages       int
 	retention       time.Duration
+	reportEvery     time.Duration
 	modelControl    string
 	pollInterval    time.Duration
 	adminToken      string
@@ -76,6 +77,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.predictionLog, "prediction-log", "sqlite", "where every prediction is logged: sqlite (DATA-DIR/predictions.db), sqlite:PATH, postgres://…, or off")
 	fs.IntVar(&c.logImages, "log-images", 0, "also log uploaded images up to this many bytes each (0 = never)")
 	fs.DurationVar(&c.retention, "prediction-retention", 30*24*time.Hour, "delete logged predictions older than this (0 = keep all)")
+	fs.DurationVar(&c.reportEvery, "report-every", 0, "write a report of each period this long (e.g. 3h) to DATA-DIR/reports/, served at /reports/ (0 = never)")
 	fs.StringVar(&c.modelControl, "model-control", "explicit", "none (load at start only), explicit (also /v2/repository load/unload) or poll (also apply repository changes every --poll-interval)")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
@@ -139,6 +141,9 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if cfg.modelControl == "poll" && cfg.pollInterval < 100*time.Millisecond {
 		return fmt.Errorf("--poll-interval %s is too short", cfg.pollInterval)
 	}
+	if cfg.reportEvery != 0 && (cfg.reportEvery < time.Second || cfg.predictionLog == "off" || cfg.predictionLog == "none" || cfg.predictionLog == "") {
+		return fmt.Errorf("--report-every %s: needs the prediction log and a period of at least 1s", cfg.reportEvery)
+	}
 	reg := prometheus.NewRegistry()
 	plog, err := openPredictionLog(ctx, cfg, log)
 	if err != nil {
@@ -160,6 +165,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log, Registry: reg,
 		Version: version, Runtime: "onnxruntime " + env.Version(),
 		AdminToken: cfg.adminToken, APIToken: cfg.apiToken, LogImageBytes: cfg.logImages,
+		ReportsDir: filepath.Join(cfg.dataDir, "reports"),
 	}
 	if plog != nil {
 		opts.PredictionLog = plog
@@ -205,6 +211,19 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	defer func() {
 		stopPoll()
 		<-polled
+	}()
+	// Periodic reports, read from the log beside the server.
+	reportCtx, stopReports := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		if cfg.reportEvery > 0 && plog != nil {
+			reportLoop(reportCtx, cfg.reportEvery, opts.ReportsDir, cfg.models, plog, log)
+		}
+	}()
+	defer func() {
+		stopReports()
+		<-reported
 	}()
 
 	select {
