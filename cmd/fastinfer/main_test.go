@@ -355,7 +355,7 @@ func TestServeShutdownFinishesInFlight(t *testing.T) {
 // every accepted request answered.
 func TestSIGTERM(t *testing.T) {
 	repo := testRepo(t)
-	cmd := exec.Command(os.Args[0], "serve", "--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--log-format", "json")
+	cmd := exec.Command(os.Args[0], "serve", "--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--log-format", "json", "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "FASTINFER_TEST_AS_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
