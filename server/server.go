@@ -21,12 +21,15 @@ import (
 
 // Options configure a Server. Zero values give working defaults.
 type Options struct {
-	MaxBodyBytes int // request body limit; 0 = 32 MiB
-	MaxImages    int // images per request; 0 = 64
-	ReadTimeout  time.Duration
+	MaxBodyBytes int           // request body limit; 0 = 32 MiB
+	MaxImages    int           // images per request; 0 = 64
+	ReadTimeout  time.Duration // a whole request, headers and body (slow clients)
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
-	Logger       *slog.Logger
+	// MaxConnsPerIP caps concurrent connections from one client address
+	// (0 = no cap).
+	MaxConnsPerIP int
+	Logger        *slog.Logger
 	// Registerer receives the server's metrics; nil = a fresh registry,
 	// served at /metrics.
 	Registry *prometheus.Registry
@@ -100,6 +103,7 @@ func New(o Options) *Server {
 		ReadTimeout:        o.ReadTimeout,
 		WriteTimeout:       o.WriteTimeout,
 		IdleTimeout:        o.IdleTimeout,
+		MaxConnsPerIP:      o.MaxConnsPerIP,
 		// Large request headers are not needed by any endpoint.
 		ReadBufferSize:                16 << 10,
 		NoDefaultServerHeader:         false,

@@ -47,6 +47,9 @@ type serveConfig struct {
 	logImages       int
 	retention       time.Duration
 	reportEvery     time.Duration
+	readTimeout     time.Duration
+	idleTimeout     time.Duration
+	maxConnsPerIP   int
 	modelControl    string
 	pollInterval    time.Duration
 	adminToken      string
@@ -78,6 +81,9 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.IntVar(&c.logImages, "log-images", 0, "also log uploaded images up to this many bytes each (0 = never)")
 	fs.DurationVar(&c.retention, "prediction-retention", 30*24*time.Hour, "delete logged predictions older than this (0 = keep all)")
 	fs.DurationVar(&c.reportEvery, "report-every", 0, "write a report of each period this long (e.g. 3h) to DATA-DIR/reports/, served at /reports/ (0 = never)")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 30*time.Second, "longest a client may take to send a whole request (slow clients are cut off)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "concurrent connections allowed from one client address (0 = no cap)")
 	fs.StringVar(&c.modelControl, "model-control", "explicit", "none (load at start only), explicit (also /v2/repository load/unload) or poll (also apply repository changes every --poll-interval)")
 	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
@@ -165,6 +171,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		MaxBodyBytes: cfg.maxBody, MaxImages: cfg.maxImages, Logger: log, Registry: reg,
 		Version: version, Runtime: "onnxruntime " + env.Version(),
 		AdminToken: cfg.adminToken, APIToken: cfg.apiToken, LogImageBytes: cfg.logImages,
+		ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout, MaxConnsPerIP: cfg.maxConnsPerIP,
 		ReportsDir: filepath.Join(cfg.dataDir, "reports"),
 	}
 	if plog != nil {

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Slow and greedy clients: a client that drips its headers or its body
+// is cut off after --read-timeout, one address cannot hold more than
+// --max-conns-per-ip connections, and the server keeps answering others.
+func TestSlowAndGreedyClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	base, _, stop := startServe(t, fashionRepo(t), "--read-timeout", "1s", "--max-conns-per-ip", "4", "--prediction-log", "off")
+	defer stop()
+	http.DefaultClient.CloseIdleConnections() // startServe's readiness polls count as connections
+	addr := strings.TrimPrefix(base, "http://")
+	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fashion", "test-0-ankle-boot.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func() {
+		t.Helper()
+		resp, err := http.Post(base+"/v1/models/fashion-resnet/classify", "image/png", bytes.NewReader(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("a good request got %d", resp.StatusCode)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	}
+
+	// drip writes head at once, then one byte of drip every 200 ms, and
+	// reports how long the server let the connection live.
+	drip := func(head, dripped string) time.Duration {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		c.Write([]byte(head))
+		closed := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, c) // returns when the server closes
+			close(closed)
+		}()
+		for i := 0; ; i++ {
+			select {
+			case <-closed:
+				return time.Since(start)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if time.Since(start) > 15*time.Second {
+				t.Fatal("a dripping client was still connected after 15 s (read timeout 1 s)")
+			}
+			c.Write([]byte{dripped[i%len(dripped)]})
+		}
+	}
+	tests := []struct {
+		name, head, drip string
+	}{
+		{"headers", "POST /v1/models/fashion-resnet/classify HTTP/1.1\r\nHost: x\r\n", "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaa\r\n"},
+		{"body", "POST /v1/models/fashion-resnet/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n", "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lived := drip(tt.head, tt.drip)
+			t.Logf("cut off after %s", lived.Round(10*time.Millisecond))
+			good()
+		})
+	}
+
+	// Four idle keep-alive connections are allowed; a fifth is refused,
+	// and once one closes a new one is accepted.
+	var conns []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	status := func(c net.Conn) (int, error) {
+		fmt.Fprintf(c, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	for i, c := range conns {
+		if s, err := status(c); err != nil || s != 200 {
+			t.Fatalf("connection %d of 4: %d %v", i+1, s, err)
+		}
+	}
+	fifth, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifth.Close()
+	if s, err := status(fifth); err == nil && s == 200 {
+		t.Fatal("a fifth connection from one address was served (limit 4)")
+	} else {
+		t.Logf("fifth connection: status %d, %v", s, err)
+	}
+	conns[0].Close()
+	time.Sleep(100 * time.Millisecond)
+	good()
+}
