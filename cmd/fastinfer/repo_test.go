@@ -205,3 +205,72 @@ func TestModelChangesUnderLoad(t *testing.T) {
 		t.Errorf("logs mention a panic:\n%s", logs)
 	}
 }
+
+// Faults in the repository while serving with polling: a corrupted
+// config.yaml keeps the loaded version serving (and is reported in the
+// index); a deleted model folder unloads the model; the server never
+// stops answering the other model.
+func TestRepositoryFaultsWhileServing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := t.TempDir()
+	src := filepath.Join("..", "..", "models", "fashion-resnet")
+	for _, name := range []string{"fashion-resnet", "spare"} {
+		os.MkdirAll(filepath.Join(repo, name), 0o755)
+		for _, f := range []string{models.ConfigFile, "labels.txt"} {
+			b, err := os.ReadFile(filepath.Join(src, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(repo, name, f), b, 0o644)
+		}
+	}
+	copyVersion(t, repo, 3, 1, true)
+	// copyVersion writes fashion-resnet; the spare model gets the same files.
+	os.MkdirAll(filepath.Join(repo, "spare", "1"), 0o755)
+	for _, f := range []string{models.ModelFile, models.CardFile} {
+		b, _ := os.ReadFile(filepath.Join(repo, "fashion-resnet", "1", f))
+		os.WriteFile(filepath.Join(repo, "spare", "1", f), b, 0o644)
+	}
+	base, logs, stop := startServe(t, repo, "--model-control", "poll", "--poll-interval", "150ms")
+	defer stop()
+	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "fashion", "test-0-ankle-boot.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	classify := func(model string) int {
+		t.Helper()
+		resp, err := http.Post(base+"/v1/models/"+model+"/classify", "image/png", bytes.NewReader(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if classify("fashion-resnet") != 200 || classify("spare") != 200 {
+		t.Fatal("models not serving at start")
+	}
+	// Corrupt the config: polls report it, the loaded version serves on.
+	os.WriteFile(filepath.Join(repo, "fashion-resnet", models.ConfigFile), []byte("preproces: {crop: 28\n"), 0o644)
+	time.Sleep(600 * time.Millisecond)
+	if s := classify("fashion-resnet"); s != 200 {
+		t.Fatalf("after a corrupted config.yaml: %d", s)
+	}
+	if !strings.Contains(logs.String(), "still serving what was loaded") {
+		t.Errorf("the corrupted config was not reported:\n%s", logs)
+	}
+	// Delete the whole folder: the model is unloaded, the other serves.
+	os.RemoveAll(filepath.Join(repo, "fashion-resnet"))
+	deadline := time.Now().Add(10 * time.Second)
+	for classify("fashion-resnet") != 404 {
+		if time.Now().After(deadline) {
+			t.Fatal("a deleted model kept serving")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s := classify("spare"); s != 200 {
+		t.Fatalf("the other model after a deletion: %d", s)
+	}
+}
