@@ -64,8 +64,10 @@ run: default-model
 # Every fuzz target also runs briefly (CI_FUZZTIME each); long runs are
 # `make fuzz-short FUZZTIME=10m`.
 CI_FUZZTIME ?= 3s
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 test: deps
 	$(GO) vet -tags $(GOTAGS) ./...
+	$(GO) run $(STATICCHECK) -tags $(GOTAGS) ./...
 	$(GO) test $(GOFLAGS_TEST) ./...
 	FUZZTIME=$(CI_FUZZTIME) GOTAGS=$(GOTAGS) GO=$(GO) scripts/fuzz.sh
 

@@ -16,7 +16,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -909,7 +908,7 @@ func TestLiveDashboardAndAlerts(t *testing.T) {
 	// Build the server.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("no go command on PATH: %v", err)
 	}
 	bin := filepath.Join(dir, "fastinfer")
 	build := exec.Command(goBin, "build", "-tags", "openblas", "-o", bin, "./cmd/fastinfer")

@@ -522,6 +522,8 @@ func (ts *testServer) doHeaders(t testing.TB, method, path string, header map[st
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	h := map[string]string{}
-	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
+	for k, v := range resp.Header.All() {
+		h[string(k)] = string(v)
+	}
 	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
 }

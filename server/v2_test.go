@@ -45,7 +45,9 @@ func (ts *testServer) doInfer(t testing.TB, path, headerLen string, body []byte)
 		t.Fatal(err)
 	}
 	h := map[string]string{}
-	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
+	for k, v := range resp.Header.All() {
+		h[string(k)] = string(v)
+	}
 	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
 }
 
