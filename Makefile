@@ -18,7 +18,7 @@ GOFLAGS_TEST ?= -race -count=1 -tags $(GOTAGS)
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export CGO_ENABLED := 1
 
-.PHONY: all deps gpu-deps build run test test-short fuzz-short vet generate default-model train bench clean
+.PHONY: all deps gpu-deps build run test test-short fuzz-short soak vet generate default-model train bench clean
 
 all: default-model
 
@@ -80,6 +80,12 @@ test-short: deps
 FUZZTIME ?= 5s
 fuzz-short: deps
 	FUZZTIME=$(FUZZTIME) GOTAGS=$(GOTAGS) GO=$(GO) scripts/fuzz.sh
+
+# The long soak (make test runs it for 60 s): mixed traffic for SOAK_TIME,
+# then memory, goroutines, open files and OpenCV Mats must not have grown.
+SOAK_TIME ?= 30m
+soak: deps
+	FASTINFER_SOAK=$(SOAK_TIME) $(GO) test -tags $(GOTAGS) -count=1 -run '^TestSoak$$' -v -timeout 0 ./cmd/fastinfer
 
 # Regenerates the ONNX protobuf types (committed; only needed after an
 # onnx.proto change).

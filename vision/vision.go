@@ -33,6 +33,14 @@ import (
 // MaxSide bounds Spec.Resize and Spec.Crop.
 const MaxSide = 16384
 
+// liveMats counts OpenCV Mats made and not yet closed, process-wide.
+var liveMats atomic.Int64
+
+// LiveMats is how many OpenCV Mats are open now across every
+// Preprocessor: 0 whenever no image is being decoded (a leak shows as
+// growth).
+func LiveMats() int64 { return liveMats.Load() }
+
 // ErrDstLen is returned by Into when len(dst) != Spec.Len().
 var ErrDstLen = errors.New("vision: destination has the wrong length")
 
@@ -239,6 +247,7 @@ func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) e
 		return fmt.Errorf("vision: %w: %v", guard.ErrBadImage, err)
 	}
 	p.liveMats.Add(1)
+	liveMats.Add(1)
 	defer p.closeMat(&img)
 	if img.Empty() {
 		return fmt.Errorf("vision: %w: OpenCV could not decode this %s (%dx%d)", guard.ErrBadImage, info.Format, info.Width, info.Height)
@@ -260,6 +269,7 @@ func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) e
 	if tw != cols || th != rows {
 		resized := gocv.NewMat()
 		p.liveMats.Add(1)
+		liveMats.Add(1)
 		defer p.closeMat(&resized)
 		interp := gocv.InterpolationArea
 		if tw > cols {
@@ -298,6 +308,7 @@ func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) e
 func (p *Preprocessor) closeMat(m *gocv.Mat) {
 	m.Close()
 	p.liveMats.Add(-1)
+	liveMats.Add(-1)
 }
 
 // readFlag picks the IMDecode flag. For JPEG, libjpeg can decode at 1/2,
