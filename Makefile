@@ -18,7 +18,7 @@ GOFLAGS_TEST ?= -race -count=1 -tags $(GOTAGS)
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export CGO_ENABLED := 1
 
-.PHONY: all deps gpu-deps build run test test-short fuzz-short soak vet generate default-model train bench clean
+.PHONY: all deps gpu-deps build run test test-short fuzz-short soak overload vet generate default-model train bench clean
 
 all: default-model
 
@@ -86,6 +86,11 @@ fuzz-short: deps
 SOAK_TIME ?= 30m
 soak: deps
 	FASTINFER_SOAK=$(SOAK_TIME) $(GO) test -tags $(GOTAGS) -count=1 -run '^TestSoak$$' -v -timeout 0 ./cmd/fastinfer
+
+# The long overload run (make test runs it for 4 s).
+OVERLOAD_TIME ?= 60s
+overload: deps
+	FASTINFER_OVERLOAD=$(OVERLOAD_TIME) $(GO) test -tags $(GOTAGS) -count=1 -run '^TestOverloadSheds$$' -v ./cmd/fastinfer
 
 # Regenerates the ONNX protobuf types (committed; only needed after an
 # onnx.proto change).
