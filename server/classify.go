@@ -21,9 +21,18 @@ const defaultTopK = 5
 
 // classify answers POST /v1/models/{m}[/versions/{v}]/classify.
 func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
+	s.inference(ctx, name, version, false, s.classifyModel)
+}
+
+// inference is what every inference endpoint shares: the API token, a
+// counted reference on the model while the handler runs (so a replaced
+// version drains before it closes), the error answer in the endpoint's
+// form (v2: the protocol's), and the request metrics.
+func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bool,
+	handle func(*fasthttp.RequestCtx, *Model, time.Time) *apiError) {
 	start := time.Now()
 	label, ver := unknownModel, ""
-	if !s.authorized(ctx, s.apiToken, false) {
+	if !s.authorized(ctx, s.apiToken, v2) {
 		s.metrics.requests.WithLabelValues(label, ver, "401").Inc()
 		return
 	}
@@ -32,11 +41,15 @@ func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 		label, ver = m.Name, m.versionLabel
 		func() {
 			defer m.refs.Done() // even if the handler panics, or Drain hangs
-			aerr = s.classifyModel(ctx, m, start)
+			aerr = handle(ctx, m, start)
 		}()
 	}
 	if aerr != nil {
-		writeError(ctx, aerr)
+		if v2 {
+			writeV2Error(ctx, aerr)
+		} else {
+			writeError(ctx, aerr)
+		}
 	}
 	code := strconv.Itoa(ctx.Response.StatusCode())
 	s.metrics.requests.WithLabelValues(label, ver, code).Inc()

@@ -155,26 +155,7 @@ const headerInferLength = "Inference-Header-Content-Length"
 
 // v2Infer answers POST /v2/models/{m}[/versions/{v}]/infer.
 func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
-	start := time.Now()
-	label, ver := unknownModel, ""
-	if !s.authorized(ctx, s.apiToken, true) {
-		s.metrics.requests.WithLabelValues(label, ver, "401").Inc()
-		return
-	}
-	m, aerr := s.models.acquire(name, version)
-	if aerr == nil {
-		label, ver = m.Name, m.versionLabel
-		func() {
-			defer m.refs.Done() // even if the handler panics, or Drain hangs
-			aerr = s.v2InferModel(ctx, m, start)
-		}()
-	}
-	if aerr != nil {
-		writeV2Error(ctx, aerr)
-	}
-	code := strconv.Itoa(ctx.Response.StatusCode())
-	s.metrics.requests.WithLabelValues(label, ver, code).Inc()
-	s.metrics.duration.WithLabelValues(label, ver, code).Observe(time.Since(start).Seconds())
+	s.inference(ctx, name, version, true, s.v2InferModel)
 }
 
 func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
