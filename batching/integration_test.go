@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"fastinfer/batching"
+	"fastinfer/internal/cpusched"
 	"fastinfer/internal/testutil"
 	"fastinfer/models/onnxpb"
 	"fastinfer/models/resnet"
@@ -51,6 +52,15 @@ func model(t testing.TB, arch string) string {
 }
 
 func TestMain(m *testing.M) {
+	// Run as `fastinfer serve` does (--sched, FASTINFER_SCHED; default
+	// batch), so BenchmarkRawVsBatcher measures the server's setting.
+	sched := os.Getenv("FASTINFER_SCHED")
+	if sched == "" {
+		sched = cpusched.Batch
+	}
+	if _, err := cpusched.Set(sched); err != nil {
+		fmt.Fprintln(os.Stderr, "scheduling policy:", err)
+	}
 	code := m.Run()
 	testutil.RemoveModels()
 	os.Exit(code)

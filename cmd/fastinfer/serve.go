@@ -20,6 +20,7 @@ import (
 
 	"fastinfer/batching"
 	"fastinfer/cuda"
+	"fastinfer/internal/cpusched"
 	"fastinfer/monitor"
 	"fastinfer/monitor/predlog"
 	"fastinfer/runtime"
@@ -57,6 +58,7 @@ type serveConfig struct {
 	logLevel        string
 	logFormat       string
 	shutdownTimeout time.Duration
+	sched           string
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -91,6 +93,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
 	return c
 }
 
@@ -108,6 +111,15 @@ func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error
 	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
+	}
+	// Process-wide, so here and not in serve (tests run serve in-process).
+	if cfg.sched != cpusched.Batch && cfg.sched != cpusched.Normal {
+		return fmt.Errorf("--sched must be %s or %s, got %q", cpusched.Batch, cpusched.Normal, cfg.sched)
+	}
+	if n, err := cpusched.Set(cfg.sched); err != nil {
+		log.Warn("scheduling policy not changed", "sched", cfg.sched, "err", err)
+	} else if n > 0 {
+		log.Info("scheduling policy set", "sched", cfg.sched, "threads", n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
