@@ -52,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, labels),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fastinfer_rejections_total",
-			Help: "Requests refused or dropped by the batcher, by reason: queue_full, deadline_unmeetable, timeout, cancelled, closed.",
+			Help: "Requests refused or dropped by the batcher, by reason: queue_full, deadline_unmeetable, timeout, cancelled, client_gone, closed.",
 		}, append(labels, "reason")),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fastinfer_pending_rows",
@@ -75,7 +75,7 @@ type Observer struct {
 // For returns the Observer of one model version.
 func (m *Metrics) For(model, version string) *Observer {
 	byReason := map[string]prometheus.Counter{}
-	for _, r := range []string{"queue_full", "deadline_unmeetable", "timeout", "cancelled", "closed"} {
+	for _, r := range []string{"queue_full", "deadline_unmeetable", "timeout", "cancelled", "client_gone", "closed"} {
 		byReason[r] = m.rejections.WithLabelValues(model, version, r)
 	}
 	return &Observer{

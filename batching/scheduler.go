@@ -37,7 +37,18 @@ type Config struct {
 type RequestOptions struct {
 	Priority int           // 1 = highest; 0 = the default
 	Timeout  time.Duration // 0 = the model's default; may only shorten a default
+	// Gone, when set, reports whether the caller has left (closed its
+	// connection). It is asked, under the scheduler's lock, just before
+	// the first rows of a request that has queued for GoneCheckAfter or
+	// longer would start: a departed caller's rows are dropped instead of
+	// run, and Do returns ErrClientGone. It must be cheap and must not block.
+	Gone func() bool
 }
+
+// GoneCheckAfter is how long a request must have queued before Gone is
+// asked: one that waited less has almost surely not been abandoned, and
+// skipping the check keeps it off the unloaded path.
+const GoneCheckAfter = time.Millisecond
 
 // Timing is where a request's time in the scheduler went.
 type Timing struct {
@@ -54,6 +65,7 @@ var (
 	ErrDeadlineUnmeetable = errors.New("deadline cannot be met")
 	ErrClosed             = errors.New("scheduler closed")
 	ErrBadRequest         = errors.New("bad scheduling request")
+	ErrClientGone         = errors.New("caller left before its request started")
 )
 
 // Scheduler batches requests for one model version onto its instances.
@@ -144,6 +156,7 @@ type request struct {
 	timing   Timing
 	done     chan struct{} // capacity 1: a send, so the channel is reusable
 	timer    *time.Timer
+	gone     func() bool
 }
 
 // part is a run of one request's rows inside a batch.
@@ -175,7 +188,7 @@ func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float3
 	}
 
 	r := s.pool.Get().(*request)
-	*r = request{in: in, out: out, rows: rows, priority: prio, done: r.done, timer: r.timer}
+	*r = request{in: in, out: out, rows: rows, priority: prio, done: r.done, timer: r.timer, gone: o.Gone}
 	now := time.Now()
 	r.enqueued = now
 
@@ -213,6 +226,9 @@ func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float3
 			return s.finish(r, Timing{}, fmt.Errorf("%w after %s", ErrQueueTimeout, timeout), "timeout")
 		}
 		<-r.done
+	}
+	if r.err != nil && errors.Is(r.err, ErrClientGone) {
+		return s.finish(r, Timing{}, r.err, "client_gone")
 	}
 	return s.finish(r, r.timing, r.err, "")
 }
@@ -352,6 +368,10 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 		size, wait := s.decide(time.Now())
 		if wait <= 0 {
 			parts = s.take(parts, size)
+			if len(parts) == 0 {
+				s.mu.Unlock()
+				continue // every request it came to had been abandoned
+			}
 			s.busy++
 			s.mu.Unlock()
 			return parts, true
@@ -431,6 +451,15 @@ func (s *Scheduler) take(parts []part, size int) []part {
 		lvl := s.levels[li]
 		for size > 0 && len(lvl) > 0 {
 			r := lvl[0]
+			if r.next == 0 && r.gone != nil && now.Sub(r.enqueued) >= GoneCheckAfter && r.gone() {
+				lvl[0] = nil
+				lvl = lvl[1:]
+				s.pendingRows -= r.rows
+				r.next = r.rows
+				r.err = fmt.Errorf("%w (after %s in the queue)", ErrClientGone, now.Sub(r.enqueued).Round(time.Microsecond))
+				r.done <- struct{}{}
+				continue
+			}
 			k := min(r.rows-r.next, size)
 			if r.next == 0 {
 				r.started = now

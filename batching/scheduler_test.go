@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,6 +371,53 @@ func TestCancelledWhileQueued(t *testing.T) {
 	}
 	if s.Pending() != 0 {
 		t.Fatal("cancelled rows still queued")
+	}
+}
+
+func TestGoneClientsRowsNeverRun(t *testing.T) {
+	rec := &recorder{}
+	f := newFake(rec, 1)
+	s := newScheduler(t, Config{MaxBatchSize: 1}, f)
+	release, blocked := blockInstance(t, s, f)
+	defer release()
+	var asked [5]atomic.Int32
+	chans := map[int]<-chan result{}
+	for id := 1; id <= 4; id++ {
+		left := id%2 == 0
+		o := RequestOptions{Gone: func() bool { asked[id].Add(1); return left }}
+		chans[id] = do(s, context.Background(), id, 1, o)
+		waitPending(t, s, id) // keeps the queue in id order
+	}
+	time.Sleep(GoneCheckAfter + time.Millisecond) // every request has now queued long enough to be asked
+	release()
+	if r := <-blocked; r.err != nil {
+		t.Fatal(r.err)
+	}
+	for id := 1; id <= 4; id++ {
+		r := <-chans[id]
+		if id%2 == 0 {
+			if !errors.Is(r.err, ErrClientGone) {
+				t.Errorf("request %d whose client left: err = %v, want ErrClientGone", id, r.err)
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Errorf("request %d: %v", id, r.err)
+		}
+		checkRows(t, id, r.in, r.out, 1)
+	}
+	for id := 1; id <= 4; id++ {
+		if n := asked[id].Load(); n != 1 {
+			t.Errorf("request %d: Gone asked %d times, want 1", id, n)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := []float32{99900, 100, 300}; !slices.Equal(rec.firsts, want) {
+		t.Errorf("executions started with rows %v, want %v (the left clients' rows must not run)", rec.firsts, want)
+	}
+	if s.Pending() != 0 {
+		t.Errorf("%d rows still pending", s.Pending())
 	}
 }
 

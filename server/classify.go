@@ -87,10 +87,10 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
-	// Requests are not abandoned on client disconnect yet; the queue is
-	// bounded, so a burst of vanished clients costs at most a queue's worth
-	// of executions.
+	g := watchClient(ctx)
+	opts.Gone = g.fn
 	tm, err := m.Infer(context.Background(), *in, rows, *out, opts)
+	unwatchClient(g)
 	if err != nil {
 		return s.inferError(m, err)
 	}
@@ -248,6 +248,9 @@ func (s *Server) inferError(m *Model, err error) *apiError {
 		return errorf(503, codeUnmeetable, "model "+m.Name+": "+err.Error())
 	case errors.Is(err, batching.ErrBadRequest):
 		return errorf(400, codeBadRequest, err.Error())
+	case errors.Is(err, batching.ErrClientGone):
+		// Nobody reads this answer; the status is for access logs (nginx's 499).
+		return errorf(499, codeClientGone, "model "+m.Name+": "+err.Error())
 	case errors.Is(err, batching.ErrClosed):
 		return errorf(503, codeUnavailable, "model "+m.Name+" is shutting down")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -19,6 +19,7 @@ const (
 	codeQueueFull     = "queue_full"
 	codeQueueTimeout  = "queue_timeout"
 	codeUnmeetable    = "deadline_unmeetable"
+	codeClientGone    = "client_gone"
 	codeUnavailable   = "unavailable"
 	codeInternal      = "internal"
 )

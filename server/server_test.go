@@ -258,6 +258,7 @@ func TestSchedulingErrors(t *testing.T) {
 		{"unmeetable", "?timeout_ms=1.5&priority=1", batching.ErrDeadlineUnmeetable, 503, "deadline_unmeetable", true, batching.RequestOptions{Priority: 1, Timeout: 1500 * time.Microsecond}},
 		{"priority out of range", "?priority=9", batching.ErrBadRequest, 400, "bad_request", false, batching.RequestOptions{Priority: 9}},
 		{"closed", "", batching.ErrClosed, 503, "unavailable", true, batching.RequestOptions{}},
+		{"client gone", "", batching.ErrClientGone, 499, "client_gone", false, batching.RequestOptions{}},
 		{"bad priority", "?priority=high", nil, 400, "bad_request", false, batching.RequestOptions{}},
 		{"zero priority", "?priority=0", nil, 400, "bad_request", false, batching.RequestOptions{}},
 		{"bad timeout", "?timeout_ms=-3", nil, 400, "bad_request", false, batching.RequestOptions{}},
@@ -280,8 +281,11 @@ func TestSchedulingErrors(t *testing.T) {
 			if (r.header["Retry-After"] != "") != tt.retryAfter {
 				t.Errorf("Retry-After = %q", r.header["Retry-After"])
 			}
-			if tt.err != nil && (!called || got != tt.wantOpts) {
+			if tt.err != nil && (!called || got.Priority != tt.wantOpts.Priority || got.Timeout != tt.wantOpts.Timeout) {
 				t.Errorf("scheduler got %+v (called %v), want %+v", got, called, tt.wantOpts)
+			}
+			if called && got.Gone == nil {
+				t.Error("the scheduler cannot tell whether the client left (no Gone)")
 			}
 			if tt.err == nil && called {
 				t.Error("a bad query reached the scheduler")

@@ -243,7 +243,10 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 
 	out := m.buffer(rows * m.Classes)
 	defer m.release(out)
+	g := watchClient(ctx)
+	opts.Gone = g.fn
 	tm, err := m.Infer(context.Background(), dst, rows, *out, opts)
+	unwatchClient(g)
 	if err != nil {
 		return s.inferError(m, err)
 	}

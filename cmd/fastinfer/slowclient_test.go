@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,4 +144,106 @@ func TestSlowAndGreedyClients(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Clients that send a request and hang up while it waits in the queue:
+// their rows are dropped before they run (fastinfer_rejections_total
+// reason client_gone), and the clients that stay get their answers.
+func TestLeftClientsRowsAreNotRun(t *testing.T) {
+	base, _, stop := startServe(t, testRepo(t), "--max-batch-size", "1", "--prediction-log", "off")
+	defer stop()
+	img, err := os.ReadFile(filepath.Join("..", "..", "vision", "testdata", "fruits.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path = "/v1/models/resnet50/classify"
+	before := scrapeMetrics(t, base)
+
+	// One client that stays holds the single instance (ResNet-50 runs for
+	// tens of milliseconds) while the others queue behind it and leave.
+	stayed := make(chan error, 2)
+	post := func() {
+		resp, err := http.Post(base+path, "image/jpeg", bytes.NewReader(img))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		stayed <- err
+	}
+	go post()
+	const leavers = 8
+	addr := strings.TrimPrefix(base, "http://")
+	for range leavers {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", path, len(img))
+		c.Write(img)
+		c.Close()
+	}
+	go post()
+	for range 2 {
+		if err := <-stayed; err != nil {
+			t.Fatalf("a client that stayed: %v", err)
+		}
+	}
+
+	// Every leaver is either dropped or (if it was taken before it left) run.
+	var gone, rows float64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		after := scrapeMetrics(t, base)
+		gone = sumMetric(after, "fastinfer_rejections_total", `reason="client_gone"`, `model="resnet50"`) -
+			sumMetric(before, "fastinfer_rejections_total", `reason="client_gone"`, `model="resnet50"`)
+		rows = sumMetric(after, "fastinfer_rows_total", `model="resnet50"`) - sumMetric(before, "fastinfer_rows_total", `model="resnet50"`)
+		if gone+rows == leavers+2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("of %d clients that left: %v dropped unrun; rows executed %v", leavers, gone, rows)
+	if gone+rows != leavers+2 {
+		t.Fatalf("dropped %v + executed %v rows, want %d requests accounted for", gone, rows, leavers+2)
+	}
+	if gone < leavers/2 {
+		t.Errorf("only %v of %d left clients' requests were dropped before running", gone, leavers)
+	}
+}
+
+func scrapeMetrics(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// sumMetric adds the samples of metric name whose labels contain every
+// one of the given label pairs.
+func sumMetric(text, name string, labels ...string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if f := strings.Fields(line); ok && len(f) == 2 {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }
