@@ -1,14 +1,18 @@
 package predlog
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
-// columns are the predictions table's data columns, in the order both
-// stores write and read them.
+// columns are the data columns of PostgreSQL's predictions table (and of
+// SQLite's before batches), in the order they are written and read.
 var columns = []string{
 	"time", "request_id", "model", "version", "topk",
 	"preprocess_ms", "queue_ms", "infer_ms", "total_ms",
@@ -22,16 +26,42 @@ type jsonClass struct {
 	Score *float64 `json:"score"`
 }
 
-func encodeTopK(top []Class) ([]byte, error) {
-	js := make([]jsonClass, len(top))
+// appendTopK appends top as the topk column's JSON,
+// [{"index":3,"label":"cat","score":0.91}], written by hand: it runs for
+// every logged prediction, and encoding/json's reflection cost more than
+// the rest of the record's encoding.
+func appendTopK(dst []byte, top []Class) []byte {
+	dst = append(dst, '[')
 	for i, c := range top {
-		js[i] = jsonClass{Index: c.Index, Label: cleanString(c.Label)}
-		if !math.IsNaN(c.Score) && !math.IsInf(c.Score, 0) {
-			s := c.Score
-			js[i].Score = &s
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"index":`...)
+		dst = strconv.AppendInt(dst, int64(c.Index), 10)
+		dst = append(dst, `,"label":`...)
+		dst = appendJSONString(dst, cleanString(c.Label))
+		dst = append(dst, `,"score":`...)
+		dst = appendJSONFloat(dst, c.Score)
+		dst = append(dst, '}')
+	}
+	return append(dst, ']')
+}
+
+// appendJSONString quotes s, valid UTF-8 (cleanString), as a JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
 		}
 	}
-	return json.Marshal(js)
+	return append(dst, '"')
 }
 
 func decodeTopK(b []byte) ([]Class, error) {
@@ -39,8 +69,12 @@ func decodeTopK(b []byte) ([]Class, error) {
 	if err := json.Unmarshal(b, &js); err != nil {
 		return nil, err
 	}
+	return classes(js), nil
+}
+
+func classes(js []jsonClass) []Class {
 	if len(js) == 0 {
-		return nil, nil
+		return nil
 	}
 	top := make([]Class, len(js))
 	for i, c := range js {
@@ -49,7 +83,52 @@ func decodeTopK(b []byte) ([]Class, error) {
 			top[i].Score = *c.Score
 		}
 	}
-	return top, nil
+	return top
+}
+
+// appendRecord appends r as one object of a SQLite batch (jsonRecord's
+// form), by hand for the same reason as appendTopK.
+func appendRecord(dst []byte, r Record) []byte {
+	dst = append(dst, `{"time":`...)
+	dst = strconv.AppendInt(dst, r.Time.UnixMicro(), 10)
+	dst = append(dst, `,"request_id":`...)
+	dst = appendJSONString(dst, cleanString(r.RequestID))
+	dst = append(dst, `,"model":`...)
+	dst = appendJSONString(dst, cleanString(r.Model))
+	dst = append(dst, `,"version":`...)
+	dst = strconv.AppendInt(dst, int64(r.Version), 10)
+	dst = append(dst, `,"topk":`...)
+	dst = appendTopK(dst, r.TopK)
+	dst = append(dst, `,"preprocess_ms":`...)
+	dst = appendJSONFloat(dst, r.Latency.PreprocessMs)
+	dst = append(dst, `,"queue_ms":`...)
+	dst = appendJSONFloat(dst, r.Latency.QueueMs)
+	dst = append(dst, `,"infer_ms":`...)
+	dst = appendJSONFloat(dst, r.Latency.InferMs)
+	dst = append(dst, `,"total_ms":`...)
+	dst = appendJSONFloat(dst, r.Latency.TotalMs)
+	dst = append(dst, `,"width":`...)
+	dst = strconv.AppendInt(dst, int64(r.Width), 10)
+	dst = append(dst, `,"height":`...)
+	dst = strconv.AppendInt(dst, int64(r.Height), 10)
+	dst = append(dst, `,"brightness":`...)
+	dst = appendJSONFloat(dst, r.Brightness)
+	dst = append(dst, `,"contrast":`...)
+	dst = appendJSONFloat(dst, r.Contrast)
+	if len(r.Image) > 0 {
+		dst = append(dst, `,"image":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, r.Image)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
+
+// appendJSONFloat writes f, or null when it is not finite (JSON has no NaN).
+func appendJSONFloat(dst []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, 64)
 }
 
 // nullFloat maps NaN to NULL (nil).
@@ -83,4 +162,37 @@ func cleanString(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
+// rowScanner is a *sql.Rows or a pgx.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanRecord reads one row of columns. The time column is scanned into tm
+// (Unix microseconds in SQLite's first schema, a time.Time in PostgreSQL)
+// and turned into the record's time by when.
+func scanRecord(rs rowScanner, tm any, when func() time.Time) (Record, error) {
+	var (
+		r                        Record
+		version, w, h            int64
+		top                      string
+		pre, queue, infer, total *float64
+		brightness, contrast     *float64
+		image                    []byte
+	)
+	if err := rs.Scan(tm, &r.RequestID, &r.Model, &version, &top,
+		&pre, &queue, &infer, &total, &w, &h, &brightness, &contrast, &image); err != nil {
+		return r, err
+	}
+	r.Time = when().UTC()
+	r.Version, r.Width, r.Height = int(version), int(w), int(h)
+	var err error
+	if r.TopK, err = decodeTopK([]byte(top)); err != nil {
+		return r, fmt.Errorf("predlog: topk of a %s record: %w", r.Model, err)
+	}
+	r.Latency = Latency{floatOrNaN(pre), floatOrNaN(queue), floatOrNaN(infer), floatOrNaN(total)}
+	r.Brightness, r.Contrast = floatOrNaN(brightness), floatOrNaN(contrast)
+	if len(image) > 0 {
+		r.Image = image
+	}
+	return r, nil
 }

@@ -80,10 +80,7 @@ func (s *postgresStore) createSchema(ctx context.Context) error {
 func (s *postgresStore) insert(ctx context.Context, recs []Record) error {
 	rows := make([][]any, len(recs))
 	for i, r := range recs {
-		top, err := encodeTopK(r.TopK)
-		if err != nil {
-			return err
-		}
+		top := appendTopK(nil, r.TopK)
 		rows[i] = []any{
 			r.Time, cleanString(r.RequestID), cleanString(r.Model), int64(r.Version), top,
 			nullFloat(r.Latency.PreprocessMs), nullFloat(r.Latency.QueueMs),
@@ -144,28 +141,10 @@ func (s *postgresStore) query(ctx context.Context, q Query) ([]Record, error) {
 	defer rows.Close()
 	var out []Record
 	for rows.Next() {
-		var (
-			r                        Record
-			t                        time.Time
-			version, w, h            int64
-			top                      string
-			pre, queue, infer, total *float64
-			brightness, contrast     *float64
-			image                    []byte
-		)
-		if err := rows.Scan(&t, &r.RequestID, &r.Model, &version, &top,
-			&pre, &queue, &infer, &total, &w, &h, &brightness, &contrast, &image); err != nil {
+		var t time.Time
+		r, err := scanRecord(rows, &t, func() time.Time { return t })
+		if err != nil {
 			return nil, err
-		}
-		r.Time = t.UTC()
-		r.Version, r.Width, r.Height = int(version), int(w), int(h)
-		if r.TopK, err = decodeTopK([]byte(top)); err != nil {
-			return nil, fmt.Errorf("predlog: topk of a %s record: %w", r.Model, err)
-		}
-		r.Latency = Latency{floatOrNaN(pre), floatOrNaN(queue), floatOrNaN(infer), floatOrNaN(total)}
-		r.Brightness, r.Contrast = floatOrNaN(brightness), floatOrNaN(contrast)
-		if len(image) > 0 {
-			r.Image = image
 		}
 		out = append(out, r)
 	}

@@ -34,16 +34,25 @@
 //
 // # Storage
 //
-// One table, predictions, created if missing, indexed on (model, version,
-// time) and on (time). Time is stored to the microsecond (SQLite: integer
-// Unix microseconds, column time; PostgreSQL: timestamptz) and read back
-// in UTC. TopK is JSON text (SQLite) or jsonb (PostgreSQL):
-// [{"index":3,"label":"cat","score":0.91}, ...]. Every float column maps
-// NaN to NULL and NULL back to NaN (a non-finite score in TopK is written
-// as JSON null and read back as NaN). An empty Image is stored as NULL and
-// read back as nil. Strings are stored as valid UTF-8 without NUL bytes
-// (invalid bytes become U+FFFD, NULs are removed) so that one odd request
-// id can never make a whole batch fail on PostgreSQL.
+// PostgreSQL: one table, predictions, one row per record, created if
+// missing and indexed on (model, version, time) and on (time); time is a
+// timestamptz, TopK is jsonb: [{"index":3,"label":"cat","score":0.91}, ...].
+//
+// SQLite: one row per written batch in prediction_batches (its earliest
+// and latest record time in Unix microseconds, indexed, and its records as
+// a JSON array), because a row per record cost the pure-Go SQLite about
+// three times the CPU. The view predictions shows one row per record with
+// the same columns as PostgreSQL's (time as Unix microseconds, image as
+// base64), for ad-hoc SQL. A database from the row-per-record release is
+// migrated when it is opened. Retention deletes whole batches and trims
+// the ones that straddle the cut-off.
+//
+// Both read time back in UTC to the microsecond. Every float maps NaN to
+// NULL (JSON null in SQLite, where ±Inf becomes null too) and back to NaN.
+// An empty Image is stored as NULL and read back as nil. Strings are
+// stored as valid UTF-8 without NUL bytes (invalid bytes become U+FFFD,
+// NULs are removed) so that one odd request id can never make a whole
+// batch fail on PostgreSQL.
 package predlog
 
 import (
