@@ -103,7 +103,7 @@ type Options struct {
 	// beyond that Add drops the record and counts it. The writer holds one
 	// more batch besides, so up to Buffer+BatchSize records can be pending.
 	Buffer int
-	// BatchSize is the most records written in one transaction (default 256).
+	// BatchSize is the most records written in one transaction (default 1024: each commit fsyncs, so fewer and larger batches cost less).
 	BatchSize int
 	// FlushEvery is the longest a record waits before it is written
 	// (default 1 s).
@@ -123,7 +123,7 @@ type Options struct {
 // Defaults.
 const (
 	DefaultBuffer     = 10000
-	DefaultBatchSize  = 256
+	DefaultBatchSize  = 1024
 	DefaultFlushEvery = time.Second
 
 	defaultRetentionEvery = 10 * time.Minute
