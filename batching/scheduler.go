@@ -83,10 +83,12 @@ type Scheduler struct {
 	lastArrival time.Time
 	gap         float64 // moving average of the time between arrivals, seconds
 	arrivals    uint64  // requests admitted, ever
-	// payoff is a moving average of whether waiting for company brought
-	// any: closed-loop clients cannot send again until answered, so for
-	// them waiting only adds latency, whatever the arrival gap says.
-	payoff float64
+	// payoff[n] is a moving average of whether waiting for company, with
+	// n rows pending, brought any: closed-loop clients cannot send again
+	// until answered, so for them waiting only adds latency, whatever the
+	// arrival gap says. Kept per n because with k such clients waiting
+	// pays while fewer than k are queued and never once all k are.
+	payoff []float64
 	skips  uint64 // waits skipped since payoff fell, for probing
 	fit    linearFit
 
@@ -125,7 +127,10 @@ func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*S
 		levels: make([][]*request, cfg.PriorityLevels),
 		arrive: make(chan struct{}, 1),
 		fit:    linearFit{decay: 0.9},
-		payoff: 1,
+		payoff: make([]float64, cfg.MaxBatchSize+1),
+	}
+	for i := range s.payoff {
+		s.payoff[i] = 1 // waiting is presumed to pay until it has not
 	}
 	s.pool.New = func() any {
 		t := time.NewTimer(time.Hour)
@@ -376,7 +381,7 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 			s.mu.Unlock()
 			return parts, true
 		}
-		before := s.arrivals
+		before, pending := s.arrivals, min(s.pendingRows, len(s.payoff)-1)
 		s.mu.Unlock()
 		timer.Reset(wait)
 		select {
@@ -389,7 +394,7 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 		if s.arrivals != before {
 			hit = 1
 		}
-		s.payoff = ewma(s.payoff, hit, 0.2)
+		s.payoff[pending] = ewma(s.payoff[pending], hit, 0.2)
 		s.mu.Unlock()
 	}
 }
@@ -426,7 +431,7 @@ func (s *Scheduler) decide(now time.Time) (int, time.Duration) {
 	}
 	// When recent waits brought nobody, go now, but still wait one time in
 	// probeEvery so a change in traffic is noticed.
-	if s.payoff < payoffFloor {
+	if s.payoff[min(n, len(s.payoff)-1)] < payoffFloor {
 		s.skips++
 		if s.skips%probeEvery != 0 {
 			return n, 0

@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -236,28 +237,44 @@ func TestMaxQueueDelayIsACeiling(t *testing.T) {
 // waiting only adds latency: after a few fruitless waits the batcher stops
 // waiting (bar one probe in probeEvery) even though the arrival gap is
 // well under the delay.
-func TestClosedLoopClientIsNotMadeToWait(t *testing.T) {
-	rec := &recorder{}
-	const delay = 40 * time.Millisecond
-	s := newScheduler(t, Config{MaxBatchSize: 8, MaxQueueDelay: delay}, newFake(rec, 8))
-	const n = 96
-	waited := 0
-	for id := range n {
-		r := <-do(s, context.Background(), id, 1, RequestOptions{})
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if r.t.Queue >= delay/2 {
-			waited++
-		}
+// Closed-loop clients (each sends again only when answered): once all k
+// of them are queued nobody else can come, so the batch must not wait for
+// the delay ceiling round after round. With 4 such clients the batcher used
+// to wait the full delay every round (one payoff average for all queue
+// lengths, kept up by the waits that did bring the other three).
+func TestClosedLoopClientsAreNotMadeToWait(t *testing.T) {
+	for _, clients := range []int{1, 3, 4} {
+		t.Run(fmt.Sprintf("%d clients", clients), func(t *testing.T) {
+			rec := &recorder{}
+			const delay = 40 * time.Millisecond
+			s := newScheduler(t, Config{MaxBatchSize: 8, MaxQueueDelay: delay}, newFake(rec, 8))
+			const rounds = 96
+			var waited atomic.Int32
+			var wg sync.WaitGroup
+			for c := range clients {
+				wg.Go(func() {
+					for i := range rounds {
+						r := <-do(s, context.Background(), c*1000+i, 1, RequestOptions{})
+						if r.err != nil {
+							t.Error(r.err)
+							return
+						}
+						if r.t.Queue >= delay/2 {
+							waited.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			// Six misses take a payoff from 1 below the floor (0.8⁶ < 0.3);
+			// after that one wait in probeEvery is still tried. Each wasted
+			// wait delays the whole round of clients.
+			if max := clients * (7 + rounds/probeEvery); int(waited.Load()) > max {
+				t.Fatalf("%d of %d requests waited for company, want at most %d", waited.Load(), clients*rounds, max)
+			}
+			t.Logf("%d of %d requests waited", waited.Load(), clients*rounds)
+		})
 	}
-	// Without the payoff rule every request after the first waits the
-	// full delay (the gap is the fake's sub-millisecond round trip).
-	// Six misses take the payoff from 1 below the floor (0.8⁶ < 0.3).
-	if max := 7 + n/probeEvery; waited > max {
-		t.Fatalf("%d of %d sequential requests waited for company, want at most %d", waited, n, max)
-	}
-	t.Logf("%d of %d requests waited", waited, n)
 }
 
 func TestFullOrPreferredBatchLeavesAtOnce(t *testing.T) {
