@@ -89,8 +89,13 @@ type Scheduler struct {
 	// arrival gap says. Kept per n because with k such clients waiting
 	// pays while fewer than k are queued and never once all k are.
 	payoff []float64
-	skips  uint64 // waits skipped since payoff fell, for probing
-	fit    linearFit
+	skips  []uint64 // waits skipped per n since payoff fell, for probing
+	// probeGap[n] is how many skips pass between probes: probeEvery,
+	// doubling after each probe that brought nobody (up to maxProbeEvery),
+	// so that a lone client's p99 is not the probes' delay.
+	probeGap []uint64
+	probing  bool // the wait in progress is a probe
+	fit      linearFit
 
 	arrive chan struct{} // wakes the worker that is forming a batch
 	formMu sync.Mutex    // one worker forms a batch at a time
@@ -124,13 +129,16 @@ func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*S
 	}
 	s := &Scheduler{
 		cfg: cfg, inLen: inLen, outLen: outLen, instances: len(instances), obs: obs,
-		levels: make([][]*request, cfg.PriorityLevels),
-		arrive: make(chan struct{}, 1),
-		fit:    linearFit{decay: 0.9},
-		payoff: make([]float64, cfg.MaxBatchSize+1),
+		levels:   make([][]*request, cfg.PriorityLevels),
+		arrive:   make(chan struct{}, 1),
+		fit:      linearFit{decay: 0.9},
+		payoff:   make([]float64, cfg.MaxBatchSize+1),
+		skips:    make([]uint64, cfg.MaxBatchSize+1),
+		probeGap: make([]uint64, cfg.MaxBatchSize+1),
 	}
 	for i := range s.payoff {
 		s.payoff[i] = 1 // waiting is presumed to pay until it has not
+		s.probeGap[i] = probeEvery
 	}
 	s.pool.New = func() any {
 		t := time.NewTimer(time.Hour)
@@ -395,6 +403,13 @@ func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
 			hit = 1
 		}
 		s.payoff[pending] = ewma(s.payoff[pending], hit, 0.2)
+		switch {
+		case hit == 1:
+			s.probeGap[pending] = probeEvery
+		case s.probing:
+			s.probeGap[pending] = min(2*s.probeGap[pending], maxProbeEvery)
+		}
+		s.probing = false
 		s.mu.Unlock()
 	}
 }
@@ -431,21 +446,23 @@ func (s *Scheduler) decide(now time.Time) (int, time.Duration) {
 	}
 	// When recent waits brought nobody, go now, but still wait one time in
 	// probeEvery so a change in traffic is noticed.
-	if s.payoff[min(n, len(s.payoff)-1)] < payoffFloor {
-		s.skips++
-		if s.skips%probeEvery != 0 {
+	if i := min(n, len(s.payoff)-1); s.payoff[i] < payoffFloor {
+		s.skips[i]++
+		if s.skips[i]%s.probeGap[i] != 0 {
 			return n, 0
 		}
+		s.probing = true
 	}
 	return n, wait
 }
 
 // Waiting for company is skipped while fewer than payoffFloor of recent
 // waits (moving average) saw an arrival; every probeEvery-th is still
-// tried.
+// tried, and every 2×, 4× … maxProbeEvery-th while probes keep failing.
 const (
-	payoffFloor = 0.3
-	probeEvery  = 16
+	payoffFloor   = 0.3
+	probeEvery    = 16
+	maxProbeEvery = 1024
 )
 
 // take moves size rows from the queue, highest priority and oldest first,

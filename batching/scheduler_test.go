@@ -277,6 +277,31 @@ func TestClosedLoopClientsAreNotMadeToWait(t *testing.T) {
 	}
 }
 
+// Probes that keep bringing nobody are spaced out: a lone closed-loop
+// client over 2,000 requests pays the delay about 15 times, not once in
+// every probeEvery requests (125 times).
+func TestFailedProbesBackOff(t *testing.T) {
+	rec := &recorder{}
+	const delay = 20 * time.Millisecond
+	s := newScheduler(t, Config{MaxBatchSize: 8, MaxQueueDelay: delay}, newFake(rec, 8))
+	const n = 2000
+	waited := 0
+	for id := range n {
+		r := <-do(s, context.Background(), id, 1, RequestOptions{})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.t.Queue >= delay/2 {
+			waited++
+		}
+	}
+	// 6 misses before the floor, then probes after 16, 32, … 1024 skips.
+	if waited > 15 {
+		t.Fatalf("%d of %d sequential requests waited, want at most 15", waited, n)
+	}
+	t.Logf("%d of %d requests waited", waited, n)
+}
+
 func TestFullOrPreferredBatchLeavesAtOnce(t *testing.T) {
 	tests := []struct {
 		name      string
