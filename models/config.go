@@ -48,10 +48,21 @@ type Config struct {
 	Preprocess *Preprocess `yaml:"preprocess" json:"preprocess,omitempty"`
 	Batching   Batching    `yaml:"batching" json:"batching,omitempty"`
 	Instances  Instances   `yaml:"instances" json:"instances,omitempty"`
+	// Precision is fp32 (the model as it is; "" means the same) or fp16:
+	// the server loads a float16 copy (models/fp16; float32 inputs and
+	// outputs kept). Meant for GPUs, where float16 halves memory traffic;
+	// on the CPU, ONNX Runtime runs it through float32 casts, slower.
+	Precision string `yaml:"precision" json:"precision,omitempty"`
 	// VersionPolicy chooses the versions served; the zero value serves
 	// the latest.
 	VersionPolicy VersionPolicy `yaml:"version_policy" json:"version_policy,omitzero"`
 }
+
+// Precisions (Config.Precision).
+const (
+	PrecisionFP32 = "fp32"
+	PrecisionFP16 = "fp16"
+)
 
 // ImageNet is the preprocessing used when config.yaml has none: what
 // torchvision's ImageNet classifiers (and most ONNX model zoo ResNets) want.
@@ -123,6 +134,11 @@ func (c Config) validate() error {
 		}
 	}
 	errs = append(errs, c.Batching.validate(), c.Instances.validate())
+	switch c.Precision {
+	case "", PrecisionFP32, PrecisionFP16:
+	default:
+		errs = append(errs, fmt.Errorf("precision %q: want fp32 or fp16", c.Precision))
+	}
 	if strings.ContainsAny(c.Labels, `/\`) || c.Labels == ".." {
 		errs = append(errs, fmt.Errorf("labels %q must be a file name in the model folder", c.Labels))
 	}

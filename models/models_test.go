@@ -35,6 +35,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "preferred over max", in: "batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", wantErr: "16 is outside"},
 		{name: "instances kind", in: "instances: {kind: tpu}", wantErr: "instances.kind"},
 		{name: "instances count", in: "instances: {count: 0}", wantErr: "instances.count"},
+		{name: "fp16", in: "precision: fp16", want: ImageNet()},
+		{name: "fp32", in: "precision: fp32", want: ImageNet()},
+		{name: "bad precision", in: "precision: int8", wantErr: "precision"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,6 +208,27 @@ func TestScanFollowsSymlinkedModels(t *testing.T) {
 	ms, errs, err := Scan(repo)
 	if err != nil || len(errs) != 0 || len(ms) != 1 || ms[0].Name != "linked" {
 		t.Fatalf("Scan = %+v, %v, %v; want the linked model only", ms, errs, err)
+	}
+}
+
+func TestScanFollowsSymlinkedVersions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "m")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good, err := filepath.Abs(filepath.Join("testdata", "repo", "good", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(good, filepath.Join(dir, "7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "8"), []byte("a file, not a version"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := Read(dir)
+	if err != nil || !ok || len(m.Versions) != 1 || m.Versions[0].Number != 7 {
+		t.Fatalf("Read = %+v, %v, %v; want version 7 through its symlink", m, ok, err)
 	}
 }
 

@@ -82,12 +82,8 @@ func Scan(root string) ([]Model, []error, error) {
 		if !ValidName(e.Name()) {
 			continue
 		}
-		// Model folders may be symlinks (mounted volumes, shared caches).
-		if !e.IsDir() {
-			st, err := os.Stat(filepath.Join(root, e.Name()))
-			if err != nil || !st.IsDir() {
-				continue
-			}
+		if !isDir(root, e) {
+			continue
 		}
 		m, ok, err := Read(filepath.Join(root, e.Name()))
 		if err != nil {
@@ -99,6 +95,17 @@ func Scan(root string) ([]Model, []error, error) {
 		}
 	}
 	return ms, errs, nil
+}
+
+// isDir says whether entry e of folder parent is a folder or a symlink to
+// one: model and version folders may be symlinks (mounted volumes, shared
+// caches, a version shared between repositories).
+func isDir(parent string, e os.DirEntry) bool {
+	if e.IsDir() {
+		return true
+	}
+	st, err := os.Stat(filepath.Join(parent, e.Name()))
+	return err == nil && st.IsDir()
 }
 
 // Read reads one model folder. ok is false, with no error, for a folder that
@@ -117,7 +124,7 @@ func Read(dir string) (m Model, ok bool, err error) {
 			hasConfig = true
 		case strings.HasSuffix(e.Name(), ".go"):
 			return Model{}, false, nil // Go source: this is code, not a model
-		case e.IsDir() && versionRE.MatchString(e.Name()):
+		case versionRE.MatchString(e.Name()) && isDir(dir, e):
 			n, _ := strconv.Atoi(e.Name())
 			vdir := filepath.Join(dir, e.Name())
 			versions = append(versions, Version{Number: n, Dir: vdir, Path: filepath.Join(vdir, ModelFile)})

@@ -26,6 +26,9 @@ type SessionOptions struct {
 	// (falling back to the CPU, with a reason, when it cannot be had), and
 	// "cpu" never tries CUDA.
 	Kind string
+	// Model, when set, is the model itself (e.g. a converted copy); path
+	// then only names it in messages.
+	Model []byte
 }
 
 // Session kinds (SessionOptions.Kind).
@@ -63,7 +66,12 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	if o.Threads < 0 {
 		return nil, fmt.Errorf("%s: negative intra-op thread count %d", path, o.Threads)
 	}
-	ins, outs, err := ort.GetInputOutputInfo(path)
+	var ins, outs []ort.InputOutputInfo
+	if o.Model != nil {
+		ins, outs, err = ort.GetInputOutputInfoWithONNXData(o.Model)
+	} else {
+		ins, outs, err = ort.GetInputOutputInfo(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
@@ -100,7 +108,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	try, reason := cudaPlan(want, e.gpus, statErr == nil, provLib)
 	gpuWanted := want == ProviderCUDA || (want == ProviderAuto && e.gpus.Available())
 	if try {
-		sess, err := e.open(path, s, true, o.Device)
+		sess, err := e.open(path, o.Model, s, true, o.Device)
 		if err == nil {
 			s.sess, s.provider = sess, ProviderCUDA
 			return s, nil
@@ -110,7 +118,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	if reason != "" {
 		e.noteFallback(path, reason, gpuWanted)
 	}
-	sess, err := e.open(path, s, false, 0)
+	sess, err := e.open(path, o.Model, s, false, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +140,7 @@ func (e *Env) sessionProvider(kind string) (string, error) {
 	return "", fmt.Errorf("unknown session kind %q (want auto, gpu or cpu)", kind)
 }
 
-func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.DynamicAdvancedSession, error) {
+func (e *Env) open(path string, model []byte, s *Session, useCUDA bool, device int) (*ort.DynamicAdvancedSession, error) {
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("session options: %w", err)
@@ -149,7 +157,12 @@ func (e *Env) open(path string, s *Session, useCUDA bool, device int) (*ort.Dyna
 			return nil, err
 		}
 	}
-	sess, err := ort.NewDynamicAdvancedSession(path, []string{s.in.Name}, []string{s.out.Name}, opts)
+	var sess *ort.DynamicAdvancedSession
+	if model != nil {
+		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(model, []string{s.in.Name}, []string{s.out.Name}, opts)
+	} else {
+		sess, err = ort.NewDynamicAdvancedSession(path, []string{s.in.Name}, []string{s.out.Name}, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating session for %s: %w", path, err)
 	}

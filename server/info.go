@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"strconv"
 
@@ -16,6 +17,7 @@ type modelJSON struct {
 	Platform      string       `json:"platform"`
 	Provider      string       `json:"provider"`
 	ProviderNote  string       `json:"provider_note,omitempty"`
+	Precision     string       `json:"precision"`
 	Inputs        []Tensor     `json:"inputs"`
 	Outputs       []Tensor     `json:"outputs"`
 	Classes       int          `json:"classes"`
@@ -36,7 +38,7 @@ func (s *Server) describe(m *Model) modelJSON {
 	}
 	return modelJSON{
 		Name: m.Name, Version: strconv.Itoa(m.Version), Versions: versions,
-		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote,
+		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote, Precision: cmp.Or(m.Precision, "fp32"),
 		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
 		Preprocessing: m.Preprocessing, Batching: m.Batching, Card: card(m.Card),
 	}

@@ -31,6 +31,7 @@ type Model struct {
 	Provider string // execution provider actually in use: "cuda" | "cpu"
 	// ProviderNote says why the model is on the CPU when a GPU was wanted.
 	ProviderNote string
+	Precision    string // "fp32" (or "") or "fp16": config.yaml's precision
 	Inputs       []Tensor
 	Outputs      []Tensor
 	Labels       []string

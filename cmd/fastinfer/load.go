@@ -1,16 +1,22 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"fastinfer/batching"
 	"fastinfer/models"
+	"fastinfer/models/fp16"
+	"fastinfer/models/onnxpb"
 	"fastinfer/monitor/drift"
 	"fastinfer/runtime"
 	"fastinfer/server"
@@ -144,12 +150,18 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			}
 		}
 	}()
+	var model []byte // nil: the file as it is
+	if m.Config.Precision == models.PrecisionFP16 {
+		if model, err = float16Copy(v.Path); err != nil {
+			return fail(v.Path, err)
+		}
+	}
 	var first *runtime.Session
 	var instances []batching.Instance
 	for _, dev := range plan.devices {
 		sess, err := env.NewSession(v.Path, runtime.SessionOptions{
 			Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape,
-			Kind: plan.kind, Device: dev, Threads: plan.threads,
+			Kind: plan.kind, Device: dev, Threads: plan.threads, Model: model,
 		})
 		if err != nil {
 			return fail(v.Path, err)
@@ -186,7 +198,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	sc := sched.Config()
 	sm := &server.Model{
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
-		Provider: first.Provider(), ProviderNote: first.FallbackReason(),
+		Provider: first.Provider(), ProviderNote: first.FallbackReason(), Precision: cmp.Or(m.Config.Precision, models.PrecisionFP32),
 		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
 		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
@@ -287,4 +299,32 @@ func driftMonitor(name string, v models.Version) (*drift.Monitor, error) {
 	}
 	p.Model, p.Version = name, v.Number
 	return drift.New(p, drift.Options{})
+}
+
+// float16Copy is the model at path converted to float16 in memory, with
+// float32 inputs and outputs kept (precision: fp16).
+func float16Copy(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b, _, err := float16Model(raw, fp16.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("precision fp16: %w", err)
+	}
+	return b, nil
+}
+
+// float16Model converts an encoded ONNX model to float16 (models/fp16).
+func float16Model(data []byte, o fp16.Options) ([]byte, fp16.Report, error) {
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(data, &m); err != nil {
+		return nil, fp16.Report{}, fmt.Errorf("not an ONNX model: %w", err)
+	}
+	h, r, err := fp16.Convert(&m, o)
+	if err != nil {
+		return nil, r, err
+	}
+	b, err := proto.Marshal(h)
+	return b, r, err
 }

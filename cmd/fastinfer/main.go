@@ -7,6 +7,7 @@
 //	fastinfer report [flags]          write an HTML report of a period of the prediction log
 //	fastinfer models build ARCH --out DIR   write a ResNet model folder
 //	fastinfer models list [--models DIR]    show what a repository holds
+//	fastinfer models convert --fp16 IN OUT  write a float16 copy of a model
 package main
 
 import (
@@ -82,6 +83,7 @@ commands:
   report                    write an HTML report of a period of the prediction log (volume, latency, classes, drift)
   models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50) model folder
   models list               list the models of a repository
+  models convert --fp16 IN OUT  write a float16 copy of an ONNX model (float32 inputs and outputs kept)
   version                   print the version
 
 Run "fastinfer COMMAND -h" for a command's flags.

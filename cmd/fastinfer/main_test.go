@@ -290,15 +290,7 @@ func directTop5(t *testing.T, model string, img []byte) []scored {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lib, err := runtime.ResolveLib("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
+	env := cpuEnv(t)
 	s, err := env.NewSession(model, runtime.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -441,4 +433,19 @@ func postImages(url string, img []byte, n int) <-chan error {
 		}()
 	}
 	return codes
+}
+
+// cpuEnv opens ONNX Runtime on the CPU provider for the test.
+func cpuEnv(t testing.TB) *runtime.Env {
+	t.Helper()
+	lib, err := runtime.ResolveLib("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	return env
 }

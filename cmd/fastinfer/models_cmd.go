@@ -4,18 +4,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"fastinfer/models"
+	"fastinfer/models/fp16"
 	"fastinfer/models/resnet"
 )
 
 func modelsCmd(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: fastinfer models build ARCH --out DIR | fastinfer models list [--models DIR]")
+		fmt.Fprintln(stderr, "usage: fastinfer models build ARCH --out DIR | fastinfer models list [--models DIR] | fastinfer models convert --fp16 [--fp16-io] IN.onnx OUT")
 		return errUsage
 	}
 	switch args[0] {
@@ -23,8 +25,10 @@ func modelsCmd(args []string, stdout, stderr io.Writer, getenv func(string) stri
 		return modelsBuild(args[1:], stdout, stderr, getenv)
 	case "list":
 		return modelsList(args[1:], stdout, stderr, getenv)
+	case "convert":
+		return modelsConvert(args[1:], stdout, stderr, getenv)
 	}
-	fmt.Fprintf(stderr, "fastinfer models: unknown subcommand %q (want build or list)\n", args[0])
+	fmt.Fprintf(stderr, "fastinfer models: unknown subcommand %q (want build, list or convert)\n", args[0])
 	return errUsage
 }
 
@@ -94,4 +98,76 @@ func modelsList(args []string, stdout, stderr io.Writer, getenv func(string) str
 		return fmt.Errorf("%d model folder(s) could not be read", len(errs))
 	}
 	return nil
+}
+
+func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("models convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	half := fs.Bool("fp16", false, "convert float32 weights and activations to float16 (the only conversion so far)")
+	halfIO := fs.Bool("fp16-io", false, "with --fp16: make the graph's inputs and outputs float16 too, instead of keeping them float32 behind Cast nodes (fastinfer serves float32 inputs and outputs only)")
+	fs.Usage = usageWithEnv(fs, "fastinfer models convert --fp16 [--fp16-io] IN.onnx OUT\n\n"+
+		"OUT is the file to write when it ends in .onnx; otherwise it is a folder (created\n"+
+		"if needed) that gets "+models.ModelFile+". IN is never overwritten.")
+	// Flags may come before, between or after the two paths.
+	var paths []string
+	for rest := args; ; {
+		if err := parseFlags(fs, rest, getenv); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths, rest = append(paths, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(paths) != 2 || !*half {
+		if len(paths) == 2 {
+			fmt.Fprintln(stderr, "fastinfer models convert: nothing to do without --fp16")
+		}
+		fs.Usage()
+		return errUsage
+	}
+	in, out := paths[0], paths[1]
+	if st, err := os.Stat(out); (err == nil && st.IsDir()) || filepath.Ext(out) != ".onnx" {
+		out = filepath.Join(out, models.ModelFile)
+	}
+	if sameFile(in, out) {
+		return fmt.Errorf("refusing to overwrite the input %s: give another OUT", in)
+	}
+
+	start := time.Now()
+	data, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	b, r, err := float16Model(data, fp16.Options{Float16IO: *halfIO})
+	if err != nil {
+		return fmt.Errorf("converting %s: %w", in, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	if err := models.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), b); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	edge := "float32"
+	if *halfIO {
+		edge = "float16"
+	}
+	fmt.Fprintf(stdout, "wrote %s (float16, %s inputs and outputs, %d → %d bytes) in %s: %v\n",
+		out, edge, len(data), len(b), time.Since(start).Round(time.Millisecond), r)
+	return nil
+}
+
+// sameFile says whether paths a and b name the same file: the same inode
+// when both exist (so a symlink or a hard link to IN counts), else the same
+// absolute path.
+func sameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
 }

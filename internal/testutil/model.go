@@ -58,3 +58,17 @@ func RemoveModels() {
 		clear(modelPath)
 	}
 }
+
+// WriteModel marshals m into dir/name and returns the path.
+func WriteModel(t testing.TB, dir, name string, m *onnxpb.ModelProto) string {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
