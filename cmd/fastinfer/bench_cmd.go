@@ -354,7 +354,13 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 	defer env.Close()
 	res.Meta.ORTVersion = env.Version()
 	v := m.Latest()
-	sess, err := env.NewSession(v.Path, runtime.SessionOptions{})
+	var model []byte // the model the server would load: precision: fp16 converts it
+	if m.Config.Precision == models.PrecisionFP16 {
+		if model, err = float16Copy(v.Path); err != nil {
+			return err
+		}
+	}
+	sess, err := env.NewSession(v.Path, runtime.SessionOptions{Model: model})
 	if err != nil {
 		return err
 	}
