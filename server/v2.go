@@ -283,7 +283,10 @@ func (s *Server) checkShape(shape, model []int64, inputLen int) (int, *apiError)
 	if per != int64(inputLen) {
 		return bad()
 	}
-	if shape[0] < 1 || shape[0] > int64(s.opts.MaxImages) {
+	if shape[0] > int64(s.opts.MaxImages) { // 413 like too many images on /v1
+		return 0, errorf(413, codeTooLarge, "batch dimension "+strconv.FormatInt(shape[0], 10)+" is over the limit of "+strconv.Itoa(s.opts.MaxImages)+" images per request")
+	}
+	if shape[0] < 1 {
 		return 0, errorf(400, codeBadRequest, "batch dimension must be 1 to "+strconv.Itoa(s.opts.MaxImages)+", got "+strconv.FormatInt(shape[0], 10))
 	}
 	return int(shape[0]), nil

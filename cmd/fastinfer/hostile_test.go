@@ -229,7 +229,7 @@ func TestHostileInputs(t *testing.T) {
 		{name: "tensor: 27x28", req: inferReq(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,1,27,28],"data":[` + zerosJSON(756) + `]}]}`), status: 400, v2: true},
 		{name: "tensor: huge dimension", req: inferReq(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,1,28,4611686018427387904],"data":[0]}]}`), status: 400, v2: true},
 		{name: "tensor: batch 0", req: inferReq(`{"inputs":[{"name":"data","datatype":"FP32","shape":[0,1,28,28],"data":[]}]}`), status: 400, v2: true},
-		{name: "tensor: batch over --max-images", req: binaryInfer(tensorHeader("UINT8", "[65,1,28,28]", 65*784), make([]byte, 65*784), ""), status: 400, v2: true},
+		{name: "tensor: batch over --max-images", req: binaryInfer(tensorHeader("UINT8", "[65,1,28,28]", 65*784), make([]byte, 65*784), ""), status: 413, v2: true},
 		{name: "tensor: BYTES datatype", req: inferReq(`{"inputs":[{"name":"data","datatype":"BYTES","shape":[1,1,28,28],"data":["a"]}]}`), status: 400, v2: true},
 		{name: "tensor: unknown datatype", req: inferReq(`{"inputs":[{"name":"data","datatype":"FP8","shape":[1,1,28,28],"data":[` + zerosJSON(784) + `]}]}`), status: 400, v2: true},
 		{name: "tensor: 783 values for 784", req: inferReq(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,1,28,28],"data":[` + zerosJSON(783) + `]}]}`), status: 400, v2: true},
