@@ -27,6 +27,7 @@ type Config struct {
 	Provider       string // auto | cpu | cuda; "" = auto
 	IntraOpThreads int    // per-session compute threads; 0 = number of cores
 	OptLevel       string // disable | basic | extended | all; "" = all
+	CUDA           CUDAOptions
 	// GPUs reports the machine's GPUs; nil means cuda.Discover. Tests inject
 	// a fake to exercise the CUDA attempt on a machine without a GPU.
 	GPUs   func() cuda.Info
@@ -80,6 +81,9 @@ func Open(cfg Config) (*Env, error) {
 	}
 	opt, err := parseOptLevel(cfg.OptLevel)
 	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CUDA.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.IntraOpThreads <= 0 {

@@ -173,9 +173,12 @@ func (e *Env) open(path string, model []byte, s *Session, useCUDA bool, device i
 // when the library has it (ORT's own GPU builds), else as a plugin provider
 // (the npm-packaged build scripts/deps.sh installs).
 func (e *Env) appendCUDA(opts *ort.SessionOptions, device int) error {
-	// HEURISTIC: EXHAUSTIVE conv search makes the first run of every batch
-	// size take seconds (onnxruntime #21541).
-	tuning := map[string]string{"cudnn_conv_algo_search": "HEURISTIC"}
+	// HEURISTIC by default: EXHAUSTIVE conv search makes the first run of
+	// every batch size take seconds (onnxruntime #21541).
+	tuning, err := e.cfg.CUDA.providerOptions()
+	if err != nil {
+		return err
+	}
 	legacy := appendLegacyCUDA(opts, device, tuning)
 	if legacy == nil || !strings.Contains(legacy.Error(), "not enabled in this build") {
 		return legacy

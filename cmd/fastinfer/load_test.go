@@ -2,11 +2,13 @@ package main
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"fastinfer/batching"
 	"fastinfer/models"
+	"fastinfer/runtime"
 )
 
 func intp(v int) *int { return &v }
@@ -60,5 +62,23 @@ func TestBatchConfigOverridesFlags(t *testing.T) {
 		MaxQueueRows: 512, DefaultTimeout: 100 * time.Millisecond, PriorityLevels: 2}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("config.yaml: %+v, want %+v", got, want)
+	}
+}
+
+func TestWarmupSizes(t *testing.T) {
+	tests := []struct {
+		provider string
+		maxRows  int
+		want     []int
+	}{
+		{runtime.ProviderCPU, 1, []int{1}},
+		{runtime.ProviderCPU, 32, []int{1, 32}},
+		{runtime.ProviderCUDA, 1, []int{1}},
+		{runtime.ProviderCUDA, 4, []int{1, 2, 3, 4}},
+	}
+	for _, tt := range tests {
+		if got := warmupSizes(tt.provider, tt.maxRows); !slices.Equal(got, tt.want) {
+			t.Errorf("warmupSizes(%s, %d) = %v, want %v", tt.provider, tt.maxRows, got, tt.want)
+		}
 	}
 }

@@ -449,3 +449,30 @@ func cpuEnv(t testing.TB) *runtime.Env {
 	t.Cleanup(func() { env.Close() })
 	return env
 }
+
+// Settings that cannot work stop serve with an error naming them, before
+// anything is loaded.
+func TestServeRejectsBadSettings(t *testing.T) {
+	repo := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sched", "fifo"}, "--sched"},
+		{[]string{"--cuda-conv-search", "fastest"}, "conv algorithm search"},
+		{[]string{"--cuda-arena", "double"}, "arena extend"},
+		{[]string{"--gpu-mem-limit", "-5"}, "memory limit"},
+		{[]string{"--model-control", "auto"}, "--model-control"},
+		{[]string{"--models", filepath.Join(repo, "missing")}, "not a folder"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			args := append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--sched", "normal", "--data-dir", t.TempDir()}, tt.args...)
+			var stderr bytes.Buffer
+			err := serveCmd(args, &stderr, func(string) string { return "" })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("serve %v: err = %v, want one naming %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}

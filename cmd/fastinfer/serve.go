@@ -59,6 +59,7 @@ type serveConfig struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 	sched           string
+	cuda            runtime.CUDAOptions
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -93,6 +94,9 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.cuda.ConvAlgoSearch, "cuda-conv-search", runtime.ConvSearchHeuristic, "cuDNN convolution algorithm search: heuristic (fast start), exhaustive (benchmarks each shape once, during the load's warm-up over every batch size; often faster kernels) or default")
+	fs.Int64Var(&c.cuda.MemLimit, "gpu-mem-limit", 0, "bytes of GPU memory each session's arena may hold (0 = no cap)")
+	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
 	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
 	return c
 }
@@ -133,12 +137,16 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if st, err := os.Stat(cfg.models); err != nil || !st.IsDir() {
 		return fmt.Errorf("model repository %q is not a folder (set --models or FASTINFER_MODELS): %v", cfg.models, err)
 	}
+	if err := cfg.cuda.Validate(); err != nil {
+		return err
+	}
 	lib, err := runtime.ResolveLib(cfg.ortLib)
 	if err != nil {
 		return err
 	}
 	env, err := runtime.Open(runtime.Config{
 		Lib: lib, Provider: cfg.provider, IntraOpThreads: cfg.threads, OptLevel: cfg.optLevel, Logger: log,
+		CUDA: cfg.cuda,
 	})
 	if err != nil {
 		return err
