@@ -9,19 +9,20 @@ import (
 // Error codes of the {"error":{"code","message"}} body. Clients switch on
 // the code; the message is for people.
 const (
-	codeBadImage      = "bad_image"
-	codeBadRequest    = "bad_request"
-	codeModelNotFound = "model_not_found"
-	codeNotFound      = "not_found"
-	codeMethod        = "method_not_allowed"
-	codeTooLarge      = "too_large"
-	codeMediaType     = "unsupported_media_type"
-	codeQueueFull     = "queue_full"
-	codeQueueTimeout  = "queue_timeout"
-	codeUnmeetable    = "deadline_unmeetable"
-	codeClientGone    = "client_gone"
-	codeUnavailable   = "unavailable"
-	codeInternal      = "internal"
+	codeBadImage        = "bad_image"
+	codeBadRequest      = "bad_request"
+	codeModelNotFound   = "model_not_found"
+	codeNotFound        = "not_found"
+	codeMethod          = "method_not_allowed"
+	codeTooLarge        = "too_large"
+	codeHeadersTooLarge = "headers_too_large"
+	codeMediaType       = "unsupported_media_type"
+	codeQueueFull       = "queue_full"
+	codeQueueTimeout    = "queue_timeout"
+	codeUnmeetable      = "deadline_unmeetable"
+	codeClientGone      = "client_gone"
+	codeUnavailable     = "unavailable"
+	codeInternal        = "internal"
 )
 
 // apiError is an error with the HTTP status and code it is answered with.

@@ -105,7 +105,7 @@ func New(o Options) *Server {
 		IdleTimeout:        o.IdleTimeout,
 		MaxConnsPerIP:      o.MaxConnsPerIP,
 		// Large request headers are not needed by any endpoint.
-		ReadBufferSize:                16 << 10,
+		ReadBufferSize:                readBufferSize,
 		NoDefaultServerHeader:         false,
 		NoDefaultDate:                 false,
 		DisableHeaderNamesNormalizing: false,
@@ -301,10 +301,18 @@ func (s *Server) recoverer(next fasthttp.RequestHandler) fasthttp.RequestHandler
 
 // protocolError answers requests fasthttp could not parse, above all bodies
 // over the limit, with our JSON errors instead of fasthttp's plain text.
+// readBufferSize bounds the request line and each header (fasthttp reads
+// them into this buffer).
+const readBufferSize = 16 << 10
+
 func (s *Server) protocolError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeError(ctx, errorf(413, codeTooLarge, fmt.Sprintf("request body exceeds the %d-byte limit", s.opts.MaxBodyBytes)))
+	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
+		// RFC 6585: the request line or a header did not fit the read buffer.
+		writeError(ctx, errorf(431, codeHeadersTooLarge, fmt.Sprintf("request line or headers over the %d-byte limit", readBufferSize)))
 	default:
 		var to interface{ Timeout() bool }
 		if errors.As(err, &to) && to.Timeout() {

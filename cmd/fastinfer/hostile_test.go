@@ -44,8 +44,9 @@ import (
 //     %2f and collapses "..", "//" before routing, so such paths are
 //     404 not_found for the route they normalise to (or 200 when that
 //     route is the model's own).
-//   - A header over fasthttp's read buffer (16 KiB) and a bad HTTP
-//     version are protocol errors: 400 bad_request with our JSON.
+//   - A header over fasthttp's read buffer (16 KiB) is 431
+//     headers_too_large; a bad HTTP version is 400 bad_request; both
+//     with our JSON.
 //   - A gzip-encoded multipart body is inflated by fasthttp's multipart
 //     parser; it is held to --max-body (413), not inflated without
 //     bound.
@@ -282,7 +283,7 @@ func TestHostileInputs(t *testing.T) {
 		{name: "near-miss endpoint", req: request("GET", "/v1/modelsX", nil), status: 404, code: "not_found"},
 		{name: "v2 unknown action", req: request("POST", "/v2/models/"+hostModel+"/explain", []byte(`{}`)), status: 404, v2: true},
 		// HTTP itself.
-		{name: "header line over the 16 KiB read buffer", req: request("GET", "/v2/health/live", nil, "X-Big: "+strings.Repeat("a", 20<<10)), status: 400, code: "bad_request",
+		{name: "header line over the 16 KiB read buffer", req: request("GET", "/v2/health/live", nil, "X-Big: "+strings.Repeat("a", 20<<10)), status: 431, code: "headers_too_large",
 			note: "fasthttp cannot fit the headers in ReadBufferSize; answered by the server's protocol error handler"},
 		{name: "invalid HTTP version", req: []byte("GET /v2/health/live HTTP/9.9x\r\nHost: x\r\n\r\n"), status: 400, code: "bad_request"},
 		{name: "not HTTP at all", req: []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), status: 400, code: "bad_request",
