@@ -103,7 +103,6 @@ func New(o Options) *Server {
 		ReadTimeout:        o.ReadTimeout,
 		WriteTimeout:       o.WriteTimeout,
 		IdleTimeout:        o.IdleTimeout,
-		MaxConnsPerIP:      o.MaxConnsPerIP,
 		// Large request headers are not needed by any endpoint.
 		ReadBufferSize:                readBufferSize,
 		NoDefaultServerHeader:         false,
@@ -172,7 +171,12 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 
 // Serve answers requests on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.MaxConnsPerIP > 0 {
+		ln = newPerIPListener(ln, s.opts.MaxConnsPerIP)
+	}
+	return s.http.Serve(ln)
+}
 
 // Shutdown stops accepting connections and waits for in-flight requests to
 // finish, or for ctx to end.
