@@ -21,7 +21,7 @@ func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 	n := 0
 	for i := 0; i < len(dst); i += step {
 		c := min(i/plane, ch-1)
-		mean, std := pick(s.Mean, c, 0), pick(s.Std, c, 1)
+		mean, std := s.MeanStd(c)
 		// x = (p·scale − mean)/std with p in 0..255, so p/255 = (x·std+mean)/(scale·255).
 		v := (float64(dst[i])*std + mean) / (float64(s.Scale) * 255)
 		sum += v
@@ -30,6 +30,12 @@ func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 	}
 	brightness = sum / float64(n)
 	return brightness, math.Sqrt(max(0, sumSq/float64(n)-brightness*brightness))
+}
+
+// MeanStd is channel c's normalisation: x = (p·Scale − mean)/std. A single
+// value serves every channel; none means 0 and 1.
+func (s Spec) MeanStd(c int) (mean, std float64) {
+	return pick(s.Mean, c, 0), pick(s.Std, c, 1)
 }
 
 // pick is v[c], v[0] for a single value, def for none.

@@ -133,8 +133,8 @@ func (s setSource) Fill(i int, pre *vision.Preprocessor, dst []float32) (int, in
 	}
 	plane := s.set.H * s.set.W
 	for j, x := range s.set.X[i*n : (i+1)*n] {
-		c := j / plane
-		dst[j] = float32((float64(x)*255*float64(spec.Scale) - pickF(spec.Mean, c, 0)) / pickF(spec.Std, c, 1))
+		mean, std := spec.MeanStd(j / plane)
+		dst[j] = float32((float64(x)*255*float64(spec.Scale) - mean) / std)
 	}
 	return s.set.W, s.set.H, nil
 }
@@ -177,18 +177,6 @@ func writeReference(env *runtime.Env, repo, name string, number int, src sampleS
 		return path, p.WriteFile(path)
 	}
 	return "", fmt.Errorf("model %s has no version %d", name, number)
-}
-
-func pickF(v []float32, c int, def float64) float64 {
-	switch {
-	case len(v) == 0:
-		return def
-	case len(v) == 1:
-		return float64(v[0])
-	case c < len(v):
-		return float64(v[c])
-	}
-	return def
 }
 
 // buildReference runs the version over src and builds its drift profile.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -200,24 +201,11 @@ func writeReportFile(path string, r *report.Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
+	var buf bytes.Buffer
+	if err := report.WriteHTML(&buf, r); err != nil {
 		return err
 	}
-	err = report.WriteHTML(f, r)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return models.WriteFileAtomic(dir, filepath.Base(path), buf.Bytes())
 }
 
 // reportFileName is the name of the report of the period ending at until,

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"fastinfer/models"
 )
 
 // ReferenceFile is the conventional name of a model version's profile.
@@ -150,24 +152,7 @@ func (p *Profile) WriteFile(path string) error {
 	if err := p.Encode(&buf); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(buf.Bytes())
-	if err == nil {
-		err = f.Chmod(0o644) // CreateTemp makes it 0600; the file is for others to read
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return models.WriteFileAtomic(filepath.Dir(path), filepath.Base(path), buf.Bytes())
 }
 
 // ReadFile reads a profile written by WriteFile.

@@ -142,8 +142,8 @@ func WriteHTML(w io.Writer, r Report, p *Profile) error {
 	}
 	for _, t := range r.Tests {
 		page.Tests = append(page.Tests, htmlTest{
-			Name: t.Name, Statistic: fmtNum(t.Statistic), PValue: fmtP(t.PValue),
-			Threshold: fmtNum(t.Threshold), Drift: t.Drift,
+			Name: t.Name, Statistic: FormatNumber(t.Statistic), PValue: FormatP(t.PValue),
+			Threshold: FormatNumber(t.Threshold), Drift: t.Drift,
 		})
 	}
 	if c, ok := classChart(r.Reference.ClassFreq, r.Live.ClassFreq, classes); ok {
@@ -157,14 +157,16 @@ func WriteHTML(w io.Writer, r Report, p *Profile) error {
 	return pageTmpl.Execute(w, page)
 }
 
-func fmtNum(v float64) string {
+// FormatNumber shows a test statistic: 4 significant digits, "—" for NaN.
+func FormatNumber(v float64) string {
 	if math.IsNaN(v) {
 		return "—"
 	}
 	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
-func fmtP(p float64) string {
+// FormatP shows a p-value: fixed down to 1e-3, then exponent form.
+func FormatP(p float64) string {
 	switch {
 	case math.IsNaN(p):
 		return "—"
@@ -191,8 +193,8 @@ func yAxis(c *chart, top, plotW float64) func(float64) float64 {
 	return func(v float64) float64 { return plotH * v / top }
 }
 
-// niceCeil rounds v up to 1, 2, 2.5 or 5 times a power of ten.
-func niceCeil(v float64) float64 {
+// NiceCeil rounds v up to 1, 2, 2.5 or 5 times a power of ten.
+func NiceCeil(v float64) float64 {
 	if !(v > 0) || math.IsInf(v, 0) {
 		return 1
 	}
@@ -235,7 +237,7 @@ func classChart(ref, live []float64, labels []string) (chart, bool) {
 	for _, i := range idx {
 		top = max(top, at(ref, i), at(live, i))
 	}
-	top = niceCeil(top)
+	top = NiceCeil(top)
 
 	const groupW, barW, labelH = 28.0, 11.0, 110.0
 	plotW := groupW * float64(len(idx))
@@ -285,7 +287,7 @@ func histChart(name string, ref, live []float64) (chart, bool) {
 		edges[i] = lo + (hi-lo)*float64(i+1)/histBins
 	}
 	hr, hl := Histogram(ref, edges), Histogram(live, edges)
-	top := niceCeil(max(slices.Max(hr), slices.Max(hl)))
+	top := NiceCeil(max(slices.Max(hr), slices.Max(hl)))
 
 	const plotW, axisH = 480.0, 24.0
 	c := chart{

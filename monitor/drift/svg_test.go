@@ -110,8 +110,8 @@ func TestNiceCeil(t *testing.T) {
 		{0.19, 0.2}, {0.2, 0.2}, {0.21, 0.25}, {0.3, 0.5}, {0.07, 0.1}, {1, 1}, {0, 1}, {1200, 2000},
 	}
 	for _, tt := range tests {
-		if got := niceCeil(tt.in); !near(got, tt.want, 1e-12) {
-			t.Errorf("niceCeil(%v) = %v, want %v", tt.in, got, tt.want)
+		if got := NiceCeil(tt.in); !near(got, tt.want, 1e-12) {
+			t.Errorf("NiceCeil(%v) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"fastinfer/monitor/drift"
 )
 
 type page struct {
@@ -276,8 +278,8 @@ func WriteHTML(w io.Writer, r *Report) error {
 			}
 			for _, t := range d.Tests {
 				dv.Tests = append(dv.Tests, testRow{
-					Name: t.Name, Statistic: fmtNum(t.Statistic), PValue: fmtP(t.PValue),
-					Threshold: fmtNum(t.Threshold), Drift: t.Drift,
+					Name: t.Name, Statistic: drift.FormatNumber(t.Statistic), PValue: drift.FormatP(t.PValue),
+					Threshold: drift.FormatNumber(t.Threshold), Drift: t.Drift,
 				})
 			}
 			vv.Drift = dv
@@ -364,23 +366,3 @@ func fmtMs(v float64) string {
 }
 
 func fmtPct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
-
-func fmtNum(v float64) string {
-	if math.IsNaN(v) {
-		return "—"
-	}
-	return strconv.FormatFloat(v, 'g', 4, 64)
-}
-
-func fmtP(p float64) string {
-	switch {
-	case math.IsNaN(p):
-		return "—"
-	case p == 0:
-		return "< 1e-300"
-	case p < 1e-3:
-		return strconv.FormatFloat(p, 'e', 2, 64)
-	default:
-		return strconv.FormatFloat(p, 'f', 4, 64)
-	}
-}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"fastinfer/monitor/drift"
 )
 
 // Chart geometry, in SVG user units. Charts scale down to the page width
@@ -58,21 +60,6 @@ type svgDot struct {
 type svgText struct {
 	X, Y         float64
 	Text, Anchor string // Anchor: start | middle | end
-}
-
-// niceCeil rounds v up to 1, 2, 2.5 or 5 times a power of ten (1 for
-// anything not positive and finite).
-func niceCeil(v float64) float64 {
-	if !(v > 0) || math.IsInf(v, 0) {
-		return 1
-	}
-	e := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 2.5, 5} {
-		if m*e >= v*(1-1e-12) {
-			return m * e
-		}
-	}
-	return 10 * e
 }
 
 // yAxis draws five horizontal grid lines with their labels up to top and
@@ -134,7 +121,7 @@ func volumeChart(v *Version, r *Report) svgChart {
 	for _, b := range v.Buckets {
 		top = max(top, b.Predictions)
 	}
-	scale := yAxis(&c, niceCeil(float64(top)), "")
+	scale := yAxis(&c, drift.NiceCeil(float64(top)), "")
 	layout := timeLayout(r.Bucket, r.Since, r.Until)
 	bw := plotW / float64(len(v.Buckets))
 	for i, b := range v.Buckets {
@@ -168,7 +155,7 @@ func latencyChart(v *Version, r *Report) (svgChart, bool) {
 		return svgChart{}, false
 	}
 	c := newTimeChart("Latency percentiles per " + fmtDuration(r.Bucket) + " (ms)")
-	scale := yAxis(&c, niceCeil(top), "")
+	scale := yAxis(&c, drift.NiceCeil(top), "")
 	layout := timeLayout(r.Bucket, r.Since, r.Until)
 	bw := plotW / float64(len(v.Buckets))
 	series := []struct {
@@ -262,7 +249,7 @@ func confidenceChart(v *Version) (svgChart, bool) {
 		return svgChart{}, false
 	}
 	c := svgChart{Title: "Top-1 confidence", W: chartW, H: padTop + plotH + axisH}
-	scale := yAxis(&c, niceCeil(float64(top)), "")
+	scale := yAxis(&c, drift.NiceCeil(float64(top)), "")
 	bw := plotW / ConfidenceBins
 	for i, n := range v.Confidence {
 		x := padLeft + bw*float64(i)
