@@ -1,0 +1,28 @@
+//go:build nogocv
+
+package vision
+
+import (
+	"fmt"
+
+	"fastinfer/vision/guard"
+	"fastinfer/vision/reference"
+)
+
+// Decoder names the image decoder this binary was built with. A nogocv
+// build has no OpenCV: it decodes with Go's image packages (vision/
+// reference), several times slower and without reduced-size JPEG decode.
+// It exists for machines without OpenCV's shared libraries that serve
+// tensors, and for carrying a small binary to a GPU box to measure there.
+const Decoder = "go (nogocv build)"
+
+func (p *Preprocessor) decodeInto(data []byte, _ guard.Info, dst []float32) error {
+	p.decodes.Add(1)
+	s := p.spec
+	out, err := reference.Preprocess(data, s.Resize, s.Crop, s.Color, s.Scale, s.Mean, s.Std)
+	if err != nil {
+		return fmt.Errorf("vision: %w: %w", guard.ErrBadImage, err)
+	}
+	copy(dst, out)
+	return nil
+}
