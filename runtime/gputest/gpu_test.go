@@ -1,0 +1,177 @@
+package gputest
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"fastinfer/cuda"
+	"fastinfer/internal/testutil"
+	"fastinfer/models/fp16"
+	"fastinfer/models/onnxpb"
+	"fastinfer/models/resnet"
+	"fastinfer/runtime"
+)
+
+var (
+	env     *runtime.Env
+	skipWhy string
+	envErr  error
+)
+
+func TestMain(m *testing.M) {
+	skipWhy, envErr = open()
+	code := m.Run()
+	if env != nil {
+		env.Close()
+	}
+	testutil.RemoveModels()
+	os.Exit(code)
+}
+
+// open opens ONNX Runtime for CUDA, or says why the tests must skip. No
+// GPU is a normal state (skip); a GPU whose provider will not load is not
+// (the tests fail on it).
+func open() (string, error) {
+	lib := os.Getenv(runtime.LibEnv)
+	if lib == "" {
+		return runtime.LibEnv + " is not set", nil
+	}
+	gpus := cuda.Discover()
+	if !gpus.Available() {
+		return "no GPU: " + gpus.Reason, nil
+	}
+	prov := filepath.Join(filepath.Dir(lib), "libonnxruntime_providers_cuda.so")
+	if _, err := os.Stat(prov); err != nil {
+		return "no CUDA provider library (make gpu-deps): " + err.Error(), nil
+	}
+	e, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCUDA, IntraOpThreads: 2})
+	env = e
+	return "", err
+}
+
+func gpuEnv(t *testing.T) *runtime.Env {
+	t.Helper()
+	if skipWhy != "" {
+		t.Skip(skipWhy)
+	}
+	if envErr != nil {
+		t.Fatal(envErr)
+	}
+	return env
+}
+
+func resnet18(t *testing.T) string {
+	return testutil.ModelFile(t, "resnet18", func() (*onnxpb.ModelProto, error) { return resnet.Build("resnet18", 1000, 1) })
+}
+
+// session opens path on the given kind and insists it landed there.
+func session(t *testing.T, e *runtime.Env, path string, o runtime.SessionOptions, want string) *runtime.Session {
+	t.Helper()
+	s, err := e.NewSession(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.Provider() != want {
+		t.Fatalf("session on %s, want %s (fallback reason: %s)", s.Provider(), want, s.FallbackReason())
+	}
+	return s
+}
+
+// relErr is ‖got − want‖ / ‖want‖.
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		d := float64(got[i] - want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+	}
+	return math.Sqrt(num / den)
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// compare runs the same random rows through both sessions at each batch
+// size and checks the CUDA logits against the CPU's.
+func compare(t *testing.T, gpu, cpu *runtime.Session, batches []int, tol float64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, b := range batches {
+		t.Run(fmt.Sprintf("batch%d", b), func(t *testing.T) {
+			in := make([]float32, b*cpu.InputLen())
+			for i := range in {
+				in[i] = float32(rng.NormFloat64())
+			}
+			want := make([]float32, b*cpu.OutputLen())
+			got := make([]float32, b*gpu.OutputLen())
+			for i := range got {
+				got[i] = float32(math.NaN()) // every element must be written
+			}
+			if err := cpu.Run(in, b, want); err != nil {
+				t.Fatal(err)
+			}
+			if err := gpu.Run(in, b, got); err != nil {
+				t.Fatal(err)
+			}
+			n := cpu.OutputLen()
+			for r := range b {
+				g, w := got[r*n:(r+1)*n], want[r*n:(r+1)*n]
+				if e := relErr(g, w); !(e <= tol) { // NaN fails too
+					t.Errorf("row %d: relative error %.2g over %.0g", r, e, tol)
+				}
+				if argmax(g) != argmax(w) {
+					t.Errorf("row %d: top-1 %d on CUDA, %d on the CPU", r, argmax(g), argmax(w))
+				}
+			}
+		})
+	}
+}
+
+// The CUDA session computes what the CPU computes. cuDNN may use TF32
+// for float32 convolutions (about 1e-3 relative), so the bound is 1e-2.
+func TestCUDAMatchesCPU(t *testing.T) {
+	e := gpuEnv(t)
+	path := resnet18(t)
+	gpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindGPU}, runtime.ProviderCUDA)
+	cpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindCPU}, runtime.ProviderCPU)
+	compare(t, gpu, cpu, []int{1, 3, 8, 32}, 1e-2)
+}
+
+// A float16 copy on CUDA stays close to float32 on the CPU.
+func TestCUDAFloat16(t *testing.T) {
+	e := gpuEnv(t)
+	path := resnet18(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := fp16.Convert(&m, fp16.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half, err := proto.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindGPU, Model: half}, runtime.ProviderCUDA)
+	cpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindCPU}, runtime.ProviderCPU)
+	compare(t, gpu, cpu, []int{1, 8}, 3e-2)
+}

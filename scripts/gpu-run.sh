@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, in a copy of the repository with .gpu/ from
+# scripts/gpu-bundle.sh beside it: unpacks the bundle, points ONNX Runtime's
+# CUDA provider at the machine's CUDA 13 and cuDNN 9 libraries (there from
+# its Python wheels), runs the GPU tests and the benchmarks, and writes
+# every result under $OUT.
+#   scripts/gpu-run.sh tensor     the GPU tests; raw fp32/fp16 at batch
+#                                 1..128; the HTTP tensor path; p50/p99 at
+#                                 c=1 and at 80 % of the peak; the same
+#                                 server without batch-size buckets
+#   scripts/gpu-run.sh tune       the saturation ratio with 2 and 3 instances
+#   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
+#                                 call carried; with LAST=1 it then unpacks
+#                                 them and measures the JPEG path (OpenCV)
+#   scripts/gpu-run.sh cv         the JPEG path again, once unpacked
+# Each call of the device tool carries at most 64 MiB, so the OpenCV build
+# (105 MB compressed) travels in parts over consecutive calls on the same
+# machine. The results behind bench/results/2026-11-22-h100-*.json were
+# taken this way (see the README's GPU section).
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+B=${GPU_BUNDLE_DIR:-/var/tmp/fastinfer-gpu}
+OUT=${OUT:-$B/out}
+mkdir -p "$B" "$OUT"
+log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
+
+extract() { python3 -c 'import sys,tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall(sys.argv[1])' "$1"; }
+
+setup() {
+	if [ ! -x "$B/fastinfer" ]; then
+		log "unpacking the bundle"
+		extract "$B" < "$ROOT/.gpu/a.tar.xz" || return 1
+	fi
+	# ORT's CUDA provider needs libcudart/cublas/cublasLt/curand (.so.13) and
+	# dlopens libcudnn.so and libnvrtc.so by their unversioned names.
+	local cl="$B/cudalib"
+	if [ ! -d "$cl" ]; then
+		mkdir -p "$cl"
+		python3 -c 'import site; print("\n".join(site.getsitepackages()))' | while read -r d; do
+			[ -d "$d/nvidia" ] && find "$d/nvidia" -name 'lib*.so*' -type f
+		done | while read -r f; do ln -sf "$f" "$cl/$(basename "$f")"; done
+		(cd "$cl" && for f in lib*.so.[0-9]*; do base=${f%%.so.*}.so; [ -e "$base" ] || ln -s "$f" "$base"; done)
+	fi
+	export LD_LIBRARY_PATH="$cl:${LD_LIBRARY_PATH:-}"
+	export ONNXRUNTIME_LIB="$B/ort/libonnxruntime.so"
+	FI="$B/fastinfer"
+	M="$B/models"
+	if [ ! -f "$M/resnet50/1/model.onnx" ]; then
+		log "building ResNet-50 (seeded weights)"
+		"$FI" models build resnet50 --out "$M/resnet50" >/dev/null || return 1
+		cat >> "$M/resnet50/config.yaml" <<'YAML'
+batching:
+  max_batch_size: 64
+  max_queue_delay_us: 2000
+  max_queue_size: 2048
+YAML
+		mkdir -p "$M/resnet50-fp16"
+		sed 's/^# .*//' "$M/resnet50/config.yaml" > "$M/resnet50-fp16/config.yaml"
+		echo 'precision: fp16' >> "$M/resnet50-fp16/config.yaml"
+		ln -s ../resnet50/1 "$M/resnet50-fp16/1"
+	fi
+}
+
+facts() {
+	log "machine"
+	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
+	nproc; grep -m1 'model name' /proc/cpuinfo
+	ls "$B/cudalib" | tr '\n' ' '; echo
+	LD_LIBRARY_PATH="$B/ort:$LD_LIBRARY_PATH" ldd "$B/ort/libonnxruntime_providers_cuda.so" | grep -E 'not found|cudnn|cublas|cudart'
+}
+
+# bench NAME ARGS...: one fastinfer bench run, its JSON in $OUT/NAME.json.
+bench() {
+	local name=$1; shift
+	log "bench $name"
+	timeout 240 "$FI" bench --models "$M" --ort-lib "$ONNXRUNTIME_LIB" --warmup "${WARMUP:-2s}" --duration "${DUR:-3s}" \
+		--out "$OUT/$name.json" "$@" 2>&1 | grep -vE '^time=.* level=(DEBUG|INFO) msg="(request|step)' | tail -25
+}
+
+# peak FILE TARGET: the best images/s of TARGET in a results file.
+peak() {
+	python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(max(s["images_per_sec"] for s in r["steps"] if s["target"]==sys.argv[2]))' "$@"
+}
+
+SERVE="--prediction-log off --provider cuda --max-queue-size 2048"
+
+tensor_stage() {
+	log "GPU tests"
+	(cd "$ROOT/runtime/gputest" && timeout 180 "$B/gputest.test" -test.v -test.count=1 2>&1 | grep -E '^(---|PASS|FAIL|ok)|gpu_test' | tail -30)
+	for p in fp32 fp16; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		bench raw-$p --model $m --targets raw --provider cuda --raw-batches "${RAW_BATCHES:-1,8,32,64,128}"
+		bench tensor-$p --model $m --targets tensor --concurrency "${CONC:-1,16,64,256}" --serve-flags "$SERVE"
+		local pk; pk=$(peak "$OUT/tensor-$p.json" http-tensor) || continue
+		local rate; rate=$(python3 -c "print(int(0.8*$pk))")
+		bench rate80-$p --model $m --targets tensor --rate "$rate" --arrivals poisson --serve-flags "$SERVE"
+	done
+	bench tensor8-fp16 --model resnet50-fp16 --targets tensor --batch 8 --concurrency "${CONC8:-64}" --serve-flags "$SERVE"
+	# The same server with one session per instance, for the comparison.
+	bench nobuckets-fp16 --model resnet50-fp16 --targets tensor --concurrency "${CONCNB:-16,64}" --serve-flags "$SERVE --gpu-buckets=false"
+}
+
+# tune: the saturation ratio again, with 2 and 3 instances per GPU.
+tune_stage() {
+	bench tune-raw-fp16 --model resnet50-fp16 --targets raw --provider cuda --raw-batches 64,128
+	for i in 2 3; do
+		bench tune-i$i-fp16 --model resnet50-fp16 --targets tensor --concurrency 1,64,256 --serve-flags "$SERVE --instances $i"
+	done
+	bench tune-i2-fp32 --model resnet50 --targets tensor --concurrency 256 --serve-flags "$SERVE"
+	local pk; pk=$(peak "$OUT/tune-i2-fp16.json" http-tensor) || return
+	bench tune-rate80-fp16 --model resnet50-fp16 --targets tensor --rate "$(python3 -c "print(int(0.8*$pk))")" --arrivals poisson --serve-flags "$SERVE"
+}
+
+cv_stage() {
+	local cv="$B/cv"
+	[ -x "$cv/fastinfer-cv" ] || { echo "OpenCV bundle not unpacked" >&2; return 1; }
+	export LD_LIBRARY_PATH="$cv/lib:$LD_LIBRARY_PATH"
+	FI="$cv/fastinfer-cv"
+	local photos="$ROOT/vision/testdata/baboon.jpg,$ROOT/vision/testdata/butterfly.jpg,$ROOT/vision/testdata/fruits.jpg,$ROOT/vision/testdata/starry_night.jpg,$ROOT/vision/testdata/Blender_Suzanne1.jpg"
+	for p in fp16 fp32; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		bench image-$p --model $m --targets image --images "$photos" --concurrency 16,64,256 --serve-flags "$SERVE"
+	done
+}
+
+case "${1:-tensor}" in
+tensor) setup && facts && tensor_stage ;;
+tune) setup && facts && tune_stage ;;
+unpack-cv)
+	mkdir -p "$B/cv"
+	# Each call carries one part; parts left from an earlier call are skipped.
+	for part in "$ROOT"/.gpu/cv.tar.xz.*; do
+		grep -qx "$(basename "$part")" "$B/cv.parts.done" 2>/dev/null && continue
+		cat "$part" >> "$B/cv.tar.xz.parts" && basename "$part" >> "$B/cv.parts.done"
+	done
+	ls -la "$B/cv.tar.xz.parts"; cat "$B/cv.parts.done"
+	if [ -n "${LAST:-}" ]; then extract "$B/cv" < "$B/cv.tar.xz.parts" && setup && facts && cv_stage; fi
+	;;
+cv) setup && cv_stage ;;
+*) echo "unknown stage $1" >&2; exit 2 ;;
+esac
+log done
