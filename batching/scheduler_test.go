@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -147,6 +150,20 @@ func blockInstance(t *testing.T, s *Scheduler, f *fakeInstance) (release func(),
 }
 
 func TestEveryRequestGetsItsOwnRows(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int // parallelGatherBytes
+	}{{"serial gather", 1 << 30}, {"parallel gather", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := parallelGatherBytes
+			parallelGatherBytes = tc.threshold
+			defer func() { parallelGatherBytes = old }()
+			everyRequestGetsItsOwnRows(t)
+		})
+	}
+}
+
+func everyRequestGetsItsOwnRows(t *testing.T) {
 	rec := &recorder{}
 	const maxBatch = 8
 	s := newScheduler(t, Config{MaxBatchSize: maxBatch, MaxQueueDelay: time.Millisecond, PreferredBatchSizes: []int{4}, PriorityLevels: 2},
@@ -667,5 +684,91 @@ func BenchmarkDoNoop(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// Copying a batch in pieces of rows puts every row where one copy would.
+func TestCopyRowsInPieces(t *testing.T) {
+	sizes := []int{3, 1, 5, 2} // rows of four parts, the third starting mid-request
+	var parts []part
+	for i, n := range sizes {
+		from := 0
+		if i == 2 {
+			from = 4
+		}
+		parts = append(parts, part{r: &request{in: rowsFor(i, from+n)}, from: from, rows: n})
+	}
+	const total = 11
+	want := make([]float32, total*inLen)
+	copyRows(want, parts, inLen, 0, total)
+	for _, cuts := range [][]int{{0, 11}, {0, 5, 11}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {0, 3, 4, 9, 11}} {
+		got := make([]float32, total*inLen)
+		for i := range len(cuts) - 1 {
+			copyRows(got, parts, inLen, cuts[i], cuts[i+1])
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("cuts %v: %v, want %v", cuts, got, want)
+		}
+	}
+	// The one-copy answer itself: part 2 starts at its request's row 4.
+	if got, w := want[4*inLen], rowsFor(2, 9)[4*inLen]; got != w {
+		t.Errorf("row 4 = %v, want the third request's row 4 (%v)", got, w)
+	}
+}
+
+// pinnedFake records the OS thread of its warm-up and of every run.
+type pinnedFake struct {
+	*fakeInstance
+	warmErr error
+	mu      sync.Mutex
+	threads map[int]bool
+}
+
+func (p *pinnedFake) note() {
+	p.mu.Lock()
+	p.threads[syscall.Gettid()] = true
+	p.mu.Unlock()
+}
+
+func (p *pinnedFake) Warmup() error { p.note(); return p.warmErr }
+
+func (p *pinnedFake) Run(rows int) error { p.note(); return p.fakeInstance.Run(rows) }
+
+// A Pinned instance is warmed up and runs on one OS thread only, however
+// the Go scheduler moves goroutines; a failed warm-up fails New.
+func TestPinnedInstancesStayOnOneThread(t *testing.T) {
+	rec := &recorder{}
+	pins := []*pinnedFake{
+		{fakeInstance: newFake(rec, 4), threads: map[int]bool{}},
+		{fakeInstance: newFake(rec, 4), threads: map[int]bool{}},
+	}
+	s, err := New(Config{MaxBatchSize: 4, MaxQueueDelay: 100 * time.Microsecond}, inLen, outLen, []Instance{pins[0], pins[1]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	for id := range 200 {
+		wg.Go(func() {
+			in := rowsFor(id, 1)
+			out := make([]float32, outLen)
+			if _, err := s.Do(context.Background(), in, 1, out, RequestOptions{}); err != nil {
+				t.Error(err)
+				return
+			}
+			checkRows(t, id, in, out, 1)
+			runtime.Gosched()
+		})
+	}
+	wg.Wait()
+	for i, p := range pins {
+		if len(p.threads) != 1 {
+			t.Errorf("instance %d ran on %d OS threads, want 1", i, len(p.threads))
+		}
+	}
+
+	bad := &pinnedFake{fakeInstance: newFake(rec, 4), threads: map[int]bool{}, warmErr: errors.New("out of GPU memory")}
+	if _, err := New(Config{MaxBatchSize: 4}, inLen, outLen, []Instance{newFake(rec, 4), bad}, nil); err == nil || !strings.Contains(err.Error(), "out of GPU memory") {
+		t.Errorf("New with a failing warm-up: %v", err)
 	}
 }
