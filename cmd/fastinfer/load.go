@@ -159,31 +159,48 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	var first *runtime.Session
 	var instances []batching.Instance
 	for _, dev := range plan.devices {
-		sess, err := env.NewSession(v.Path, runtime.SessionOptions{
-			Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape,
-			Kind: plan.kind, Device: dev, Threads: plan.threads, Model: model,
-		})
-		if err != nil {
-			return fail(v.Path, err)
-		}
-		cleanup = append(cleanup, sess.Close)
-		b, err := sess.NewBinding(maxRows)
-		if err != nil {
-			return fail(v.Path, err)
-		}
-		cleanup = append(cleanup, b.Close)
-		// Warm-up: the first run of a batch size allocates arenas and, on
-		// CUDA, picks kernels; no request should pay for that.
-		for _, rows := range warmupSizes(sess.Provider(), maxRows) {
-			clear(b.Input(rows))
-			if err := b.Run(rows); err != nil {
-				return fail(v.Path, fmt.Errorf("warm-up at batch %d: %w", rows, err))
+		open := func() (*runtime.Session, error) {
+			sess, err := env.NewSession(v.Path, runtime.SessionOptions{
+				Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape,
+				Kind: plan.kind, Device: dev, Threads: plan.threads, Model: model,
+			})
+			if err == nil {
+				cleanup = append(cleanup, sess.Close)
 			}
+			return sess, err
+		}
+		sess, err := open()
+		if err != nil {
+			return fail(v.Path, err)
 		}
 		if first == nil {
 			first = sess
 		}
-		instances = append(instances, b)
+		inst, err := newInstance(sess, open, maxRows, cfg.gpuBuckets && sess.Provider() == runtime.ProviderCUDA)
+		if err != nil {
+			return fail(v.Path, err)
+		}
+		cleanup = append(cleanup, inst.Close)
+		// Warm-up: the first run of a batch size allocates arenas and, on
+		// CUDA, picks kernels; no request should pay for that.
+		warm := func() error {
+			for _, rows := range warmupSizes(sess.Provider(), inst.sizes) {
+				clear(inst.Input(rows))
+				if err := inst.Run(rows); err != nil {
+					return fmt.Errorf("warm-up at batch %d: %w", rows, err)
+				}
+			}
+			return nil
+		}
+		if sess.Provider() == runtime.ProviderCUDA {
+			// Warmed by its worker, on the one thread it will run on.
+			instances = append(instances, pinnedInstance{inst, warm})
+			continue
+		}
+		if err := warm(); err != nil {
+			return fail(v.Path, err)
+		}
+		instances = append(instances, inst)
 	}
 	if first.InputLen() != spec.Len() {
 		return fail(cfgPath, fmt.Errorf("preprocessing makes %d floats per image, the model takes %d", spec.Len(), first.InputLen()))
@@ -329,23 +346,67 @@ func float16Model(data []byte, o fp16.Options) ([]byte, fp16.Report, error) {
 	return b, r, err
 }
 
-// warmupSizes are the batch sizes an instance runs before it takes
-// traffic. On CUDA every size the batcher can form: cuDNN picks its
-// algorithms per input shape (seconds each with --cuda-conv-search
-// exhaustive), so an unwarmed size would stall its first request. On the
-// CPU, where a size costs no set-up beyond the arena, 1 and the largest,
-// which sizes the arena (warming every size of ResNet-50 up to 32 rows
-// would take 15 s here).
-func warmupSizes(provider string, maxRows int) []int {
-	if provider == runtime.ProviderCUDA {
+// instance is one worker's executor: a Binding over one session, or on
+// CUDA (unless --gpu-buckets=false) Buckets over one session per batch
+// size bucket (see runtime.Buckets for why).
+type instance struct {
+	batching.Instance
+	Close func() error
+	sizes []int // the batch sizes it runs: every size up to the largest, or the buckets
+}
+
+// pinnedInstance is a CUDA instance: its scheduler worker locks an OS
+// thread, runs warm there and then every batch (see batching.Pinned).
+type pinnedInstance struct {
+	instance
+	warm func() error
+}
+
+func (p pinnedInstance) Warmup() error { return p.warm() }
+
+// newInstance builds the executor over sess; open makes the further
+// sessions buckets need.
+func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), maxRows int, buckets bool) (instance, error) {
+	if !buckets || maxRows == 1 {
+		b, err := sess.NewBinding(maxRows)
+		if err != nil {
+			return instance{}, err
+		}
 		sizes := make([]int, maxRows)
 		for i := range sizes {
 			sizes[i] = i + 1
 		}
+		return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
+	}
+	sizes := runtime.BucketSizes(maxRows)
+	sessions := []*runtime.Session{sess}
+	for len(sessions) < len(sizes) {
+		s, err := open()
+		if err != nil {
+			return instance{}, err
+		}
+		if s.Provider() != sess.Provider() { // the GPU ran out of memory, say
+			return instance{}, fmt.Errorf("the session for batch-size bucket %d landed on %s (%s); serve with --gpu-buckets=false to use one session", sizes[len(sessions)], s.Provider(), s.FallbackReason())
+		}
+		sessions = append(sessions, s)
+	}
+	b, err := runtime.NewBuckets(sessions, sizes)
+	if err != nil {
+		return instance{}, err
+	}
+	return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
+}
+
+// warmupSizes are the batch sizes an instance runs before it takes
+// traffic. On CUDA every size it runs: cuDNN picks its algorithms per
+// input shape (seconds each with --cuda-conv-search exhaustive), so an
+// unwarmed size would stall its first request. On the CPU, where a size
+// costs no set-up beyond the arena, 1 and the largest, which sizes the
+// arena (warming every size of ResNet-50 up to 32 rows would take 15 s
+// here).
+func warmupSizes(provider string, sizes []int) []int {
+	if provider == runtime.ProviderCUDA || len(sizes) <= 2 {
 		return sizes
 	}
-	if maxRows == 1 {
-		return []int{1}
-	}
-	return []int{1, maxRows}
+	return []int{sizes[0], sizes[len(sizes)-1]}
 }

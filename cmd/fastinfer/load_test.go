@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -68,17 +69,81 @@ func TestBatchConfigOverridesFlags(t *testing.T) {
 func TestWarmupSizes(t *testing.T) {
 	tests := []struct {
 		provider string
-		maxRows  int
+		sizes    []int
 		want     []int
 	}{
-		{runtime.ProviderCPU, 1, []int{1}},
-		{runtime.ProviderCPU, 32, []int{1, 32}},
-		{runtime.ProviderCUDA, 1, []int{1}},
-		{runtime.ProviderCUDA, 4, []int{1, 2, 3, 4}},
+		{runtime.ProviderCPU, []int{1}, []int{1}},
+		{runtime.ProviderCPU, []int{1, 2}, []int{1, 2}},
+		{runtime.ProviderCPU, []int{1, 2, 3, 4}, []int{1, 4}},
+		{runtime.ProviderCUDA, []int{1}, []int{1}},
+		{runtime.ProviderCUDA, []int{1, 2, 3, 4}, []int{1, 2, 3, 4}},
+		{runtime.ProviderCUDA, runtime.BucketSizes(64), runtime.BucketSizes(64)},
 	}
 	for _, tt := range tests {
-		if got := warmupSizes(tt.provider, tt.maxRows); !slices.Equal(got, tt.want) {
-			t.Errorf("warmupSizes(%s, %d) = %v, want %v", tt.provider, tt.maxRows, got, tt.want)
+		if got := warmupSizes(tt.provider, tt.sizes); !slices.Equal(got, tt.want) {
+			t.Errorf("warmupSizes(%s, %v) = %v, want %v", tt.provider, tt.sizes, got, tt.want)
+		}
+	}
+}
+
+// With buckets, an instance opens one session per bucket size and a
+// batch of any size up to the largest gives the rows its sizes' plain
+// sessions give. (The CPU stands in for CUDA here: newInstance's caller
+// decides when buckets are used.)
+func TestNewInstanceBuckets(t *testing.T) {
+	env := cpuEnv(t)
+	path := filepath.Join("..", "..", "models", "fashion-resnet", "3", "model.onnx")
+	var opened []*runtime.Session
+	open := func() (*runtime.Session, error) {
+		s, err := env.NewSession(path, runtime.SessionOptions{Threads: 1})
+		if err == nil {
+			opened = append(opened, s)
+		}
+		return s, err
+	}
+	t.Cleanup(func() {
+		for _, s := range opened {
+			s.Close()
+		}
+	})
+	first, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := newInstance(first, open, 12, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if len(opened) != 1 || len(plain.sizes) != 12 {
+		t.Fatalf("without buckets: %d sessions, sizes %v", len(opened), plain.sizes)
+	}
+	inst, err := newInstance(first, open, 12, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	if want := []int{1, 2, 4, 8, 12}; !slices.Equal(inst.sizes, want) || len(opened) != 1+len(want)-1 {
+		t.Fatalf("with buckets: sizes %v (want %v), %d sessions opened", inst.sizes, want, len(opened))
+	}
+	n := first.InputLen()
+	for _, rows := range []int{1, 3, 5, 12, 2} {
+		for i := range rows * n {
+			v := float32((i*7+rows)%255) / 255
+			inst.Input(rows)[i] = v
+			plain.Input(rows)[i] = v
+		}
+		if err := inst.Run(rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := plain.Run(rows); err != nil {
+			t.Fatal(err)
+		}
+		got, want := inst.Output(rows), plain.Output(rows)
+		for i := range want {
+			if d := got[i] - want[i]; d > 1e-4 || d < -1e-4 || got[i] != got[i] {
+				t.Fatalf("rows %d, output %d: bucketed %v, plain %v", rows, i, got[i], want[i])
+			}
 		}
 	}
 }

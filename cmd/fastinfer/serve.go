@@ -60,6 +60,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	sched           string
 	cuda            runtime.CUDAOptions
+	gpuBuckets      bool
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -96,6 +97,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.StringVar(&c.cuda.ConvAlgoSearch, "cuda-conv-search", runtime.ConvSearchHeuristic, "cuDNN convolution algorithm search: heuristic (fast start), exhaustive (benchmarks each shape once, during the load's warm-up over every batch size; often faster kernels) or default")
 	fs.Int64Var(&c.cuda.MemLimit, "gpu-mem-limit", 0, "bytes of GPU memory each session's arena may hold (0 = no cap)")
+	fs.BoolVar(&c.gpuBuckets, "gpu-buckets", true, "on CUDA, run each batch-size bucket (1, 2, 4, 8, 12, 16, 24, …, max) on its own session and pad batches up to one: ONNX Runtime's CUDA convolutions set themselves up again whenever the batch size changes (100 ms for ResNet-50)")
 	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
 	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
 	return c
