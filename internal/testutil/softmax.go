@@ -19,3 +19,6 @@ func Softmax(logits []float32) []float64 {
 	}
 	return p
 }
+
+// Argmax is the index of the largest value, the first one on ties.
+func Argmax(v []float32) int { return slices.Index(v, slices.Max(v)) }

@@ -16,8 +16,6 @@ import (
 	"fastinfer/runtime"
 )
 
-func argmax(x []float32) int { return slices.Index(x, slices.Max(x)) }
-
 // margin is how far the largest of x is above the second largest.
 func margin(x []float32) float32 {
 	s := slices.Sorted(slices.Values(x))
@@ -122,8 +120,8 @@ func TestConvertResNetInORT(t *testing.T) {
 			w, g := want[r*classes:(r+1)*classes], out[r*classes:(r+1)*classes]
 			// Only a clear winner must stay the winner: random weights can
 			// leave two classes within float16's error of each other.
-			if argmax(w) != argmax(g) && margin(w) > 0.1 {
-				t.Errorf("%s row %d: top class %d, float32 model %d", name, r, argmax(g), argmax(w))
+			if testutil.Argmax(w) != testutil.Argmax(g) && margin(w) > 0.1 {
+				t.Errorf("%s row %d: top class %d, float32 model %d", name, r, testutil.Argmax(g), testutil.Argmax(w))
 			}
 			pw, pg := testutil.Softmax(w), testutil.Softmax(g)
 			for i := range w {

@@ -95,16 +95,6 @@ func relErr(got, want []float32) float64 {
 	return math.Sqrt(num / den)
 }
 
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
-}
-
 // compare runs the same random rows through both sessions at each batch
 // size and checks the CUDA logits against the CPU's.
 func compare(t *testing.T, gpu, cpu *runtime.Session, batches []int, tol float64) {
@@ -133,8 +123,8 @@ func compare(t *testing.T, gpu, cpu *runtime.Session, batches []int, tol float64
 				if e := relErr(g, w); !(e <= tol) { // NaN fails too
 					t.Errorf("row %d: relative error %.2g over %.0g", r, e, tol)
 				}
-				if argmax(g) != argmax(w) {
-					t.Errorf("row %d: top-1 %d on CUDA, %d on the CPU", r, argmax(g), argmax(w))
+				if testutil.Argmax(g) != testutil.Argmax(w) {
+					t.Errorf("row %d: top-1 %d on CUDA, %d on the CPU", r, testutil.Argmax(g), testutil.Argmax(w))
 				}
 			}
 		})
