@@ -107,3 +107,11 @@ func TestNewBucketsRefusesBadSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestOnGPU(t *testing.T) {
+	for p, want := range map[string]bool{ProviderCUDA: true, ProviderTensorRT: true, ProviderCPU: false, ProviderAuto: false, "": false} {
+		if OnGPU(p) != want {
+			t.Errorf("OnGPU(%q) = %v", p, !want)
+		}
+	}
+}

@@ -28,6 +28,11 @@ type Config struct {
 	IntraOpThreads int    // per-session compute threads; 0 = number of cores
 	OptLevel       string // disable | basic | extended | all; "" = all
 	CUDA           CUDAOptions
+	// TensorRT is auto (tried before CUDA when its provider library is
+	// beside Lib) or off; "" = auto. TensorRTCache is where its engines
+	// are kept between runs ("" = not kept).
+	TensorRT      string
+	TensorRTCache string
 	// GPUs reports the machine's GPUs; nil means cuda.Discover. Tests inject
 	// a fake to exercise the CUDA attempt on a machine without a GPU.
 	GPUs   func() cuda.Info
@@ -85,6 +90,13 @@ func Open(cfg Config) (*Env, error) {
 	}
 	if err := cfg.CUDA.Validate(); err != nil {
 		return nil, err
+	}
+	switch cfg.TensorRT {
+	case "":
+		cfg.TensorRT = TensorRTAuto
+	case TensorRTAuto, TensorRTOff:
+	default:
+		return nil, fmt.Errorf("unknown TensorRT mode %q (want auto or off)", cfg.TensorRT)
 	}
 	if cfg.IntraOpThreads <= 0 {
 		cfg.IntraOpThreads = goruntime.NumCPU()

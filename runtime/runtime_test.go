@@ -53,9 +53,11 @@ func setupEnv(dir string) error {
 			return err
 		}
 	}
-	// Not an ELF file: dlopen of the CUDA provider must fail.
-	if err := os.WriteFile(cudaProviderLib(filepath.Join(dir, "x")), []byte("not a shared library"), 0o644); err != nil {
-		return err
+	// Not ELF files: the TensorRT and CUDA providers must both fail.
+	for _, lib := range []string{cudaProviderLib(filepath.Join(dir, "x")), tensorRTProviderLib(filepath.Join(dir, "x"))} {
+		if err := os.WriteFile(lib, []byte("not a shared library"), 0o644); err != nil {
+			return err
+		}
 	}
 	testLogs = &testutil.Buffer{}
 	e, err := Open(Config{
@@ -211,6 +213,11 @@ func TestBrokenCUDAProviderFallsBackToCPU(t *testing.T) {
 	}
 	if n := strings.Count(testLogs.String(), "falling back to CPU"); n != 1 {
 		t.Fatalf("fallback logged %d times, want once:\n%s", n, testLogs.String())
+	}
+	// TensorRT's library is there too, so it was tried first, failed, and
+	// said so once.
+	if n := strings.Count(testLogs.String(), "TensorRT execution provider unusable, trying CUDA"); n != 1 {
+		t.Fatalf("TensorRT failure logged %d times, want once:\n%s", n, testLogs.String())
 	}
 }
 

@@ -107,8 +107,16 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	_, statErr := os.Stat(provLib)
 	try, reason := cudaPlan(want, e.gpus, statErr == nil, provLib)
 	gpuWanted := want == ProviderCUDA || (want == ProviderAuto && e.gpus.Available())
+	if try && e.tryTensorRT() {
+		sess, err := e.open(path, o.Model, s, ProviderTensorRT, o.Device)
+		if err == nil {
+			s.sess, s.provider = sess, ProviderTensorRT
+			return s, nil
+		}
+		s.fallbackReason = e.noteTensorRT(path, err)
+	}
 	if try {
-		sess, err := e.open(path, o.Model, s, true, o.Device)
+		sess, err := e.open(path, o.Model, s, ProviderCUDA, o.Device)
 		if err == nil {
 			s.sess, s.provider = sess, ProviderCUDA
 			return s, nil
@@ -118,7 +126,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	if reason != "" {
 		e.noteFallback(path, reason, gpuWanted)
 	}
-	sess, err := e.open(path, o.Model, s, false, 0)
+	sess, err := e.open(path, o.Model, s, ProviderCPU, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +148,9 @@ func (e *Env) sessionProvider(kind string) (string, error) {
 	return "", fmt.Errorf("unknown session kind %q (want auto, gpu or cpu)", kind)
 }
 
-func (e *Env) open(path string, model []byte, s *Session, useCUDA bool, device int) (*ort.DynamicAdvancedSession, error) {
+// open creates the ORT session on the CPU (ep "" or ProviderCPU), CUDA or
+// TensorRT.
+func (e *Env) open(path string, model []byte, s *Session, ep string, device int) (*ort.DynamicAdvancedSession, error) {
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("session options: %w", err)
@@ -152,8 +162,13 @@ func (e *Env) open(path string, model []byte, s *Session, useCUDA bool, device i
 	if err := opts.SetGraphOptimizationLevel(e.opt); err != nil {
 		return nil, fmt.Errorf("graph optimisation level: %w", err)
 	}
-	if useCUDA {
+	switch ep {
+	case ProviderCUDA:
 		if err := e.appendCUDA(opts, device); err != nil {
+			return nil, err
+		}
+	case ProviderTensorRT:
+		if err := e.appendTensorRT(opts, device); err != nil {
 			return nil, err
 		}
 	}
@@ -259,11 +274,13 @@ func (s *Session) OutputLen() int { return s.outLen }
 // Threads is the intra-op thread count the session was created with.
 func (s *Session) Threads() int { return s.threads }
 
-// Provider is the execution provider the session runs on: "cuda" or "cpu".
+// Provider is the execution provider the session runs on: "tensorrt",
+// "cuda" or "cpu".
 func (s *Session) Provider() string { return s.provider }
 
-// FallbackReason says why a session is on the CPU ("" when none was needed
-// or the CPU was asked for).
+// FallbackReason says why a session is not on the provider it tried first:
+// why it is on the CPU, or on CUDA when TensorRT was tried ("" when none
+// was needed or the CPU was asked for).
 func (s *Session) FallbackReason() string { return s.fallbackReason }
 
 func pick(kind string, infos []TensorInfo, name, path string) (TensorInfo, error) {

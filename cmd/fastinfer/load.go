@@ -176,7 +176,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		if first == nil {
 			first = sess
 		}
-		inst, err := newInstance(sess, open, maxRows, cfg.gpuBuckets && sess.Provider() == runtime.ProviderCUDA)
+		inst, err := newInstance(sess, open, maxRows, cfg.gpuBuckets && runtime.OnGPU(sess.Provider()))
 		if err != nil {
 			return fail(v.Path, err)
 		}
@@ -192,7 +192,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			}
 			return nil
 		}
-		if sess.Provider() == runtime.ProviderCUDA {
+		if runtime.OnGPU(sess.Provider()) {
 			// Warmed by its worker, on the one thread it will run on.
 			instances = append(instances, pinnedInstance{inst, warm})
 			continue
@@ -405,7 +405,7 @@ func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), m
 // arena (warming every size of ResNet-50 up to 32 rows would take 15 s
 // here).
 func warmupSizes(provider string, sizes []int) []int {
-	if provider == runtime.ProviderCUDA || len(sizes) <= 2 {
+	if runtime.OnGPU(provider) || len(sizes) <= 2 {
 		return sizes
 	}
 	return []int{sizes[0], sizes[len(sizes)-1]}

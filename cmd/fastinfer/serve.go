@@ -61,6 +61,8 @@ type serveConfig struct {
 	sched           string
 	cuda            runtime.CUDAOptions
 	gpuBuckets      bool
+	tensorrt        string
+	tensorrtCache   string
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -97,6 +99,8 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.StringVar(&c.cuda.ConvAlgoSearch, "cuda-conv-search", runtime.ConvSearchHeuristic, "cuDNN convolution algorithm search: heuristic (fast start), exhaustive (benchmarks each shape once, during the load's warm-up over every batch size; often faster kernels) or default")
 	fs.Int64Var(&c.cuda.MemLimit, "gpu-mem-limit", 0, "bytes of GPU memory each session's arena may hold (0 = no cap)")
+	fs.StringVar(&c.tensorrt, "tensorrt", runtime.TensorRTAuto, "auto: try ONNX Runtime's TensorRT provider before CUDA when libonnxruntime_providers_tensorrt.so is beside the ONNX Runtime library (falling back to CUDA, with the reason logged); off: never")
+	fs.StringVar(&c.tensorrtCache, "tensorrt-cache", "", "folder for TensorRT's engines and timing cache, so a restart does not rebuild them (default DATA-DIR/tensorrt)")
 	fs.BoolVar(&c.gpuBuckets, "gpu-buckets", true, "on CUDA, run each batch-size bucket (1, 2, 4, 8, 12, 16, 24, …, max) on its own session and pad batches up to one: ONNX Runtime's CUDA convolutions set themselves up again whenever the batch size changes (100 ms for ResNet-50)")
 	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
 	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
@@ -139,6 +143,12 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if st, err := os.Stat(cfg.models); err != nil || !st.IsDir() {
 		return fmt.Errorf("model repository %q is not a folder (set --models or FASTINFER_MODELS): %v", cfg.models, err)
 	}
+	if cfg.tensorrt != runtime.TensorRTAuto && cfg.tensorrt != runtime.TensorRTOff {
+		return fmt.Errorf("--tensorrt must be %s or %s, got %q", runtime.TensorRTAuto, runtime.TensorRTOff, cfg.tensorrt)
+	}
+	if cfg.tensorrtCache == "" {
+		cfg.tensorrtCache = filepath.Join(cfg.dataDir, "tensorrt")
+	}
 	if err := cfg.cuda.Validate(); err != nil {
 		return err
 	}
@@ -148,7 +158,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	env, err := runtime.Open(runtime.Config{
 		Lib: lib, Provider: cfg.provider, IntraOpThreads: cfg.threads, OptLevel: cfg.optLevel, Logger: log,
-		CUDA: cfg.cuda,
+		CUDA: cfg.cuda, TensorRT: cfg.tensorrt, TensorRTCache: cfg.tensorrtCache,
 	})
 	if err != nil {
 		return err
