@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -139,7 +140,10 @@ func (c Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("precision %q: want fp32 or fp16", c.Precision))
 	}
-	if strings.ContainsAny(c.Labels, `/\`) || c.Labels == ".." {
+	// A control character (a newline, NUL) names no sensible file, and
+	// YAML cannot write a name that is only a newline back (found by
+	// FuzzParseConfig).
+	if strings.ContainsAny(c.Labels, `/\`) || c.Labels == ".." || strings.ContainsFunc(c.Labels, unicode.IsControl) {
 		errs = append(errs, fmt.Errorf("labels %q must be a file name in the model folder", c.Labels))
 	}
 	return errors.Join(errs...)

@@ -29,6 +29,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "crop over resize", in: "preprocess: {resize: 100, crop: 200}", wantErr: "larger than resize"},
 		{name: "negative", in: "preprocess: {crop: -1}", wantErr: "negative"},
 		{name: "labels path", in: "labels: ../../etc/passwd", wantErr: "file name"},
+		{name: "labels with a newline", in: "labels: \"a\\nb\"", wantErr: "file name"},
 		{name: "not yaml", in: "preprocess: [", wantErr: "yaml"},
 		{name: "batching typo", in: "batching: {max_batch: 8}", wantErr: "max_batch"},
 		{name: "negative batch", in: "batching: {max_batch_size: -1}", wantErr: "max_batch_size"},
