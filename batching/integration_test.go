@@ -1,11 +1,15 @@
 package batching_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	goruntime "runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,7 +42,10 @@ func openEnv(t testing.TB) *runtime.Env {
 			envErr = fmt.Errorf("%s is not set: run the tests with `make test`", runtime.LibEnv)
 			return
 		}
-		env, envErr = runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU})
+		// FASTINFER_BENCH_PROVIDER=cuda measures the GPU (see
+		// BenchmarkRawVsBatcher); the tests themselves run on the CPU.
+		provider := cmp.Or(os.Getenv("FASTINFER_BENCH_PROVIDER"), runtime.ProviderCPU)
+		env, envErr = runtime.Open(runtime.Config{Lib: lib, Provider: provider})
 	})
 	if envErr != nil {
 		t.Fatal(envErr)
@@ -147,16 +154,72 @@ func TestBatchedEqualsUnbatched(t *testing.T) {
 	t.Logf("max abs difference %g, largest batch %d", worst, maxBatch)
 }
 
+// bucketed is the batcher's instance on a GPU, as the server builds it:
+// runtime.Buckets over one session per bucket size, pinned to its
+// worker's thread and warmed there.
+type bucketed struct{ *runtime.Buckets }
+
+func (b bucketed) Warmup() error {
+	for _, n := range b.Sizes() {
+		if err := b.Run(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func bucketedInstance(t testing.TB, e *runtime.Env, path string, maxRows int) batching.Instance {
+	sizes := runtime.BucketSizes(maxRows)
+	var sessions []*runtime.Session
+	for range sizes {
+		s, err := e.NewSession(path, runtime.SessionOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		sessions = append(sessions, s)
+	}
+	bk, err := runtime.NewBuckets(sessions, sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bk.Close() })
+	return bucketed{bk}
+}
+
+// benchBatches are BenchmarkRawVsBatcher's batch sizes:
+// FASTINFER_BENCH_BATCHES (e.g. 1,8,32,64 on a GPU), else 1 and 8.
+func benchBatches(t testing.TB) []int {
+	v := os.Getenv("FASTINFER_BENCH_BATCHES")
+	if v == "" {
+		return []int{1, 8}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			t.Fatalf("FASTINFER_BENCH_BATCHES: bad size %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // BenchmarkRawVsBatcher compares images/s of the raw binding at batch B
 // with the batcher fed by B concurrent single-image requests, on one
-// instance with all cores.
+// instance with all cores. On a GPU (FASTINFER_BENCH_PROVIDER=cuda), or
+// with FASTINFER_BENCH_BUCKETS=1, the batcher's instance is bucketed as
+// the server's is there.
 func BenchmarkRawVsBatcher(b *testing.B) {
 	for _, arch := range []string{"resnet18", "resnet50"} {
-		for _, batch := range []int{1, 8} {
+		for _, batch := range benchBatches(b) {
 			e := openEnv(b)
 			path := model(b, arch)
 			ref, insts := instances(b, e, path, 1, batch, 0)
 			bind := insts[0].(*runtime.Binding)
+			if runtime.OnGPU(ref.Provider()) || os.Getenv("FASTINFER_BENCH_BUCKETS") == "1" {
+				insts = []batching.Instance{bucketedInstance(b, e, path, batch)}
+			}
 			b.Run(fmt.Sprintf("%s/batch%d/raw", arch, batch), func(b *testing.B) {
 				for b.Loop() {
 					if err := bind.Run(batch); err != nil {
@@ -193,7 +256,8 @@ func BenchmarkRawVsBatcher(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer s.Close()
-				b.SetParallelism((batch + 1) / 2) // batch clients on this 2-core machine's GOMAXPROCS
+				// batch clients (at least), whatever GOMAXPROCS is
+				b.SetParallelism(max((batch+goruntime.GOMAXPROCS(0)-1)/goruntime.GOMAXPROCS(0), 1))
 				var computeNS atomic.Int64
 				b.RunParallel(func(pb *testing.PB) {
 					in := make([]float32, ref.InputLen())

@@ -8,7 +8,9 @@
 #   .gpu/cv.tar.xz.NN  (cv) the OpenCV build of fastinfer and every
 #                  shared library it needs beyond glibc, split into parts
 #                  of at most PART_MB, for measuring the JPEG path.
-# Usage: ORT_GPU=1 scripts/deps.sh && scripts/gpu-bundle.sh [a|cv]
+#   .gpu/bench.tar.xz  (bench) the batching package's test binary, for
+#                  BenchmarkRawVsBatcher on the GPU.
+# Usage: ORT_GPU=1 scripts/deps.sh && scripts/gpu-bundle.sh [a|cv|bench]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -29,6 +31,13 @@ if [ "$WHAT" = a ]; then
 	cp "$ORT_DIR/libonnxruntime.so" "$ORT_DIR/libonnxruntime_providers_shared.so" "$STAGE/a/ort/"
 	go run ./scripts/trimfatbin -arch "$ARCH" "$ORT_DIR/libonnxruntime_providers_cuda.so" "$STAGE/a/ort/libonnxruntime_providers_cuda.so"
 	tar -C "$STAGE/a" -cf - . | xz -T2 -9 > "$OUTDIR/a.tar.xz"
+fi
+
+if [ "$WHAT" = bench ]; then
+	# The in-process batcher benchmark, for a call after one that carried a.
+	mkdir -p "$STAGE/bench"
+	CGO_ENABLED=1 go test -c -tags nogocv -trimpath -o "$STAGE/bench/batching.test" ./batching
+	tar -C "$STAGE/bench" -cf - . | xz -T2 -9 > "$OUTDIR/bench.tar.xz"
 fi
 
 if [ "$WHAT" = cv ]; then

@@ -9,6 +9,8 @@
 #                                 c=1 and at 80 % of the peak; the same
 #                                 server without batch-size buckets
 #   scripts/gpu-run.sh tune       the saturation ratio with 2 and 3 instances
+#   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (.gpu/bench.tar.xz,
+#                                 from `scripts/gpu-bundle.sh bench`; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
 #                                 call carried; with LAST=1 it then unpacks
 #                                 them and measures the JPEG path (OpenCV)
@@ -111,6 +113,16 @@ tune_stage() {
 	bench tune-rate80-fp16 --model resnet50-fp16 --targets tensor --rate "$(python3 -c "print(int(0.8*$pk))")" --arrivals poisson --serve-flags "$SERVE"
 }
 
+# batcher: BenchmarkRawVsBatcher on CUDA at batch 1, 8, 32 and 64 (the
+# batcher's instance bucketed and pinned, as in the server).
+batcher_stage() {
+	[ -x "$B/bench/batching.test" ] || { mkdir -p "$B/bench" && extract "$B/bench" < "$ROOT/.gpu/bench.tar.xz"; } || return 1
+	log "BenchmarkRawVsBatcher on CUDA"
+	(cd "$ROOT/batching" && FASTINFER_BENCH_PROVIDER=cuda FASTINFER_BENCH_BATCHES="${BATCHES:-1,8,32,64}" timeout 400 \
+		"$B/bench/batching.test" -test.run XXX -test.bench 'RawVsBatcher/resnet50/batch[0-9]+/(raw|batcher)$' -test.count "${COUNT:-3}" 2>&1 |
+		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/batcher.txt")
+}
+
 cv_stage() {
 	local cv="$B/cv"
 	[ -x "$cv/fastinfer-cv" ] || { echo "OpenCV bundle not unpacked" >&2; return 1; }
@@ -126,6 +138,7 @@ cv_stage() {
 case "${1:-tensor}" in
 tensor) setup && facts && tensor_stage ;;
 tune) setup && facts && tune_stage ;;
+batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"
 	# Each call carries one part; parts left from an earlier call are skipped.
