@@ -42,13 +42,13 @@ func (s *Session) NewBinding(maxRows int) (*Binding, error) {
 	if maxRows < 1 {
 		return nil, fmt.Errorf("%w: binding needs at least one row, got %d", ErrShape, maxRows)
 	}
-	return &Binding{
-		s:       s,
-		maxRows: maxRows,
-		in:      make([]float32, maxRows*s.inLen),
-		out:     make([]float32, maxRows*s.outLen),
-		sizes:   make([]*boundSize, maxRows),
-	}, nil
+	return s.bindingOver(make([]float32, maxRows*s.inLen), make([]float32, maxRows*s.outLen), maxRows), nil
+}
+
+// bindingOver is a Binding of up to maxRows rows over the given buffers,
+// which may be shared with other Bindings (Buckets shares them).
+func (s *Session) bindingOver(in, out []float32, maxRows int) *Binding {
+	return &Binding{s: s, maxRows: maxRows, in: in, out: out, sizes: make([]*boundSize, maxRows)}
 }
 
 // MaxRows is the largest batch the Binding holds.

@@ -73,7 +73,7 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 		if s.inLen != b.inLen || s.outLen != b.outLen {
 			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, b.inLen, b.outLen)
 		}
-		b.bind = append(b.bind, &Binding{s: s, maxRows: sizes[i], in: b.in, out: b.out, sizes: make([]*boundSize, sizes[i])})
+		b.bind = append(b.bind, s.bindingOver(b.in, b.out, sizes[i]))
 	}
 	for rows, i := 1, 0; rows <= maxRows; rows++ {
 		for sizes[i] < rows {

@@ -23,16 +23,7 @@ func BenchmarkHTTPClassify(b *testing.B) {
 	model := filepath.Join(repo, "resnet50", "1", "model.onnx")
 	for _, batch := range []int{1, 8} {
 		b.Run(fmt.Sprintf("raw-batch%d", batch), func(b *testing.B) {
-			lib, err := runtime.ResolveLib("")
-			if err != nil {
-				b.Fatal(err)
-			}
-			env, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer env.Close()
-			s, err := env.NewSession(model, runtime.SessionOptions{})
+			s, err := cpuEnv(b).NewSession(model, runtime.SessionOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
