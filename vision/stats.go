@@ -17,16 +17,26 @@ func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 		return math.NaN(), math.NaN()
 	}
 	step := max(1, len(dst)/statsSamples)
+	// Per channel, p/255 = x·a + b: hoisted out of the loop, which reads
+	// every value of a small image (it was 1 % of a small model's CPU).
 	var sum, sumSq float64
 	n := 0
-	for i := 0; i < len(dst); i += step {
-		c := min(i/plane, ch-1)
+	for c := range ch {
+		lo, hi := c*plane, (c+1)*plane
+		if c == ch-1 {
+			hi = len(dst)
+		}
 		mean, std := s.MeanStd(c)
-		// x = (p·scale − mean)/std with p in 0..255, so p/255 = (x·std+mean)/(scale·255).
-		v := (float64(dst[i])*std + mean) / (float64(s.Scale) * 255)
-		sum += v
-		sumSq += v * v
-		n++
+		den := float64(s.Scale) * 255
+		a, b := std/den, mean/den
+		// The same samples as one stride over dst: the first multiple of
+		// step at or after lo.
+		for i := (lo + step - 1) / step * step; i < hi; i += step {
+			v := float64(dst[i])*a + b
+			sum += v
+			sumSq += v * v
+			n++
+		}
 	}
 	brightness = sum / float64(n)
 	return brightness, math.Sqrt(max(0, sumSq/float64(n)-brightness*brightness))

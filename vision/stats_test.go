@@ -39,3 +39,42 @@ func TestSpecStats(t *testing.T) {
 		t.Errorf("empty input: %v", b)
 	}
 }
+
+// TestSpecStatsSamplesLikeOneStride checks the per-channel loops against
+// the plain definition: every step-th value of dst, each un-normalised
+// with its own channel's mean and std, on inputs large enough to subsample.
+func TestSpecStatsSamplesLikeOneStride(t *testing.T) {
+	imagenet := Spec{Crop: 224, Mean: []float32{0.485, 0.456, 0.406}, Std: []float32{0.229, 0.224, 0.225}}
+	for _, tt := range []struct {
+		name string
+		spec Spec
+		n    int
+	}{
+		{"rgb 224", imagenet, 3 * 224 * 224},
+		{"rgb odd plane", imagenet, 3 * 97 * 89},
+		{"gray 28", Spec{Crop: 28, Color: "gray", Mean: []float32{0.286}, Std: []float32{0.353}}, 28 * 28},
+	} {
+		dst := make([]float32, tt.n)
+		for i := range dst {
+			dst[i] = float32(math.Sin(float64(i)*0.37)) * 2
+		}
+		s := tt.spec.withDefaults()
+		ch, plane := s.Channels(), tt.n/s.Channels()
+		step := max(1, tt.n/statsSamples)
+		var sum, sumSq float64
+		n := 0
+		for i := 0; i < tt.n; i += step {
+			mean, std := s.MeanStd(min(i/plane, ch-1))
+			v := (float64(dst[i])*std + mean) / (float64(s.Scale) * 255)
+			sum += v
+			sumSq += v * v
+			n++
+		}
+		wantB := sum / float64(n)
+		wantC := math.Sqrt(sumSq/float64(n) - wantB*wantB)
+		b, c := tt.spec.Stats(dst)
+		if math.Abs(b-wantB) > 1e-9 || math.Abs(c-wantC) > 1e-9 {
+			t.Errorf("%s: Stats = %.12f, %.12f; one stride gives %.12f, %.12f", tt.name, b, c, wantB, wantC)
+		}
+	}
+}
