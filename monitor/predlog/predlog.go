@@ -185,6 +185,7 @@ type Log struct {
 	waiters   []*waiter
 
 	kick   chan struct{}
+	wakeAt int // records waiting in ch that make Add wake the writer
 	stop   chan struct{}
 	done   chan struct{}
 	wctx   context.Context
@@ -274,8 +275,11 @@ func newLog(s store, o Options) *Log {
 		log:   o.Logger.With("component", "predlog"),
 		ch:    make(chan Record, o.Buffer),
 		kick:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		// A full batch, or half the buffer when that is smaller, so a
+		// small buffer does not overflow while the writer waits.
+		wakeAt: max(1, min(o.BatchSize, o.Buffer/2)),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fastinfer_prediction_log_write_duration_seconds",
 			Help:    "Duration of each prediction-log write transaction (one batch, one attempt).",
@@ -304,7 +308,11 @@ func (l *Log) Add(r Record) bool {
 	case l.ch <- r:
 		l.seq++
 		l.added.Add(1)
+		full := len(l.ch) >= l.wakeAt
 		l.mu.Unlock()
+		if full {
+			l.wake()
+		}
 		return true
 	default:
 		l.mu.Unlock()
@@ -351,10 +359,7 @@ func (l *Log) Flush(ctx context.Context) error {
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
+	l.wake()
 	select {
 	case <-w.done:
 		return w.err
@@ -395,6 +400,14 @@ func (l *Log) Close(ctx context.Context) error {
 	l.cancel()
 	l.closeOnce.Do(func() { l.closeErr = l.store.close() })
 	return errors.Join(err, l.closeErr)
+}
+
+// wake makes the writer drain the channel now.
+func (l *Log) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns the counters.
@@ -466,12 +479,20 @@ func (l *Log) run() {
 		}
 		write()
 	}
+	// Idle, the writer waits for the first record; then it stops
+	// receiving until the batch is due (FlushEvery) or Add says a full
+	// batch is waiting, and takes everything at once: one wake-up per
+	// batch instead of one per prediction.
 	for {
+		var recv <-chan Record
+		if len(batch) == 0 {
+			recv = l.ch
+		}
 		select {
-		case r := <-l.ch:
+		case r := <-recv:
 			take(r)
 		case <-timer.C:
-			write()
+			drain()
 		case <-l.kick:
 			drain()
 		case <-retC:

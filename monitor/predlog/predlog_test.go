@@ -616,6 +616,28 @@ func TestAddNeverBlocks(t *testing.T) {
 	}
 }
 
+// TestFullBatchWakesWriter: the writer does not wait out FlushEvery when a
+// full batch is waiting, nor when half a small buffer is.
+func TestFullBatchWakesWriter(t *testing.T) {
+	for _, o := range []Options{
+		{FlushEvery: time.Hour, BatchSize: 8},
+		{FlushEvery: time.Hour, BatchSize: 1000, Buffer: 16},
+	} {
+		l := openT(t, "sqlite::memory:", o)
+		for i := range 20 {
+			if !l.Add(makeRecord(i)) {
+				t.Fatalf("%+v: record %d dropped", o, i)
+			}
+		}
+		for deadline := time.Now().Add(10 * time.Second); l.Stats().Written == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%+v: nothing written 10 s after 20 records: %+v", o, l.Stats())
+			}
+		}
+		closeT(t, l)
+	}
+}
+
 // TestDiskFull: while writes fail, batches are retried then dropped and
 // counted, Flush reports the error, Add never blocks; when the fault
 // clears, writing resumes.
