@@ -2,8 +2,9 @@ package predlog
 
 import (
 	"context"
-	"fmt"
+	"math"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -21,17 +22,23 @@ func BenchmarkSQLiteWrite(b *testing.B) {
 	}
 	defer l.Close(ctx)
 	labels := []string{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"}
-	rec := Record{RequestID: "req-000001", Model: "fashion-resnet", Version: 3,
-		Latency: Latency{PreprocessMs: 0.05, QueueMs: 0.4, InferMs: 1.2, TotalMs: 1.8},
-		Width:   28, Height: 28, Brightness: 0.31, Contrast: 0.22}
+	// Values as the server makes them: latencies from whole microseconds,
+	// scores from a float64 softmax, statistics from float32 pixels.
+	rec := Record{RequestID: "mi9x2k3a-1b4f", Model: "fashion-resnet", Version: 3,
+		Latency: Latency{PreprocessMs: 0.021, QueueMs: 3.456, InferMs: 0.85, TotalMs: 4.512},
+		Width:   28, Height: 28, Brightness: float64(float32(0.28612345)), Contrast: float64(float32(0.35301234))}
 	cpu0 := cpuTime()
 	for i := 0; b.Loop(); i++ {
 		r := rec
 		r.TopK = make([]Class, 5)
-		for k := range r.TopK {
-			r.TopK[k] = Class{Index: (i + k) % 10, Label: labels[k], Score: 0.9 / float64(k+1)}
+		sum := 0.0
+		for k := range 5 {
+			sum += math.Exp(float64(5-k) + float64(i%7)/10)
 		}
-		r.RequestID = fmt.Sprintf("req-%06d", i)
+		for k := range r.TopK {
+			r.TopK[k] = Class{Index: (i + k) % 10, Label: labels[k], Score: math.Exp(float64(5-k)+float64(i%7)/10) / sum}
+		}
+		r.RequestID = "mi9x2k3a-" + strconv.FormatUint(uint64(i), 36)
 		for !l.Add(r) {
 			time.Sleep(time.Millisecond)
 		}

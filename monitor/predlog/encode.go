@@ -12,7 +12,8 @@ import (
 )
 
 // columns are the data columns of PostgreSQL's predictions table (and of
-// SQLite's before batches), in the order they are written and read.
+// SQLite's before batches), in the order they are written and read; a
+// format-2 SQLite record is an array of them in this order.
 var columns = []string{
 	"time", "request_id", "model", "version", "topk",
 	"preprocess_ms", "queue_ms", "infer_ms", "total_ms",
@@ -41,10 +42,31 @@ func appendTopK(dst []byte, top []Class) []byte {
 		dst = append(dst, `,"label":`...)
 		dst = appendJSONString(dst, cleanString(c.Label))
 		dst = append(dst, `,"score":`...)
-		dst = appendJSONFloat(dst, c.Score)
+		dst = appendScore(dst, c.Score)
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
+}
+
+// appendScore writes a score to float32 precision, the model's own: the
+// float64 softmax adds digits nobody computed, and the shortest float32
+// form is half as long and quicker to write. Scores beyond float32's
+// range, like non-finite ones, are null.
+func appendScore(dst []byte, f float64) []byte {
+	f32 := float32(f)
+	if f != f || math.IsInf(float64(f32), 0) {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendFloat(dst, float64(f32), 'g', -1, 32)
+}
+
+// scoreOf is a stored score as it reads back: float32 precision, NaN
+// for null.
+func scoreOf(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return float64(float32(*p))
 }
 
 // appendJSONString quotes s, valid UTF-8 (cleanString), as a JSON string.
@@ -78,49 +100,74 @@ func classes(js []jsonClass) []Class {
 	}
 	top := make([]Class, len(js))
 	for i, c := range js {
-		top[i] = Class{Index: c.Index, Label: c.Label, Score: math.NaN()}
-		if c.Score != nil {
-			top[i].Score = *c.Score
-		}
+		top[i] = Class{Index: c.Index, Label: c.Label, Score: scoreOf(c.Score)}
 	}
 	return top
 }
 
-// appendRecord appends r as one object of a SQLite batch (jsonRecord's
-// form), by hand for the same reason as appendTopK.
+// appendRecord appends r as one element of a SQLite batch in format 2
+// (columns in order; no image: it ends after contrast), by hand for the
+// same reason as appendTopK.
 func appendRecord(dst []byte, r Record) []byte {
-	dst = append(dst, `{"time":`...)
+	dst = append(dst, '[')
 	dst = strconv.AppendInt(dst, r.Time.UnixMicro(), 10)
-	dst = append(dst, `,"request_id":`...)
+	dst = append(dst, ',')
 	dst = appendJSONString(dst, cleanString(r.RequestID))
-	dst = append(dst, `,"model":`...)
+	dst = append(dst, ',')
 	dst = appendJSONString(dst, cleanString(r.Model))
-	dst = append(dst, `,"version":`...)
+	dst = append(dst, ',')
 	dst = strconv.AppendInt(dst, int64(r.Version), 10)
-	dst = append(dst, `,"topk":`...)
-	dst = appendTopK(dst, r.TopK)
-	dst = append(dst, `,"preprocess_ms":`...)
-	dst = appendJSONFloat(dst, r.Latency.PreprocessMs)
-	dst = append(dst, `,"queue_ms":`...)
-	dst = appendJSONFloat(dst, r.Latency.QueueMs)
-	dst = append(dst, `,"infer_ms":`...)
-	dst = appendJSONFloat(dst, r.Latency.InferMs)
-	dst = append(dst, `,"total_ms":`...)
-	dst = appendJSONFloat(dst, r.Latency.TotalMs)
-	dst = append(dst, `,"width":`...)
+	dst = append(dst, ",["...)
+	for i, c := range r.TopK {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '[')
+		dst = strconv.AppendInt(dst, int64(c.Index), 10)
+		dst = append(dst, ',')
+		dst = appendJSONString(dst, cleanString(c.Label))
+		dst = append(dst, ',')
+		dst = appendScore(dst, c.Score)
+		dst = append(dst, ']')
+	}
+	dst = append(dst, "],"...)
+	dst = appendMs(dst, r.Latency.PreprocessMs)
+	dst = append(dst, ',')
+	dst = appendMs(dst, r.Latency.QueueMs)
+	dst = append(dst, ',')
+	dst = appendMs(dst, r.Latency.InferMs)
+	dst = append(dst, ',')
+	dst = appendMs(dst, r.Latency.TotalMs)
+	dst = append(dst, ',')
 	dst = strconv.AppendInt(dst, int64(r.Width), 10)
-	dst = append(dst, `,"height":`...)
+	dst = append(dst, ',')
 	dst = strconv.AppendInt(dst, int64(r.Height), 10)
-	dst = append(dst, `,"brightness":`...)
+	dst = append(dst, ',')
 	dst = appendJSONFloat(dst, r.Brightness)
-	dst = append(dst, `,"contrast":`...)
+	dst = append(dst, ',')
 	dst = appendJSONFloat(dst, r.Contrast)
 	if len(r.Image) > 0 {
-		dst = append(dst, `,"image":"`...)
+		dst = append(dst, ",\""...)
 		dst = base64.StdEncoding.AppendEncode(dst, r.Image)
 		dst = append(dst, '"')
 	}
-	return append(dst, '}')
+	return append(dst, ']')
+}
+
+// appendMs writes a latency. The server's are whole microseconds in
+// milliseconds, written with integer arithmetic (the shortest float
+// form gives the same digits at several times the cost); any other value
+// takes the general path, so every float64 still reads back exactly.
+func appendMs(dst []byte, f float64) []byte {
+	if n := math.Round(f * 1000); n >= 0 && n < 1e15 && n/1000 == f {
+		u := int64(n)
+		dst = strconv.AppendInt(dst, u/1000, 10)
+		if frac := u % 1000; frac != 0 {
+			dst = append(dst, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+		}
+		return dst
+	}
+	return appendJSONFloat(dst, f)
 }
 
 // appendJSONFloat writes f, or null when it is not finite (JSON has no NaN).

@@ -6,6 +6,7 @@ import (
 	"testing"
 )
 
+// Scores read back to float32 precision (the comparison rounds want).
 func TestAppendTopKRoundTrips(t *testing.T) {
 	cases := []struct {
 		name string
@@ -20,7 +21,9 @@ func TestAppendTopKRoundTrips(t *testing.T) {
 			[]Class{{Index: 4, Label: "x", Score: math.NaN()}, {Index: 5, Label: "y", Score: math.NaN()}}},
 		{"bad utf-8 and NUL", []Class{{Index: 6, Label: "a\xffb\x00c", Score: 0.25}},
 			[]Class{{Index: 6, Label: "a\uFFFDbc", Score: 0.25}}},
-		{"extremes", []Class{{Index: -1, Label: "", Score: math.MaxFloat64}, {Index: 1 << 40, Label: "s", Score: -math.SmallestNonzeroFloat64}}, nil},
+		{"extremes", []Class{{Index: -1, Label: "", Score: math.MaxFloat32}, {Index: 1 << 40, Label: "s", Score: -math.SmallestNonzeroFloat32}}, nil},
+		{"beyond float32", []Class{{Index: 9, Label: "r", Score: math.MaxFloat64}, {Index: 10, Label: "s", Score: 1e-300}},
+			[]Class{{Index: 9, Label: "r", Score: math.NaN()}, {Index: 10, Label: "s", Score: 0}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -45,7 +48,7 @@ func TestAppendTopKRoundTrips(t *testing.T) {
 			}
 			for i := range want {
 				g, w := got[i], want[i]
-				if g.Index != w.Index || g.Label != w.Label || !(g.Score == w.Score || math.IsNaN(g.Score) && math.IsNaN(w.Score)) {
+				if g.Index != w.Index || g.Label != w.Label || !(g.Score == float64(float32(w.Score)) || math.IsNaN(g.Score) && math.IsNaN(w.Score)) {
 					t.Errorf("class %d: decoded %+v, want %+v (JSON %s)", i, g, w, b)
 				}
 			}

@@ -40,14 +40,15 @@
 //
 // SQLite: one row per written batch in prediction_batches (its earliest
 // and latest record time in Unix microseconds, indexed, and its records as
-// a JSON array), because a row per record cost the pure-Go SQLite about
+// a JSON array of arrays), because a row per record cost the pure-Go SQLite about
 // three times the CPU. The view predictions shows one row per record with
 // the same columns as PostgreSQL's (time as Unix microseconds, image as
 // base64), for ad-hoc SQL. A database from the row-per-record release is
 // migrated when it is opened. Retention deletes whole batches and trims
 // the ones that straddle the cut-off.
 //
-// Both read time back in UTC to the microsecond. Every float maps NaN to
+// Both read time back in UTC to the microsecond, and top-k scores to
+// float32 precision (the model's; see appendScore). Every float maps NaN to
 // NULL (JSON null in SQLite, where ±Inf becomes null too) and back to NaN.
 // An empty Image is stored as NULL and read back as nil. Strings are
 // stored as valid UTF-8 without NUL bytes (invalid bytes become U+FFFD,

@@ -129,7 +129,7 @@ func diffRecord(got, want Record) string {
 	} else {
 		for j := range got.TopK {
 			g, w := got.TopK[j], want.TopK[j]
-			if g.Index != w.Index || g.Label != w.Label || !sameFloat(g.Score, w.Score) {
+			if g.Index != w.Index || g.Label != w.Label || !sameFloat(g.Score, float64(float32(w.Score))) {
 				d = append(d, fmt.Sprintf("TopK[%d] %v, want %v", j, g, w))
 			}
 		}
@@ -619,19 +619,23 @@ func TestAddNeverBlocks(t *testing.T) {
 // TestFullBatchWakesWriter: the writer does not wait out FlushEvery when a
 // full batch is waiting, nor when half a small buffer is.
 func TestFullBatchWakesWriter(t *testing.T) {
-	for _, o := range []Options{
-		{FlushEvery: time.Hour, BatchSize: 8},
-		{FlushEvery: time.Hour, BatchSize: 1000, Buffer: 16},
+	for _, tt := range []struct {
+		o Options
+		n int
+	}{
+		{Options{FlushEvery: time.Hour, BatchSize: 8}, 20},
+		{Options{FlushEvery: time.Hour, BatchSize: 1000, Buffer: 16}, 12}, // 8 waiting of 16; none dropped
 	} {
+		o := tt.o
 		l := openT(t, "sqlite::memory:", o)
-		for i := range 20 {
+		for i := range tt.n {
 			if !l.Add(makeRecord(i)) {
 				t.Fatalf("%+v: record %d dropped", o, i)
 			}
 		}
 		for deadline := time.Now().Add(10 * time.Second); l.Stats().Written == 0; time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%+v: nothing written 10 s after 20 records: %+v", o, l.Stats())
+				t.Fatalf("%+v: nothing written 10 s after %d records: %+v", o, tt.n, l.Stats())
 			}
 		}
 		closeT(t, l)

@@ -17,34 +17,65 @@ import (
 // maintaining two indexes in pure-Go SQLite), enough to cut 8 % off the
 // throughput of a small model at saturation; a batch row costs a fraction
 // of that. The predictions view gives SQL users one row per record.
+//
+// A batch's format says how its records are written:
+//
+//	1: objects, {"time":…,"request_id":…,…} (written before format 2);
+//	2: arrays of the columns in order, classes as [index, label, score]:
+//	   a third smaller and cheaper to write.
+//
+// The view reads both; the writer writes only format 2.
 const sqliteSchema = `
 CREATE TABLE IF NOT EXISTS prediction_batches (
 	id      INTEGER PRIMARY KEY,
 	first   INTEGER NOT NULL, -- earliest record time, Unix microseconds UTC
 	last    INTEGER NOT NULL, -- latest
 	n       INTEGER NOT NULL, -- records
-	records TEXT    NOT NULL  -- JSON array, one object per record
+	records TEXT    NOT NULL, -- JSON array, one element per record
+	format  INTEGER NOT NULL DEFAULT 1 -- of the elements: 1 objects, 2 arrays
 );
 CREATE INDEX IF NOT EXISTS prediction_batches_first ON prediction_batches (first);
 CREATE INDEX IF NOT EXISTS prediction_batches_last ON prediction_batches (last);
-CREATE VIEW IF NOT EXISTS predictions AS
+DROP VIEW IF EXISTS predictions;
+CREATE VIEW predictions AS
 SELECT b.id AS batch, r.key AS position,
-	json_extract(r.value, '$.time') AS time,
-	json_extract(r.value, '$.request_id') AS request_id,
-	json_extract(r.value, '$.model') AS model,
-	json_extract(r.value, '$.version') AS version,
-	json_extract(r.value, '$.topk') AS topk,
-	json_extract(r.value, '$.preprocess_ms') AS preprocess_ms,
-	json_extract(r.value, '$.queue_ms') AS queue_ms,
-	json_extract(r.value, '$.infer_ms') AS infer_ms,
-	json_extract(r.value, '$.total_ms') AS total_ms,
-	json_extract(r.value, '$.width') AS width,
-	json_extract(r.value, '$.height') AS height,
-	json_extract(r.value, '$.brightness') AS brightness,
-	json_extract(r.value, '$.contrast') AS contrast,
-	json_extract(r.value, '$.image') AS image
-FROM prediction_batches AS b, json_each(b.records) AS r;
+	r.value->>0 AS time,
+	r.value->>1 AS request_id,
+	r.value->>2 AS model,
+	r.value->>3 AS version,
+	(SELECT json_group_array(json_object('index', c.value->>0, 'label', c.value->>1, 'score', c.value->>2))
+		FROM json_each(r.value, '$[4]') AS c) AS topk,
+	r.value->>5 AS preprocess_ms,
+	r.value->>6 AS queue_ms,
+	r.value->>7 AS infer_ms,
+	r.value->>8 AS total_ms,
+	r.value->>9 AS width,
+	r.value->>10 AS height,
+	r.value->>11 AS brightness,
+	r.value->>12 AS contrast,
+	r.value->>13 AS image
+FROM prediction_batches AS b, json_each(b.records) AS r WHERE b.format = 2
+UNION ALL
+SELECT b.id, r.key,
+	json_extract(r.value, '$.time'),
+	json_extract(r.value, '$.request_id'),
+	json_extract(r.value, '$.model'),
+	json_extract(r.value, '$.version'),
+	json_extract(r.value, '$.topk'),
+	json_extract(r.value, '$.preprocess_ms'),
+	json_extract(r.value, '$.queue_ms'),
+	json_extract(r.value, '$.infer_ms'),
+	json_extract(r.value, '$.total_ms'),
+	json_extract(r.value, '$.width'),
+	json_extract(r.value, '$.height'),
+	json_extract(r.value, '$.brightness'),
+	json_extract(r.value, '$.contrast'),
+	json_extract(r.value, '$.image')
+FROM prediction_batches AS b, json_each(b.records) AS r WHERE b.format = 1;
 `
+
+// formatArrays is the format the writer writes.
+const formatArrays = 2
 
 type sqliteStore struct {
 	db  *sql.DB
@@ -99,6 +130,9 @@ func (s *sqliteStore) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrating: %w", err)
 		}
 	}
+	if err := addFormatColumn(ctx, tx); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, sqliteSchema); err != nil {
 		return fmt.Errorf("schema: %w", err)
 	}
@@ -108,6 +142,20 @@ func (s *sqliteStore) migrate(ctx context.Context) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// addFormatColumn adds prediction_batches.format to a table written before
+// it existed (its batches are all format 1, the column's default).
+func addFormatColumn(ctx context.Context, tx *sql.Tx) error {
+	var tables, hasFormat int
+	err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'prediction_batches'),
+		(SELECT count(*) FROM pragma_table_info('prediction_batches') WHERE name = 'format')`).Scan(&tables, &hasFormat)
+	if err != nil || tables == 0 || hasFormat > 0 {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `ALTER TABLE prediction_batches ADD COLUMN format INTEGER NOT NULL DEFAULT 1`)
+	return err
 }
 
 func migrateRows(ctx context.Context, tx *sql.Tx) error {
@@ -150,9 +198,10 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-const insertSQL = `INSERT INTO prediction_batches (first, last, n, records) VALUES (?, ?, ?, ?)`
+const insertSQL = `INSERT INTO prediction_batches (first, last, n, records, format) VALUES (?, ?, ?, ?, ?)`
 
-// insertBatch writes recs as one row, encoding into buf (returned for reuse).
+// insertBatch writes recs as one row of format 2, encoding into buf
+// (returned for reuse).
 func insertBatch(ctx context.Context, e execer, buf []byte, recs []Record) ([]byte, error) {
 	if len(recs) == 0 {
 		return buf, nil
@@ -168,7 +217,7 @@ func insertBatch(ctx context.Context, e execer, buf []byte, recs []Record) ([]by
 		first, last = min(first, t), max(last, t)
 	}
 	buf = append(buf, ']')
-	_, err := e.ExecContext(ctx, insertSQL, first, last, len(recs), string(buf))
+	_, err := e.ExecContext(ctx, insertSQL, first, last, len(recs), string(buf), formatArrays)
 	return buf, err
 }
 
@@ -233,18 +282,19 @@ func trimStraddling(ctx context.Context, tx *sql.Tx, cut int64) (int64, error) {
 		recs []Record
 	}
 	var bs []batch
-	rows, err := tx.QueryContext(ctx, `SELECT id, records FROM prediction_batches WHERE first < ? AND last >= ?`, cut, cut)
+	rows, err := tx.QueryContext(ctx, `SELECT id, records, format FROM prediction_batches WHERE first < ? AND last >= ?`, cut, cut)
 	if err != nil {
 		return 0, err
 	}
 	for rows.Next() {
 		var b batch
 		var text string
-		if err := rows.Scan(&b.id, &text); err != nil {
+		var format int
+		if err := rows.Scan(&b.id, &text, &format); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		if b.recs, err = decodeRecords(text); err != nil {
+		if b.recs, err = decodeRecords(text, format); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("batch %d: %w", b.id, err)
 		}
@@ -282,7 +332,7 @@ func (s *sqliteStore) query(ctx context.Context, q Query) ([]Record, error) {
 		where, args = append(where, "first < ?"), append(args, q.Until.UnixMicro())
 	}
 	rows, err := s.db.QueryContext(ctx,
-		"SELECT first, records FROM prediction_batches WHERE "+strings.Join(where, " AND ")+" ORDER BY first, id", args...)
+		"SELECT first, records, format FROM prediction_batches WHERE "+strings.Join(where, " AND ")+" ORDER BY first, id", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -292,13 +342,14 @@ func (s *sqliteStore) query(ctx context.Context, q Query) ([]Record, error) {
 	for rows.Next() {
 		var first int64
 		var text string
-		if err := rows.Scan(&first, &text); err != nil {
+		var format int
+		if err := rows.Scan(&first, &text, &format); err != nil {
 			return nil, err
 		}
 		if q.Limit > 0 && len(out) >= q.Limit && first > out[q.Limit-1].Time.UnixMicro() {
 			break // every later record sorts after the limit-th
 		}
-		recs, err := decodeRecords(text)
+		recs, err := decodeRecords(text, format)
 		if err != nil {
 			return nil, err
 		}
@@ -342,10 +393,48 @@ type jsonRecord struct {
 	Image        []byte      `json:"image"` // base64
 }
 
-func decodeRecords(text string) ([]Record, error) {
+// arrayRecord decodes a format-2 record, [time, request_id, …], into
+// the same fields (decoding into a slice of pointers fills each field
+// in place; a missing image leaves it nil, later fields are ignored).
+type arrayRecord struct{ jsonRecord }
+
+func (a *arrayRecord) UnmarshalJSON(b []byte) error {
+	j := &a.jsonRecord
+	var top []arrayClass
+	err := json.Unmarshal(b, &[]any{&j.Time, &j.RequestID, &j.Model, &j.Version, &top,
+		&j.PreprocessMs, &j.QueueMs, &j.InferMs, &j.TotalMs, &j.Width, &j.Height, &j.Brightness, &j.Contrast, &j.Image})
+	j.TopK = make([]jsonClass, len(top))
+	for i, c := range top {
+		j.TopK[i] = c.jsonClass
+	}
+	return err
+}
+
+// arrayClass decodes a format-2 class, [index, label, score].
+type arrayClass struct{ jsonClass }
+
+func (c *arrayClass) UnmarshalJSON(b []byte) error {
+	return json.Unmarshal(b, &[]any{&c.Index, &c.Label, &c.Score})
+}
+
+func decodeRecords(text string, format int) ([]Record, error) {
 	var js []jsonRecord
-	if err := json.Unmarshal([]byte(text), &js); err != nil {
-		return nil, fmt.Errorf("predlog: a batch of records: %w", err)
+	switch format {
+	case 1:
+		if err := json.Unmarshal([]byte(text), &js); err != nil {
+			return nil, fmt.Errorf("predlog: a batch of records: %w", err)
+		}
+	case formatArrays:
+		var as []arrayRecord
+		if err := json.Unmarshal([]byte(text), &as); err != nil {
+			return nil, fmt.Errorf("predlog: a batch of records: %w", err)
+		}
+		js = make([]jsonRecord, len(as))
+		for i := range as {
+			js[i] = as[i].jsonRecord
+		}
+	default:
+		return nil, fmt.Errorf("predlog: a batch of records in format %d, newer than this fastinfer", format)
 	}
 	recs := make([]Record, len(js))
 	for i, j := range js {

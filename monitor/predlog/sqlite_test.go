@@ -3,6 +3,7 @@ package predlog
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -126,3 +127,102 @@ func TestSQLiteQueryOrdersAcrossBatches(t *testing.T) {
 }
 
 func isNaN(f float64) bool { return f != f }
+
+// The schema of the batch release before formats: records as objects.
+const sqliteSchemaObjects = `
+CREATE TABLE prediction_batches (
+	id INTEGER PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL,
+	n INTEGER NOT NULL, records TEXT NOT NULL);
+CREATE INDEX prediction_batches_first ON prediction_batches (first);
+CREATE INDEX prediction_batches_last ON prediction_batches (last);
+CREATE VIEW predictions AS SELECT b.id AS batch, r.key AS position,
+	json_extract(r.value, '$.time') AS time
+FROM prediction_batches AS b, json_each(b.records) AS r;`
+
+// A database whose batches hold objects (format 1) opens with them
+// readable beside new format-2 batches: by Query, by the view, and after
+// retention rewrites a straddling old batch.
+func TestSQLiteReadsObjectBatches(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "objects.db")
+	db, err := sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(sqliteSchemaObjects); err != nil {
+		t.Fatal(err)
+	}
+	// Format 1 is jsonRecord as encoding/json writes it.
+	var old []jsonRecord
+	for i := range 10 {
+		r := makeRecord(i)
+		j := jsonRecord{Time: r.Time.UnixMicro(), RequestID: r.RequestID, Model: r.Model, Version: r.Version,
+			Width: r.Width, Height: r.Height, Image: r.Image}
+		ptr := func(f float64) *float64 {
+			if f != f {
+				return nil
+			}
+			return &f
+		}
+		for _, c := range r.TopK {
+			j.TopK = append(j.TopK, jsonClass{Index: c.Index, Label: c.Label, Score: ptr(c.Score)})
+		}
+		j.PreprocessMs, j.QueueMs, j.InferMs, j.TotalMs = ptr(r.Latency.PreprocessMs), ptr(r.Latency.QueueMs), ptr(r.Latency.InferMs), ptr(r.Latency.TotalMs)
+		j.Brightness, j.Contrast = ptr(r.Brightness), ptr(r.Contrast)
+		old = append(old, j)
+	}
+	text, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO prediction_batches (first, last, n, records) VALUES (?, ?, ?, ?)`,
+		old[0].Time, old[9].Time, 10, string(text)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	l := openT(t, "sqlite:"+path, Options{})
+	for i := 10; i < 20; i++ {
+		l.Add(makeRecord(i))
+	}
+	flushT(t, l)
+	checkRecords(t, queryT(t, l, Query{}), seq(0, 20))
+
+	db, err = sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT time, model, json_extract(topk, '$[0].index'), json_extract(topk, '$[1].label'), width FROM predictions ORDER BY time`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for ; rows.Next(); i++ {
+		var micros, top, width int64
+		var model, label string
+		if err := rows.Scan(&micros, &model, &top, &label, &width); err != nil {
+			t.Fatal(err)
+		}
+		want := makeRecord(i)
+		if micros != want.Time.UnixMicro() || model != want.Model || top != int64(want.TopK[0].Index) ||
+			label != want.TopK[1].Label || width != int64(want.Width) {
+			t.Errorf("view row %d: %d %s %d %s %d, want record %+v", i, micros, model, top, label, width, want)
+		}
+	}
+	rows.Close()
+	if i != 20 {
+		t.Errorf("the view has %d rows, want 20", i)
+	}
+
+	if n, err := l.store.deleteBefore(ctx, makeRecord(5).Time, 1000); err != nil || n != 5 {
+		t.Fatalf("deleteBefore = %d, %v; want 5 deleted", n, err)
+	}
+	checkRecords(t, queryT(t, l, Query{}), seq(5, 20))
+	var formats string
+	db.QueryRowContext(ctx, `SELECT group_concat(DISTINCT format) FROM prediction_batches`).Scan(&formats)
+	if formats != "2" {
+		t.Errorf("formats after the rewrite: %q, want only 2", formats)
+	}
+	closeT(t, l)
+}
