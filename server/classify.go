@@ -196,14 +196,13 @@ func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
 	}
 }
 
-// preprocessAll fills one input row per image; several images decode in
-// parallel (vision bounds how many decodes run at once).
-// preprocessAll preprocesses every image into in, and each one's stats
-// into stats when it is not nil.
+// preprocessAll fills one input row per image, and each one's stats into
+// stats when it is not nil; several images decode in parallel (vision
+// bounds how many decodes run at once).
 func preprocessAll(m *Model, imgs [][]byte, in []float32, stats []ImageStats) *apiError {
 	errs := make([]error, len(imgs))
 	one := func(i int) {
-		st, err := m.Preprocess(imgs[i], in[i*m.InputLen:(i+1)*m.InputLen])
+		st, err := m.Preprocess(imgs[i], in[i*m.InputLen:(i+1)*m.InputLen], stats != nil)
 		errs[i] = err
 		if stats != nil {
 			stats[i] = st

@@ -47,9 +47,11 @@ type Model struct {
 	Card json.RawMessage
 
 	// Preprocess writes one image's input tensor into dst (len InputLen)
-	// and returns facts about the image for drift monitoring. Errors
-	// wrapping vision/guard's sentinels become 400/413 answers.
-	Preprocess func(img []byte, dst []float32) (ImageStats, error)
+	// and returns facts about the image for drift monitoring and the
+	// prediction log; stats says whether either wants them (brightness
+	// and contrast cost a pass over the tensor). Errors wrapping
+	// vision/guard's sentinels become 400/413 answers.
+	Preprocess func(img []byte, dst []float32, stats bool) (ImageStats, error)
 	// Infer runs rows images: in has rows*InputLen floats, out receives
 	// rows*Classes. batching.Scheduler.Do fits.
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)

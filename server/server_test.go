@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -52,12 +53,15 @@ func fakeModel(name string, version int) *Model {
 		Labels:  []string{"cat", "dog \"quoted\"", "", "bird"},
 		Classes: 4, InputLen: 2,
 	}
-	m.Preprocess = func(img []byte, dst []float32) (ImageStats, error) {
+	m.Preprocess = func(img []byte, dst []float32, stats bool) (ImageStats, error) {
 		info, err := guard.Check(img, 0)
 		if err != nil {
 			return ImageStats{}, fmt.Errorf("checking image: %w", err)
 		}
 		dst[0], dst[1] = float32(info.Width), float32(info.Height)
+		if !stats {
+			return ImageStats{Width: info.Width, Height: info.Height, Brightness: math.NaN(), Contrast: math.NaN()}, nil
+		}
 		// A made-up brightness from the width, so tests can shift it.
 		return ImageStats{Width: info.Width, Height: info.Height, Brightness: float64(info.Width%100) / 100, Contrast: 0.2}, nil
 	}
@@ -312,7 +316,7 @@ func TestInferFailureIs500AndLogged(t *testing.T) {
 // A panicking handler answers 500 and the server keeps serving.
 func TestPanicRecovered(t *testing.T) {
 	m := fakeModel("toy", 1)
-	m.Preprocess = func([]byte, []float32) (ImageStats, error) { panic("decoder bug") }
+	m.Preprocess = func([]byte, []float32, bool) (ImageStats, error) { panic("decoder bug") }
 	ok := fakeModel("fine", 1)
 	ts := newTestServer(t, Options{}, m, ok)
 	r := ts.do(t, "POST", "/v1/models/toy/classify", "image/jpeg", fixture(t, "baboon.jpg"))

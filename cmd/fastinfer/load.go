@@ -225,9 +225,9 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
 			Instances: len(instances), ThreadsPerInstance: plan.threads,
 		},
-		Preprocess: func(img []byte, dst []float32) (server.ImageStats, error) {
+		Preprocess: func(img []byte, dst []float32, stats bool) (server.ImageStats, error) {
 			info, err := pre.Into(img, dst)
-			if err != nil || mon == nil {
+			if err != nil || !stats {
 				return server.ImageStats{}, err
 			}
 			st := server.ImageStats{Width: info.Width, Height: info.Height}
