@@ -12,8 +12,7 @@ import (
 )
 
 // columns are the data columns of PostgreSQL's predictions table (and of
-// SQLite's before batches), in the order they are written and read; a
-// format-2 SQLite record is an array of them in this order.
+// SQLite's before batches), in the order they are written and read.
 var columns = []string{
 	"time", "request_id", "model", "version", "topk",
 	"preprocess_ms", "queue_ms", "infer_ms", "total_ms",
@@ -42,17 +41,18 @@ func appendTopK(dst []byte, top []Class) []byte {
 		dst = append(dst, `,"label":`...)
 		dst = appendJSONString(dst, cleanString(c.Label))
 		dst = append(dst, `,"score":`...)
-		dst = appendScore(dst, c.Score)
+		dst = appendFloat32(dst, c.Score)
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
 }
 
-// appendScore writes a score to float32 precision, the model's own: the
-// float64 softmax adds digits nobody computed, and the shortest float32
-// form is half as long and quicker to write. Scores beyond float32's
-// range, like non-finite ones, are null.
-func appendScore(dst []byte, f float64) []byte {
+// appendFloat32 writes a score, brightness or contrast to float32
+// precision, that of the tensors they come from: the float64 arithmetic
+// after them adds digits nobody computed, and the shortest float32 form
+// is half as long and quicker to write. Values beyond float32's range,
+// like non-finite ones, are null.
+func appendFloat32(dst []byte, f float64) []byte {
 	f32 := float32(f)
 	if f != f || math.IsInf(float64(f32), 0) {
 		return append(dst, "null"...)
@@ -60,9 +60,9 @@ func appendScore(dst []byte, f float64) []byte {
 	return strconv.AppendFloat(dst, float64(f32), 'g', -1, 32)
 }
 
-// scoreOf is a stored score as it reads back: float32 precision, NaN
-// for null.
-func scoreOf(p *float64) float64 {
+// float32OrNaN is a stored score, brightness or contrast as it reads
+// back: float32 precision, NaN for null.
+func float32OrNaN(p *float64) float64 {
 	if p == nil {
 		return math.NaN()
 	}
@@ -100,23 +100,21 @@ func classes(js []jsonClass) []Class {
 	}
 	top := make([]Class, len(js))
 	for i, c := range js {
-		top[i] = Class{Index: c.Index, Label: c.Label, Score: scoreOf(c.Score)}
+		top[i] = Class{Index: c.Index, Label: c.Label, Score: float32OrNaN(c.Score)}
 	}
 	return top
 }
 
-// appendRecord appends r as one element of a SQLite batch in format 2
-// (columns in order; no image: it ends after contrast), by hand for the
-// same reason as appendTopK.
-func appendRecord(dst []byte, r Record) []byte {
+// appendRecord appends r as one element of a SQLite batch in format 2:
+// an array of the columns in order, except that time is microseconds
+// after the batch's first and model and version are the batch row's
+// (see sqliteSchema); without an image it ends after contrast. Written by
+// hand for the same reason as appendTopK.
+func appendRecord(dst []byte, r Record, first int64) []byte {
 	dst = append(dst, '[')
-	dst = strconv.AppendInt(dst, r.Time.UnixMicro(), 10)
+	dst = strconv.AppendInt(dst, r.Time.UnixMicro()-first, 10)
 	dst = append(dst, ',')
 	dst = appendJSONString(dst, cleanString(r.RequestID))
-	dst = append(dst, ',')
-	dst = appendJSONString(dst, cleanString(r.Model))
-	dst = append(dst, ',')
-	dst = strconv.AppendInt(dst, int64(r.Version), 10)
 	dst = append(dst, ",["...)
 	for i, c := range r.TopK {
 		if i > 0 {
@@ -127,7 +125,7 @@ func appendRecord(dst []byte, r Record) []byte {
 		dst = append(dst, ',')
 		dst = appendJSONString(dst, cleanString(c.Label))
 		dst = append(dst, ',')
-		dst = appendScore(dst, c.Score)
+		dst = appendFloat32(dst, c.Score)
 		dst = append(dst, ']')
 	}
 	dst = append(dst, "],"...)
@@ -143,9 +141,9 @@ func appendRecord(dst []byte, r Record) []byte {
 	dst = append(dst, ',')
 	dst = strconv.AppendInt(dst, int64(r.Height), 10)
 	dst = append(dst, ',')
-	dst = appendJSONFloat(dst, r.Brightness)
+	dst = appendFloat32(dst, r.Brightness)
 	dst = append(dst, ',')
-	dst = appendJSONFloat(dst, r.Contrast)
+	dst = appendFloat32(dst, r.Contrast)
 	if len(r.Image) > 0 {
 		dst = append(dst, ",\""...)
 		dst = base64.StdEncoding.AppendEncode(dst, r.Image)
@@ -176,6 +174,15 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 		return append(dst, "null"...)
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, 64)
+}
+
+// null32 maps NaN to NULL (nil) and rounds the rest to float32 (see
+// appendFloat32).
+func null32(f float64) any {
+	if math.IsNaN(f) {
+		return nil
+	}
+	return float64(float32(f))
 }
 
 // nullFloat maps NaN to NULL (nil).
@@ -237,7 +244,7 @@ func scanRecord(rs rowScanner, tm any, when func() time.Time) (Record, error) {
 		return r, fmt.Errorf("predlog: topk of a %s record: %w", r.Model, err)
 	}
 	r.Latency = Latency{floatOrNaN(pre), floatOrNaN(queue), floatOrNaN(infer), floatOrNaN(total)}
-	r.Brightness, r.Contrast = floatOrNaN(brightness), floatOrNaN(contrast)
+	r.Brightness, r.Contrast = float32OrNaN(brightness), float32OrNaN(contrast)
 	if len(image) > 0 {
 		r.Image = image
 	}

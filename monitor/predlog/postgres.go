@@ -85,7 +85,7 @@ func (s *postgresStore) insert(ctx context.Context, recs []Record) error {
 			r.Time, cleanString(r.RequestID), cleanString(r.Model), int64(r.Version), top,
 			nullFloat(r.Latency.PreprocessMs), nullFloat(r.Latency.QueueMs),
 			nullFloat(r.Latency.InferMs), nullFloat(r.Latency.TotalMs),
-			int64(r.Width), int64(r.Height), nullFloat(r.Brightness), nullFloat(r.Contrast),
+			int64(r.Width), int64(r.Height), null32(r.Brightness), null32(r.Contrast),
 			nullBytes(r.Image),
 		}
 	}

@@ -38,17 +38,18 @@
 // missing and indexed on (model, version, time) and on (time); time is a
 // timestamptz, TopK is jsonb: [{"index":3,"label":"cat","score":0.91}, ...].
 //
-// SQLite: one row per written batch in prediction_batches (its earliest
-// and latest record time in Unix microseconds, indexed, and its records as
-// a JSON array of arrays), because a row per record cost the pure-Go SQLite about
+// SQLite: one row per written batch and model version in
+// prediction_batches (its earliest and latest record time in Unix
+// microseconds, indexed, the model and version, and its records as a JSON
+// array of arrays), because a row per record cost the pure-Go SQLite about
 // three times the CPU. The view predictions shows one row per record with
 // the same columns as PostgreSQL's (time as Unix microseconds, image as
 // base64), for ad-hoc SQL. A database from the row-per-record release is
 // migrated when it is opened. Retention deletes whole batches and trims
 // the ones that straddle the cut-off.
 //
-// Both read time back in UTC to the microsecond, and top-k scores to
-// float32 precision (the model's; see appendScore). Every float maps NaN to
+// Both read time back in UTC to the microsecond, and top-k scores,
+// brightness and contrast to float32 precision (see appendFloat32). Every float maps NaN to
 // NULL (JSON null in SQLite, where ±Inf becomes null too) and back to NaN.
 // An empty Image is stored as NULL and read back as nil. Strings are
 // stored as valid UTF-8 without NUL bytes (invalid bytes become U+FFFD,
@@ -185,8 +186,9 @@ type Log struct {
 	fails     []failRange
 	waiters   []*waiter
 
-	kick   chan struct{}
-	wakeAt int // records waiting in ch that make Add wake the writer
+	kick   chan struct{} // Flush: write everything now
+	full   chan struct{} // Add: wakeAt records are waiting
+	wakeAt int
 	stop   chan struct{}
 	done   chan struct{}
 	wctx   context.Context
@@ -276,6 +278,7 @@ func newLog(s store, o Options) *Log {
 		log:   o.Logger.With("component", "predlog"),
 		ch:    make(chan Record, o.Buffer),
 		kick:  make(chan struct{}, 1),
+		full:  make(chan struct{}, 1),
 		// A full batch, or half the buffer when that is smaller, so a
 		// small buffer does not overflow while the writer waits.
 		wakeAt: max(1, min(o.BatchSize, o.Buffer/2)),
@@ -312,7 +315,10 @@ func (l *Log) Add(r Record) bool {
 		full := len(l.ch) >= l.wakeAt
 		l.mu.Unlock()
 		if full {
-			l.wake()
+			select {
+			case l.full <- struct{}{}:
+			default:
+			}
 		}
 		return true
 	default:
@@ -360,7 +366,10 @@ func (l *Log) Flush(ctx context.Context) error {
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
-	l.wake()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 	select {
 	case <-w.done:
 		return w.err
@@ -401,14 +410,6 @@ func (l *Log) Close(ctx context.Context) error {
 	l.cancel()
 	l.closeOnce.Do(func() { l.closeErr = l.store.close() })
 	return errors.Join(err, l.closeErr)
-}
-
-// wake makes the writer drain the channel now.
-func (l *Log) wake() {
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
 }
 
 // Stats returns the counters.
@@ -473,17 +474,23 @@ func (l *Log) run() {
 			write()
 		}
 	}
-	// drain writes what is in the channel now (a Flush waits for it).
-	drain := func() {
+	// takeWaiting takes what is in the channel now, writing full batches;
+	// the rest waits for more, or for its time.
+	takeWaiting := func() {
 		for n := len(l.ch); n > 0; n-- {
 			take(<-l.ch)
 		}
+	}
+	// drain writes what is in the channel now (a Flush waits for it).
+	drain := func() {
+		takeWaiting()
 		write()
 	}
 	// Idle, the writer waits for the first record; then it stops
 	// receiving until the batch is due (FlushEvery) or Add says a full
 	// batch is waiting, and takes everything at once: one wake-up per
-	// batch instead of one per prediction.
+	// batch instead of one per prediction, and every commit but the
+	// timed ones a full batch.
 	for {
 		var recv <-chan Record
 		if len(batch) == 0 {
@@ -492,6 +499,12 @@ func (l *Log) run() {
 		select {
 		case r := <-recv:
 			take(r)
+		case <-l.full:
+			if l.wakeAt < l.opt.BatchSize {
+				drain() // half a small buffer: no full batch will come in time
+			} else {
+				takeWaiting()
+			}
 		case <-timer.C:
 			drain()
 		case <-l.kick:

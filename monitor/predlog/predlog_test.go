@@ -142,7 +142,7 @@ func diffRecord(got, want Record) string {
 	if got.Width != want.Width || got.Height != want.Height {
 		d = append(d, fmt.Sprintf("size %dx%d, want %dx%d", got.Width, got.Height, want.Width, want.Height))
 	}
-	if !sameFloat(got.Brightness, want.Brightness) || !sameFloat(got.Contrast, want.Contrast) {
+	if !sameFloat(got.Brightness, float64(float32(want.Brightness))) || !sameFloat(got.Contrast, float64(float32(want.Contrast))) {
 		d = append(d, fmt.Sprintf("brightness/contrast %v/%v, want %v/%v", got.Brightness, got.Contrast,
 			want.Brightness, want.Contrast))
 	}
@@ -639,6 +639,28 @@ func TestFullBatchWakesWriter(t *testing.T) {
 			}
 		}
 		closeT(t, l)
+	}
+}
+
+// TestCommitsAreFullBatches: records arriving one by one are committed
+// in full batches (a wake-up must not also commit the few records that
+// came after the full batch: that doubled the commits).
+func TestCommitsAreFullBatches(t *testing.T) {
+	const batch, n = 8, 80
+	l, fs := newFaultLog(t, Options{FlushEvery: time.Hour, BatchSize: batch})
+	defer closeT(t, l)
+	for i := range n {
+		l.Add(makeRecord(i))
+		time.Sleep(100 * time.Microsecond) // spread out, as requests come
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.Stats().Written < n-batch; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %+v after 10 s", l.Stats())
+		}
+	}
+	time.Sleep(10 * time.Millisecond)
+	if s, ins := l.Stats(), fs.inserts.Load(); s.Written%batch != 0 || ins != int64(s.Written/batch) {
+		t.Errorf("%d records written in %d commits, want full batches of %d", s.Written, ins, batch)
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 // A batch's format says how its records are written:
 //
 //	1: objects, {"time":…,"request_id":…,…} (written before format 2);
-//	2: arrays of the columns in order, classes as [index, label, score]:
-//	   a third smaller and cheaper to write.
+//	2: arrays of the columns in order, classes as [index, label, score],
+//	   except that time is microseconds after the row's first, and model
+//	   and version are the row's (a batch is one row per version):
+//	   about half the bytes, and cheaper to write.
 //
 // The view reads both; the writer writes only format 2.
 const sqliteSchema = `
@@ -32,28 +34,30 @@ CREATE TABLE IF NOT EXISTS prediction_batches (
 	last    INTEGER NOT NULL, -- latest
 	n       INTEGER NOT NULL, -- records
 	records TEXT    NOT NULL, -- JSON array, one element per record
-	format  INTEGER NOT NULL DEFAULT 1 -- of the elements: 1 objects, 2 arrays
+	format  INTEGER NOT NULL DEFAULT 1, -- of the elements: 1 objects, 2 arrays
+	model   TEXT,   -- format 2: every record's model and version
+	version INTEGER
 );
 CREATE INDEX IF NOT EXISTS prediction_batches_first ON prediction_batches (first);
 CREATE INDEX IF NOT EXISTS prediction_batches_last ON prediction_batches (last);
 DROP VIEW IF EXISTS predictions;
 CREATE VIEW predictions AS
 SELECT b.id AS batch, r.key AS position,
-	r.value->>0 AS time,
+	b.first + (r.value->>0) AS time,
 	r.value->>1 AS request_id,
-	r.value->>2 AS model,
-	r.value->>3 AS version,
+	b.model AS model,
+	b.version AS version,
 	(SELECT json_group_array(json_object('index', c.value->>0, 'label', c.value->>1, 'score', c.value->>2))
-		FROM json_each(r.value, '$[4]') AS c) AS topk,
-	r.value->>5 AS preprocess_ms,
-	r.value->>6 AS queue_ms,
-	r.value->>7 AS infer_ms,
-	r.value->>8 AS total_ms,
-	r.value->>9 AS width,
-	r.value->>10 AS height,
-	r.value->>11 AS brightness,
-	r.value->>12 AS contrast,
-	r.value->>13 AS image
+		FROM json_each(r.value, '$[2]') AS c) AS topk,
+	r.value->>3 AS preprocess_ms,
+	r.value->>4 AS queue_ms,
+	r.value->>5 AS infer_ms,
+	r.value->>6 AS total_ms,
+	r.value->>7 AS width,
+	r.value->>8 AS height,
+	r.value->>9 AS brightness,
+	r.value->>10 AS contrast,
+	r.value->>11 AS image
 FROM prediction_batches AS b, json_each(b.records) AS r WHERE b.format = 2
 UNION ALL
 SELECT b.id, r.key,
@@ -130,7 +134,7 @@ func (s *sqliteStore) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrating: %w", err)
 		}
 	}
-	if err := addFormatColumn(ctx, tx); err != nil {
+	if err := addBatchColumns(ctx, tx); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, sqliteSchema); err != nil {
@@ -144,18 +148,27 @@ func (s *sqliteStore) migrate(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// addFormatColumn adds prediction_batches.format to a table written before
-// it existed (its batches are all format 1, the column's default).
-func addFormatColumn(ctx context.Context, tx *sql.Tx) error {
-	var tables, hasFormat int
-	err := tx.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'prediction_batches'),
-		(SELECT count(*) FROM pragma_table_info('prediction_batches') WHERE name = 'format')`).Scan(&tables, &hasFormat)
-	if err != nil || tables == 0 || hasFormat > 0 {
-		return err
+// addBatchColumns adds the columns of format 2 to a prediction_batches
+// table written before them (its batches are all format 1, the format
+// column's default).
+func addBatchColumns(ctx context.Context, tx *sql.Tx) error {
+	for _, c := range []struct{ name, decl string }{
+		{"format", "INTEGER NOT NULL DEFAULT 1"}, {"model", "TEXT"}, {"version", "INTEGER"},
+	} {
+		var tables, has int
+		err := tx.QueryRowContext(ctx, `SELECT
+			(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'prediction_batches'),
+			(SELECT count(*) FROM pragma_table_info('prediction_batches') WHERE name = ?)`, c.name).Scan(&tables, &has)
+		if err != nil || tables == 0 {
+			return err
+		}
+		if has == 0 {
+			if _, err := tx.ExecContext(ctx, "ALTER TABLE prediction_batches ADD COLUMN "+c.name+" "+c.decl); err != nil {
+				return err
+			}
+		}
 	}
-	_, err = tx.ExecContext(ctx, `ALTER TABLE prediction_batches ADD COLUMN format INTEGER NOT NULL DEFAULT 1`)
-	return err
+	return nil
 }
 
 func migrateRows(ctx context.Context, tx *sql.Tx) error {
@@ -198,36 +211,75 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-const insertSQL = `INSERT INTO prediction_batches (first, last, n, records, format) VALUES (?, ?, ?, ?, ?)`
+const insertSQL = `INSERT INTO prediction_batches (first, last, n, records, format, model, version) VALUES (?, ?, ?, ?, ?, ?, ?)`
 
-// insertBatch writes recs as one row of format 2, encoding into buf
-// (returned for reuse).
+// insertBatch writes recs as format-2 rows, one per model version in the
+// order each first appears, encoding into buf (returned for reuse). e
+// must be a transaction, so that the rows commit together.
 func insertBatch(ctx context.Context, e execer, buf []byte, recs []Record) ([]byte, error) {
-	if len(recs) == 0 {
-		return buf, nil
+	type version struct {
+		model string
+		n     int
 	}
-	first, last := recs[0].Time.UnixMicro(), recs[0].Time.UnixMicro()
-	buf = append(buf[:0], '[')
-	for i, r := range recs {
-		if i > 0 {
-			buf = append(buf, ',')
+	same := true
+	for _, r := range recs {
+		same = same && r.Model == recs[0].Model && r.Version == recs[0].Version
+	}
+	groups := [][]Record{recs}
+	if !same { // several versions: rare, so the common case copies nothing
+		at := map[version]int{}
+		groups = nil
+		for _, r := range recs {
+			k := version{r.Model, r.Version}
+			i, ok := at[k]
+			if !ok {
+				i = len(groups)
+				at[k] = i
+				groups = append(groups, nil)
+			}
+			groups[i] = append(groups[i], r)
 		}
-		buf = appendRecord(buf, r)
-		t := r.Time.UnixMicro()
-		first, last = min(first, t), max(last, t)
 	}
-	buf = append(buf, ']')
-	_, err := e.ExecContext(ctx, insertSQL, first, last, len(recs), string(buf), formatArrays)
-	return buf, err
+	for _, g := range groups {
+		if len(g) == 0 {
+			continue
+		}
+		first, last := g[0].Time.UnixMicro(), g[0].Time.UnixMicro()
+		for _, r := range g {
+			t := r.Time.UnixMicro()
+			first, last = min(first, t), max(last, t)
+		}
+		buf = append(buf[:0], '[')
+		for i, r := range g {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendRecord(buf, r, first)
+		}
+		buf = append(buf, ']')
+		if _, err := e.ExecContext(ctx, insertSQL, first, last, len(g), string(buf), formatArrays,
+			cleanString(g[0].Model), g[0].Version); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
-// insert writes the batch as one row: a single statement, so atomic.
-func (s *sqliteStore) insert(ctx context.Context, recs []Record) (err error) {
-	s.buf, err = insertBatch(ctx, s.db, s.buf, recs)
+// insert writes the batch in one transaction.
+func (s *sqliteStore) insert(ctx context.Context, recs []Record) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	s.buf, err = insertBatch(ctx, tx, s.buf, recs)
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil // do not keep a batch of logged images
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // deleteBefore deletes whole batches older than t, about limit records
@@ -282,19 +334,19 @@ func trimStraddling(ctx context.Context, tx *sql.Tx, cut int64) (int64, error) {
 		recs []Record
 	}
 	var bs []batch
-	rows, err := tx.QueryContext(ctx, `SELECT id, records, format FROM prediction_batches WHERE first < ? AND last >= ?`, cut, cut)
+	rows, err := tx.QueryContext(ctx, `SELECT id, records, format, first, model, version FROM prediction_batches WHERE first < ? AND last >= ?`, cut, cut)
 	if err != nil {
 		return 0, err
 	}
 	for rows.Next() {
 		var b batch
 		var text string
-		var format int
-		if err := rows.Scan(&b.id, &text, &format); err != nil {
+		var m batchMeta
+		if err := rows.Scan(&b.id, &text, &m.format, &m.first, &m.model, &m.version); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		if b.recs, err = decodeRecords(text, format); err != nil {
+		if b.recs, err = decodeRecords(text, m); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("batch %d: %w", b.id, err)
 		}
@@ -331,8 +383,11 @@ func (s *sqliteStore) query(ctx context.Context, q Query) ([]Record, error) {
 	if !q.Until.IsZero() {
 		where, args = append(where, "first < ?"), append(args, q.Until.UnixMicro())
 	}
+	if q.Model != "" {
+		where, args = append(where, "(format = 1 OR model = ?)"), append(args, q.Model)
+	}
 	rows, err := s.db.QueryContext(ctx,
-		"SELECT first, records, format FROM prediction_batches WHERE "+strings.Join(where, " AND ")+" ORDER BY first, id", args...)
+		"SELECT first, records, format, model, version FROM prediction_batches WHERE "+strings.Join(where, " AND ")+" ORDER BY first, id", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -340,16 +395,15 @@ func (s *sqliteStore) query(ctx context.Context, q Query) ([]Record, error) {
 	var out []Record
 	since, until := q.Since.UnixMicro(), q.Until.UnixMicro()
 	for rows.Next() {
-		var first int64
 		var text string
-		var format int
-		if err := rows.Scan(&first, &text, &format); err != nil {
+		var m batchMeta
+		if err := rows.Scan(&m.first, &text, &m.format, &m.model, &m.version); err != nil {
 			return nil, err
 		}
-		if q.Limit > 0 && len(out) >= q.Limit && first > out[q.Limit-1].Time.UnixMicro() {
+		if q.Limit > 0 && len(out) >= q.Limit && m.first > out[q.Limit-1].Time.UnixMicro() {
 			break // every later record sorts after the limit-th
 		}
-		recs, err := decodeRecords(text, format)
+		recs, err := decodeRecords(text, m)
 		if err != nil {
 			return nil, err
 		}
@@ -393,15 +447,16 @@ type jsonRecord struct {
 	Image        []byte      `json:"image"` // base64
 }
 
-// arrayRecord decodes a format-2 record, [time, request_id, …], into
-// the same fields (decoding into a slice of pointers fills each field
-// in place; a missing image leaves it nil, later fields are ignored).
+// arrayRecord decodes a format-2 record, [time after first, request_id,
+// topk, …], into the same fields (decoding into a slice of pointers fills
+// each field in place; a missing image leaves it nil, later fields are
+// ignored).
 type arrayRecord struct{ jsonRecord }
 
 func (a *arrayRecord) UnmarshalJSON(b []byte) error {
 	j := &a.jsonRecord
 	var top []arrayClass
-	err := json.Unmarshal(b, &[]any{&j.Time, &j.RequestID, &j.Model, &j.Version, &top,
+	err := json.Unmarshal(b, &[]any{&j.Time, &j.RequestID, &top,
 		&j.PreprocessMs, &j.QueueMs, &j.InferMs, &j.TotalMs, &j.Width, &j.Height, &j.Brightness, &j.Contrast, &j.Image})
 	j.TopK = make([]jsonClass, len(top))
 	for i, c := range top {
@@ -417,9 +472,17 @@ func (c *arrayClass) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, &[]any{&c.Index, &c.Label, &c.Score})
 }
 
-func decodeRecords(text string, format int) ([]Record, error) {
+// batchMeta is what a batch row says about its records.
+type batchMeta struct {
+	format  int
+	first   int64          // format 2: record times count from here
+	model   sql.NullString // format 2: every record's
+	version sql.NullInt64
+}
+
+func decodeRecords(text string, m batchMeta) ([]Record, error) {
 	var js []jsonRecord
-	switch format {
+	switch m.format {
 	case 1:
 		if err := json.Unmarshal([]byte(text), &js); err != nil {
 			return nil, fmt.Errorf("predlog: a batch of records: %w", err)
@@ -432,9 +495,11 @@ func decodeRecords(text string, format int) ([]Record, error) {
 		js = make([]jsonRecord, len(as))
 		for i := range as {
 			js[i] = as[i].jsonRecord
+			js[i].Time += m.first
+			js[i].Model, js[i].Version = m.model.String, int(m.version.Int64)
 		}
 	default:
-		return nil, fmt.Errorf("predlog: a batch of records in format %d, newer than this fastinfer", format)
+		return nil, fmt.Errorf("predlog: a batch of records in format %d, newer than this fastinfer", m.format)
 	}
 	recs := make([]Record, len(js))
 	for i, j := range js {
@@ -444,7 +509,7 @@ func decodeRecords(text string, format int) ([]Record, error) {
 		r.TopK = classes(j.TopK)
 		r.Latency = Latency{floatOrNaN(j.PreprocessMs), floatOrNaN(j.QueueMs), floatOrNaN(j.InferMs), floatOrNaN(j.TotalMs)}
 		r.Width, r.Height = j.Width, j.Height
-		r.Brightness, r.Contrast = floatOrNaN(j.Brightness), floatOrNaN(j.Contrast)
+		r.Brightness, r.Contrast = float32OrNaN(j.Brightness), float32OrNaN(j.Contrast)
 		if len(j.Image) > 0 {
 			r.Image = j.Image
 		}
