@@ -4,13 +4,17 @@
 # CUDA provider at the machine's CUDA 13 and cuDNN 9 libraries (there from
 # its Python wheels), runs the GPU tests and the benchmarks, and writes
 # every result under $OUT.
+#   scripts/gpu-run.sh first      what no GPU session has done yet, in one
+#                                 call: the GPU tests, BenchmarkRawVsBatcher
+#                                 on CUDA, and the NVML metrics of a loaded
+#                                 server (issues 3, 7, 8)
 #   scripts/gpu-run.sh tensor     the GPU tests; raw fp32/fp16 at batch
 #                                 1..128; the HTTP tensor path; p50/p99 at
 #                                 c=1 and at 80 % of the peak; the same
 #                                 server without batch-size buckets
 #   scripts/gpu-run.sh tune       the saturation ratio with 2 and 3 instances
-#   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (.gpu/bench.tar.xz,
-#                                 from `scripts/gpu-bundle.sh bench`; never run yet)
+#   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
+#                                 .gpu/bench.tar.xz; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
 #                                 call carried; with LAST=1 it then unpacks
 #                                 them and measures the JPEG path (OpenCV)
@@ -86,9 +90,13 @@ peak() {
 
 SERVE="--prediction-log off --provider cuda --max-queue-size 2048"
 
-tensor_stage() {
+gpu_tests() {
 	log "GPU tests"
 	(cd "$ROOT/runtime/gputest" && timeout 180 "$B/gputest.test" -test.v -test.count=1 2>&1 | grep -E '^(---|PASS|FAIL|ok)|gpu_test' | tail -30)
+}
+
+tensor_stage() {
+	gpu_tests
 	for p in fp32 fp16; do
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
 		bench raw-$p --model $m --targets raw --provider cuda --raw-batches "${RAW_BATCHES:-1,8,32,64,128}"
@@ -117,10 +125,28 @@ tune_stage() {
 # batcher's instance bucketed and pinned, as in the server).
 batcher_stage() {
 	[ -x "$B/bench/batching.test" ] || { mkdir -p "$B/bench" && extract "$B/bench" < "$ROOT/.gpu/bench.tar.xz"; } || return 1
+	# The benchmark builds its ResNets itself (seeded weights).
 	log "BenchmarkRawVsBatcher on CUDA"
 	(cd "$ROOT/batching" && FASTINFER_BENCH_PROVIDER=cuda FASTINFER_BENCH_BATCHES="${BATCHES:-1,8,32,64}" timeout 400 \
 		"$B/bench/batching.test" -test.run XXX -test.bench 'RawVsBatcher/resnet50/batch[0-9]+/(raw|batcher)$' -test.count "${COUNT:-3}" 2>&1 |
 		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/batcher.txt")
+}
+
+# nvml: the GPU metrics (monitor/gpu.go, through cuda/'s NVML) of a server
+# under load, scraped into $OUT/gpu-metrics.txt; they must be there and
+# show memory in use.
+nvml_stage() {
+	log "NVML metrics under load"
+	local port=18790
+	"$FI" serve --models "$M" --addr 127.0.0.1:$port $SERVE > "$OUT/nvml-serve.log" 2>&1 &
+	local pid=$!
+	for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.5; done
+	timeout 60 "$FI" bench --url "http://127.0.0.1:$port" --model resnet50-fp16 --targets tensor --concurrency 64 --warmup 1s --duration 5s >/dev/null 2>&1 &
+	sleep 4
+	curl -s "127.0.0.1:$port/metrics" | grep -E '^fastinfer_gpu' | tee "$OUT/gpu-metrics.txt"
+	wait %2 2>/dev/null
+	kill $pid; wait $pid 2>/dev/null
+	grep -q '^fastinfer_gpu_memory_used_bytes' "$OUT/gpu-metrics.txt" && echo "NVML metrics: present" || echo "NVML metrics: MISSING"
 }
 
 cv_stage() {
@@ -136,6 +162,7 @@ cv_stage() {
 }
 
 case "${1:-tensor}" in
+first) setup && facts && gpu_tests && batcher_stage && nvml_stage ;;
 tensor) setup && facts && tensor_stage ;;
 tune) setup && facts && tune_stage ;;
 batcher) setup && batcher_stage ;;
