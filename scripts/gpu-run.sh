@@ -142,9 +142,10 @@ nvml_stage() {
 	local pid=$!
 	for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.5; done
 	timeout 60 "$FI" bench --url "http://127.0.0.1:$port" --model resnet50-fp16 --targets tensor --concurrency 64 --warmup 1s --duration 5s >/dev/null 2>&1 &
+	local load=$!
 	sleep 4
 	curl -s "127.0.0.1:$port/metrics" | grep -E '^fastinfer_gpu' | tee "$OUT/gpu-metrics.txt"
-	wait %2 2>/dev/null
+	wait $load
 	kill $pid; wait $pid 2>/dev/null
 	grep -q '^fastinfer_gpu_memory_used_bytes' "$OUT/gpu-metrics.txt" && echo "NVML metrics: present" || echo "NVML metrics: MISSING"
 }
@@ -177,6 +178,7 @@ unpack-cv)
 	if [ -n "${LAST:-}" ]; then extract "$B/cv" < "$B/cv.tar.xz.parts" && setup && facts && cv_stage; fi
 	;;
 cv) setup && cv_stage ;;
+nvml) setup && nvml_stage ;;
 *) echo "unknown stage $1" >&2; exit 2 ;;
 esac
 log done
