@@ -477,3 +477,22 @@ func TestServeRejectsBadSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestGoProcs(t *testing.T) {
+	for _, tt := range []struct {
+		flag   int
+		envSet bool
+		def    int
+		want   int
+	}{
+		{0, false, 2, 3}, // automatic: one spare
+		{0, false, 16, 17},
+		{0, true, 2, 0},  // the GOMAXPROCS variable chose: leave it
+		{4, false, 2, 4}, // the flag wins
+		{4, true, 2, 4},
+	} {
+		if got := goProcs(tt.flag, tt.envSet, tt.def); got != tt.want {
+			t.Errorf("goProcs(%d, %v, %d) = %d, want %d", tt.flag, tt.envSet, tt.def, got, tt.want)
+		}
+	}
+}

@@ -59,6 +59,7 @@ type serveConfig struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 	sched           string
+	goProcs         int
 	cuda            runtime.CUDAOptions
 	gpuBuckets      bool
 	tensorrt        string
@@ -104,7 +105,25 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.BoolVar(&c.gpuBuckets, "gpu-buckets", true, "on CUDA, run each batch-size bucket (1, 2, 4, 8, 12, 16, 24, …, max) on its own session and pad batches up to one: ONNX Runtime's CUDA convolutions set themselves up again whenever the batch size changes (100 ms for ResNet-50)")
 	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
 	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
+	fs.IntVar(&c.goProcs, "gomaxprocs", 0, "Go's processors (GOMAXPROCS); 0 = one more than the cores Go sees, unless the GOMAXPROCS variable is set: a worker coming back from ONNX Runtime then finds a free one instead of waiting for Go code (handlers, the prediction log) to yield")
 	return c
+}
+
+// goProcs is the GOMAXPROCS serve sets, or 0 to leave Go's own: the flag
+// when positive; else one more than Go's default (def), unless the
+// GOMAXPROCS variable chose. Each execution returns from ONNX Runtime
+// (cgo) needing a P; with exactly one per core they are all often busy
+// with Go code, and the instance idles until one yields. Measured on
+// fashion-resnet at saturation (README, Prediction log): +0.5 and +1 %
+// images/s with the log off, and a smaller cost of the log.
+func goProcs(flag int, envSet bool, def int) int {
+	switch {
+	case flag > 0:
+		return flag
+	case envSet:
+		return 0
+	}
+	return def + 1
 }
 
 func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error {
@@ -125,6 +144,13 @@ func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error
 	// Process-wide, so here and not in serve (tests run serve in-process).
 	if cfg.sched != cpusched.Batch && cfg.sched != cpusched.Normal {
 		return fmt.Errorf("--sched must be %s or %s, got %q", cpusched.Batch, cpusched.Normal, cfg.sched)
+	}
+	if cfg.goProcs < 0 {
+		return fmt.Errorf("--gomaxprocs must be 0 (automatic) or more, got %d", cfg.goProcs)
+	}
+	if n := goProcs(cfg.goProcs, getenv("GOMAXPROCS") != "", goruntime.GOMAXPROCS(0)); n > 0 {
+		goruntime.GOMAXPROCS(n)
+		log.Info("GOMAXPROCS set", "procs", n)
 	}
 	if n, err := cpusched.Set(cfg.sched); err != nil {
 		log.Warn("scheduling policy not changed", "sched", cfg.sched, "err", err)
