@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -521,6 +522,9 @@ type faultStore struct {
 	stall   chan struct{}
 	fail    atomic.Bool
 	inserts atomic.Int64
+
+	mu    sync.Mutex
+	sizes []int // records of each committed batch
 }
 
 func (f *faultStore) insert(ctx context.Context, recs []Record) error {
@@ -535,7 +539,13 @@ func (f *faultStore) insert(ctx context.Context, recs []Record) error {
 	if f.fail.Load() {
 		return errDiskFull
 	}
-	return f.store.insert(ctx, recs)
+	if err := f.store.insert(ctx, recs); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.sizes = append(f.sizes, len(recs))
+	f.mu.Unlock()
+	return nil
 }
 
 func newFaultLog(t *testing.T, o Options) (*Log, *faultStore) {
@@ -658,9 +668,13 @@ func TestCommitsAreFullBatches(t *testing.T) {
 			t.Fatalf("only %+v after 10 s", l.Stats())
 		}
 	}
-	time.Sleep(10 * time.Millisecond)
-	if s, ins := l.Stats(), fs.inserts.Load(); s.Written%batch != 0 || ins != int64(s.Written/batch) {
-		t.Errorf("%d records written in %d commits, want full batches of %d", s.Written, ins, batch)
+	fs.mu.Lock()
+	sizes := slices.Clone(fs.sizes)
+	fs.mu.Unlock()
+	for _, n := range sizes {
+		if n != batch {
+			t.Fatalf("commits of %v records, want full batches of %d", sizes, batch)
+		}
 	}
 }
 
