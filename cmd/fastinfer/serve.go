@@ -109,17 +109,17 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	return c
 }
 
-// goProcs is the GOMAXPROCS serve sets, or 0 to leave Go's own: the flag
-// when positive; else one more than Go's default (def), unless the
+// goProcs is the GOMAXPROCS serve sets, or 0 to leave Go's own: set (the
+// flag) when positive; else one more than Go's default (def), unless the
 // GOMAXPROCS variable chose. Each execution returns from ONNX Runtime
 // (cgo) needing a P; with exactly one per core they are all often busy
 // with Go code, and the instance idles until one yields. Measured on
 // fashion-resnet at saturation (README, Prediction log): +0.5 and +1 %
 // images/s with the log off, and a smaller cost of the log.
-func goProcs(flag int, envSet bool, def int) int {
+func goProcs(set int, envSet bool, def int) int {
 	switch {
-	case flag > 0:
-		return flag
+	case set > 0:
+		return set
 	case envSet:
 		return 0
 	}

@@ -49,8 +49,9 @@
 // the ones that straddle the cut-off.
 //
 // Both read time back in UTC to the microsecond, and top-k scores,
-// brightness and contrast to float32 precision (see appendFloat32). Every float maps NaN to
-// NULL (JSON null in SQLite, where ±Inf becomes null too) and back to NaN.
+// brightness and contrast to float32 precision (see appendFloat32). Every
+// float maps NaN to NULL (JSON null in SQLite, where ±Inf becomes null
+// too) and back to NaN.
 // An empty Image is stored as NULL and read back as nil. Strings are
 // stored as valid UTF-8 without NUL bytes (invalid bytes become U+FFFD,
 // NULs are removed) so that one odd request id can never make a whole

@@ -218,8 +218,8 @@ const insertSQL = `INSERT INTO prediction_batches (first, last, n, records, form
 // must be a transaction, so that the rows commit together.
 func insertBatch(ctx context.Context, e execer, buf []byte, recs []Record) ([]byte, error) {
 	type version struct {
-		model string
-		n     int
+		model  string
+		number int
 	}
 	same := true
 	for _, r := range recs {
