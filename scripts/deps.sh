@@ -21,10 +21,13 @@ ORT_GPU_SRI=sha512-FopIhNE/Ng+v2X65wVc9clPCBCvhvA53Hxo2U0Kf5fGdVsC7iCA+mZ0KLWggc
 # chromium runs the web page's browser test (cmd/fastinfer/web_test.go);
 # prometheus (with promtool) checks and runs the monitoring stack in
 # deploy/ (deploy/deploy_test.go).
+# libjpeg-dev: vision decodes most JPEGs with libjpeg(-turbo) directly
+# (vision/jpeg_gocv.go); libopencv-dev brings it in today, but through
+# another package's dependency.
 # postgresql: its server binaries (/usr/lib/postgresql/*/bin) let the
 # prediction-log tests start a throw-away server of their own
 # (monitor/predlog); they never use the cluster Debian may start on 5432.
-APT_PACKAGES=(libopencv-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql)
+APT_PACKAGES=(libopencv-dev libjpeg-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

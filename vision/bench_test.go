@@ -2,10 +2,15 @@
 
 package vision
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // BenchmarkInto: one photo to an ImageNet tensor (resize 256, crop 224),
-// and a large-photo case where the reduced JPEG decode applies.
+// and a large-photo case where the reduced JPEG decode applies; JPEGs
+// through the direct libjpeg decode and, for comparison, through OpenCV's
+// imdecode.
 func BenchmarkInto(b *testing.B) {
 	cases := []struct {
 		name string
@@ -18,17 +23,27 @@ func BenchmarkInto(b *testing.B) {
 		{"starry-752x600-jpeg-gray28-reduced8", "starry_night.jpg", gray28},
 	}
 	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			p := newP(b, c.spec, Options{})
-			data := fixture(b, c.file)
-			dst := make([]float32, c.spec.Len())
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			for b.Loop() {
-				if _, err := p.Into(data, dst); err != nil {
-					b.Fatal(err)
+		for _, viaCV := range []bool{false, true} {
+			name := c.name
+			if viaCV {
+				if !strings.HasSuffix(c.file, ".jpg") {
+					continue
 				}
+				name += "/imdecode"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				p := newP(b, c.spec, Options{})
+				p.noDirect = viaCV
+				data := fixture(b, c.file)
+				dst := make([]float32, c.spec.Len())
+				b.ReportAllocs()
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					if _, err := p.Into(data, dst); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -3,8 +3,10 @@
 package vision
 
 import (
+	"errors"
 	"fmt"
 	"image"
+	"math"
 
 	"gocv.io/x/gocv"
 
@@ -15,18 +17,93 @@ import (
 const Decoder = "opencv"
 
 func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) error {
-	flag := p.readFlag(info)
 	p.decodes.Add(1)
-	img, err := gocv.IMDecode(data, flag)
+	if info.Format == "jpeg" && !p.noDirect {
+		// EXIF-rotated photos go to OpenCV, which applies the rotation.
+		if o, ok := guard.JPEGOrientation(data); ok && o == 1 {
+			err := p.directJPEG(data, info, dst)
+			if !errors.Is(err, errJPEGUnsupported) {
+				return err
+			}
+		}
+	}
+	img, err := gocv.IMDecode(data, p.readFlag(info))
 	if err != nil { // only for an empty buffer, which guard refused already
 		return fmt.Errorf("vision: %w: %v", guard.ErrBadImage, err)
 	}
-	p.liveMats.Add(1)
-	liveMats.Add(1)
+	p.opened()
 	defer p.closeMat(&img)
 	if img.Empty() {
 		return fmt.Errorf("vision: %w: OpenCV could not decode this %s (%dx%d)", guard.ErrBadImage, info.Format, info.Width, info.Height)
 	}
+	return p.resizeCrop(img, dst)
+}
+
+// directJPEG decodes a JPEG with libjpeg itself rather than through
+// OpenCV's imdecode, for two savings (at Resize 256, crop 224, this
+// folder's baboon.jpg takes 2.0 ms instead of 2.9, starry_night.jpg 4.7
+// instead of 6.4; go test -bench Into ./vision):
+//   - libjpeg writes BGR directly, where OpenCV 4.6 asks for RGB and swaps
+//     it with a scalar loop (12 % of imdecode's time);
+//   - rows and columns that cannot reach the centre crop are not
+//     transformed, and rows below it not even entropy-decoded.
+//
+// The skipped pixels stay in the Mat as garbage, so the resize still sees
+// the whole image's geometry and the crop's pixels come out exactly as
+// from a full decode (TestDirectJPEGMatchesOpenCV). errJPEGUnsupported
+// means the image is left to OpenCV (CMYK, or a header libjpeg refuses).
+func (p *Preprocessor) directJPEG(data []byte, info guard.Info, dst []float32) error {
+	d := 1
+	if !p.noReduce {
+		d = reduction(info.Width, info.Height, p.spec.Resize)
+	}
+	w, h := (info.Width+d-1)/d, (info.Height+d-1)/d
+	gray := p.spec.Channels() == 1
+	typ := gocv.MatTypeCV8UC3
+	if gray {
+		typ = gocv.MatTypeCV8UC1
+	}
+	img := gocv.NewMatWithSize(h, w, typ)
+	p.opened()
+	defer p.closeMat(&img)
+	pix, err := img.DataPtrUint8()
+	if err != nil {
+		return fmt.Errorf("vision: %v", err)
+	}
+	tw, th := fitShorter(w, h, p.spec.Resize)
+	c0, c1 := sourceSpan(w, tw, p.spec.Crop)
+	r0, r1 := sourceSpan(h, th, p.spec.Crop)
+	if err := decodeJPEG(data, d, gray, pix, w, h, img.Step(), r0, r1, c0, c1); err != nil {
+		if errors.Is(err, errJPEGUnsupported) {
+			return err
+		}
+		return fmt.Errorf("vision: %w: %v", guard.ErrBadImage, err)
+	}
+	p.directs.Add(1)
+	return p.resizeCrop(img, dst)
+}
+
+// sourceSpan is the range of source pixels, along an axis of n, that the
+// centre crop of a resize to out can read: the crop's footprint under an
+// area resize, widened by two pixels for the taps of a bilinear one.
+func sourceSpan(n, out, crop int) (lo, hi int) {
+	o := (out - crop) / 2
+	if out == n {
+		return o, o + crop
+	}
+	lo = int(math.Floor(float64(o)*float64(n)/float64(out))) - 2
+	hi = int(math.Ceil(float64(o+crop)*float64(n)/float64(out))) + 2
+	return max(lo, 0), min(hi, n)
+}
+
+func (p *Preprocessor) opened() {
+	p.liveMats.Add(1)
+	liveMats.Add(1)
+}
+
+// resizeCrop resizes a decoded 8-bit Mat (BGR or grey) to Spec.Resize,
+// crops its centre and writes the normalised CHW tensor into dst.
+func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
 	ch := p.spec.Channels()
 	wantType := gocv.MatTypeCV8UC3
 	if ch == 1 {
@@ -43,8 +120,7 @@ func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) e
 	src := img
 	if tw != cols || th != rows {
 		resized := gocv.NewMat()
-		p.liveMats.Add(1)
-		liveMats.Add(1)
+		p.opened()
 		defer p.closeMat(&resized)
 		interp := gocv.InterpolationArea
 		if tw > cols {

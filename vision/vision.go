@@ -1,5 +1,6 @@
 // Package vision turns encoded images into normalised float32 CHW tensors
-// with OpenCV (gocv). It is the only cgo in this tree's image path.
+// with OpenCV (gocv), and libjpeg directly for most JPEGs (see
+// directJPEG). It is the only cgo in this tree's image path.
 //
 // Every input first goes through guard.Check, which refuses empty,
 // undecodable, truncated and oversized images before OpenCV sees a byte
@@ -7,7 +8,8 @@
 // image for others); images whose resized size would be over the pixel
 // limit are refused too. The pipeline is then:
 //
-//	decode (reduced-size JPEG decode when the image is much larger than needed)
+//	decode (reduced-size JPEG decode when the image is much larger than needed;
+//	  JPEGs without an EXIF rotation skip what the crop cannot reach)
 //	→ resize the shorter side to Spec.Resize (area when shrinking, bilinear when enlarging)
 //	→ centre crop Spec.Crop×Spec.Crop
 //	→ channel order (rgb, bgr or gray)
@@ -146,8 +148,10 @@ type Preprocessor struct {
 
 	// Instrumentation, read by tests.
 	noReduce    bool         // always decode at full size
+	noDirect    bool         // decode every JPEG with OpenCV's imdecode
 	liveMats    atomic.Int64 // Mats made and not yet closed
-	decodes     atomic.Int64 // calls that reached OpenCV
+	decodes     atomic.Int64 // calls that reached a decoder
+	directs     atomic.Int64 // JPEGs decoded by directJPEG
 	inflight    atomic.Int64 // decodes running now
 	maxInflight atomic.Int64 // high-water mark of inflight
 }

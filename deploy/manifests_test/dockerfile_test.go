@@ -683,7 +683,8 @@ var dockerfileChecks = []dfCheck{
 			return nil
 		},
 		breaks: []func(testing.TB, string) string{
-			replaceOnce("libopencv-dev pkg-config libopenblas-dev \\", "libopencv-dev pkg-config \\"),
+			replaceOnce("libopencv-dev libjpeg-dev pkg-config libopenblas-dev \\", "libopencv-dev libjpeg-dev pkg-config \\"),
+			replaceOnce("libopencv-dev libjpeg-dev pkg-config", "libopencv-dev pkg-config"),
 			replaceOnce("chromium (the web", "a browser (the web"),
 		},
 	},
@@ -873,6 +874,9 @@ var dockerfileChecks = []dfCheck{
 			if strings.Contains(","+makeGoTags(t)+",", ",openblas,") && !slices.Contains(have, "libopenblas0") {
 				missing = append(missing, "libopenblas0")
 			}
+			if !slices.Contains(have, "libjpeg-turbo8") { // vision/jpeg_gocv.go links libjpeg
+				missing = append(missing, "libjpeg-turbo8")
+			}
 			if len(missing) > 0 {
 				return fmt.Errorf("the final stage does not install %v", missing)
 			}
@@ -880,7 +884,8 @@ var dockerfileChecks = []dfCheck{
 		},
 		breaks: []func(testing.TB, string) string{
 			replaceOnce(" libopencv-dnn406t64", ""),
-			replaceOnce("curl libopenblas0 \\", "curl \\"),
+			replaceOnce("curl libopenblas0 libjpeg-turbo8 \\", "curl libjpeg-turbo8 \\"),
+			replaceOnce(" libjpeg-turbo8 \\", " \\"),
 			replaceOnce("libopencv-highgui406t64", "libopencv-highgui406"),
 		},
 	},

@@ -223,9 +223,10 @@ func TestMegapixels(t *testing.T) {
 	}
 }
 
-// FuzzCheck: Check must not panic on any input, and its results must be
-// consistent: success means positive dimensions within the limit, failure
-// wraps exactly one sentinel.
+// FuzzCheck: Check and JPEGOrientation must not panic on any input, and
+// their results must be consistent: success means positive dimensions
+// within the limit (an orientation of 1-8), failure wraps exactly one
+// sentinel.
 func FuzzCheck(f *testing.F) {
 	entries, err := os.ReadDir(testdata)
 	if err != nil {
@@ -249,6 +250,9 @@ func FuzzCheck(f *testing.F) {
 	}
 	const limit = 1 << 20
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if o, ok := JPEGOrientation(data); ok && (o < 1 || o > 8) {
+			t.Fatalf("JPEGOrientation = %d, true", o)
+		}
 		info, err := Check(data, limit)
 		if err == nil {
 			if info.Format == "" || info.Width <= 0 || info.Height <= 0 ||
