@@ -54,3 +54,34 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// discardStore commits everything at once.
+type discardStore struct{}
+
+func (discardStore) insert(context.Context, []Record) error { return nil }
+func (discardStore) deleteBefore(context.Context, time.Time, int) (int64, error) {
+	return 0, nil
+}
+func (discardStore) query(context.Context, Query) ([]Record, error) { return nil, nil }
+func (discardStore) close() error                                   { return nil }
+
+// BenchmarkAddParallel is Add's cost on the request path with many
+// handlers adding at once, as at saturation, and the writer taking the
+// records into batches (the store discards them).
+func BenchmarkAddParallel(b *testing.B) {
+	l := newLog(discardStore{}, Options{})
+	defer l.Close(context.Background())
+	rec := Record{RequestID: "mi9x2k3a-1b4f", Model: "fashion-resnet", Version: 3,
+		TopK: []Class{{Index: 1, Label: "Trouser", Score: 0.9}}, Brightness: 0.3, Contrast: 0.4}
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Add(rec)
+		}
+	})
+	b.StopTimer()
+	if s := l.Stats(); s.Dropped > s.Added/100 {
+		b.Logf("%d of %d dropped: the writer fell behind", s.Dropped, s.Added+s.Dropped)
+	}
+}

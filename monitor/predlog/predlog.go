@@ -1,9 +1,9 @@
 // Package predlog is an asynchronous, batched log of predictions in SQLite
 // or PostgreSQL that never slows a request down.
 //
-// Add only enqueues into a bounded channel and never blocks; when the
-// channel is full (a slow or failing database) the record is dropped and
-// counted. A single writer goroutine drains the channel into batches
+// Add only enqueues into a bounded buffer and never blocks; when the
+// buffer is full (a slow or failing database) the record is dropped and
+// counted. A single writer goroutine drains the buffer into batches
 // (Options.BatchSize records, or whatever arrived within
 // Options.FlushEvery) and writes each batch in one transaction. A batch
 // whose write fails is retried a few times with backoff and then dropped
@@ -175,11 +175,18 @@ type Log struct {
 	opt   Options
 	store store
 	log   *slog.Logger
-	ch    chan Record
 
-	// mu orders Add's sends with their sequence numbers (so the channel
-	// holds records in sequence order) and guards the Flush bookkeeping.
+	// mu guards the waiting records and the Flush bookkeeping. The records
+	// wait in a ring, not a channel: an Add is then one short critical
+	// section under one lock (a channel send takes the channel's lock
+	// besides), and the writer takes a whole batch under one acquisition
+	// instead of one per record, which under load made the handlers
+	// calling Add queue on the channel's lock (go test -bench AddParallel:
+	// 110 against 280 ns per Add with 32 goroutines adding, and the
+	// channel's writer fell behind and dropped 2-15 %).
 	mu        sync.Mutex
+	ring      []Record // Buffer slots; ring[head:] then ring[:…] hold n records in order
+	head, n   int
 	closed    bool
 	seq       uint64 // records accepted so far; the last one's number
 	processed uint64 // records the writer committed or dropped, a prefix of seq
@@ -188,6 +195,7 @@ type Log struct {
 	waiters   []*waiter
 
 	kick   chan struct{} // Flush: write everything now
+	first  chan struct{} // Add: a record is waiting in an empty ring
 	full   chan struct{} // Add: wakeAt records are waiting
 	wakeAt int
 	stop   chan struct{}
@@ -277,8 +285,9 @@ func newLog(s store, o Options) *Log {
 		opt:   o,
 		store: s,
 		log:   o.Logger.With("component", "predlog"),
-		ch:    make(chan Record, o.Buffer),
+		ring:  make([]Record, o.Buffer),
 		kick:  make(chan struct{}, 1),
+		first: make(chan struct{}, 1),
 		full:  make(chan struct{}, 1),
 		// A full batch, or half the buffer when that is smaller, so a
 		// small buffer does not overflow while the writer waits.
@@ -304,29 +313,55 @@ func (l *Log) Add(r Record) bool {
 		r.Time = time.Now()
 	}
 	l.mu.Lock()
-	if l.closed {
+	if l.closed || l.n == len(l.ring) {
 		l.mu.Unlock()
 		l.dropped.Add(1)
 		return false
 	}
+	i := l.head + l.n
+	if i >= len(l.ring) {
+		i -= len(l.ring)
+	}
+	l.ring[i] = r
+	l.n++
+	l.seq++
+	n := l.n
+	l.mu.Unlock()
+	l.added.Add(1)
+	switch {
+	case n >= l.wakeAt:
+		signal(l.full)
+	case n == 1:
+		signal(l.first)
+	}
+	return true
+}
+
+// signal wakes the writer through c (capacity 1) without blocking.
+func signal(c chan struct{}) {
 	select {
-	case l.ch <- r:
-		l.seq++
-		l.added.Add(1)
-		full := len(l.ch) >= l.wakeAt
-		l.mu.Unlock()
-		if full {
-			select {
-			case l.full <- struct{}{}:
-			default:
-			}
-		}
-		return true
+	case c <- struct{}{}:
 	default:
-		l.mu.Unlock()
-		l.dropped.Add(1)
-		return false
 	}
+}
+
+// takeInto moves up to k waiting records, oldest first, to the end of
+// batch, and frees their slots.
+func (l *Log) takeInto(batch []Record, k int) []Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k = min(k, l.n); k > 0; {
+		seg := l.ring[l.head:min(l.head+k, len(l.ring))]
+		batch = append(batch, seg...)
+		clear(seg) // the ring must not keep images and strings alive
+		l.head += len(seg)
+		if l.head == len(l.ring) {
+			l.head = 0
+		}
+		l.n -= len(seg)
+		k -= len(seg)
+	}
+	return batch
 }
 
 // Flush waits until every record Added before the call is committed (see
@@ -466,40 +501,47 @@ func (l *Log) run() {
 			batch = batch[:0]
 		}
 	}
-	take := func(r Record) {
-		if len(batch) == 0 {
-			timer.Reset(l.opt.FlushEvery)
-		}
-		batch = append(batch, r)
-		if len(batch) >= l.opt.BatchSize {
+	// takeWaiting takes what is waiting now, writing full batches; the
+	// rest waits for more, or for its time.
+	takeWaiting := func() {
+		l.mu.Lock()
+		left := l.n // not what arrives meanwhile: the loop must end under load
+		l.mu.Unlock()
+		for left > 0 {
+			had := len(batch)
+			batch = l.takeInto(batch, min(left, l.opt.BatchSize-had))
+			left -= len(batch) - had
+			if had == 0 && len(batch) > 0 {
+				timer.Reset(l.opt.FlushEvery)
+			}
+			if len(batch) < l.opt.BatchSize {
+				return
+			}
 			write()
 		}
 	}
-	// takeWaiting takes what is in the channel now, writing full batches;
-	// the rest waits for more, or for its time.
-	takeWaiting := func() {
-		for n := len(l.ch); n > 0; n-- {
-			take(<-l.ch)
-		}
-	}
-	// drain writes what is in the channel now (a Flush waits for it).
+	// drain writes what is waiting now (a Flush waits for it).
 	drain := func() {
 		takeWaiting()
 		write()
 	}
-	// Idle, the writer waits for the first record; then it stops
-	// receiving until the batch is due (FlushEvery) or Add says a full
-	// batch is waiting, and takes everything at once: one wake-up per
-	// batch instead of one per prediction, and every commit but the
-	// timed ones a full batch.
+	// Idle, the writer waits for the first record; then it ignores new
+	// ones until the batch is due (FlushEvery) or Add says a full batch
+	// is waiting, and takes everything at once: one wake-up per batch
+	// instead of one per prediction, and every commit but the timed ones
+	// a full batch.
 	for {
-		var recv <-chan Record
+		var first <-chan struct{}
 		if len(batch) == 0 {
-			recv = l.ch
+			first = l.first
 		}
 		select {
-		case r := <-recv:
-			take(r)
+		case <-first:
+			// One record, as a receive would: what waits behind it keeps
+			// counting towards wakeAt.
+			if batch = l.takeInto(batch, 1); len(batch) > 0 {
+				timer.Reset(l.opt.FlushEvery)
+			}
 		case <-l.full:
 			if l.wakeAt < l.opt.BatchSize {
 				drain() // half a small buffer: no full batch will come in time
