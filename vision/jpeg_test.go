@@ -9,6 +9,8 @@ import (
 	"image/draw"
 	"image/jpeg"
 	"testing"
+
+	"fastinfer/vision/internal/jpegenc"
 )
 
 // The direct libjpeg decode must give exactly what OpenCV's imdecode
@@ -147,5 +149,53 @@ func TestDirectJPEGGreyAndDamaged(t *testing.T) {
 				t.Errorf("max |diff| from OpenCV = %v, want 0", maxAbs)
 			}
 		})
+	}
+}
+
+// A CMYK JPEG (as Photoshop writes them) is left to OpenCV, which
+// converts it; libjpeg cannot give BGR from CMYK.
+func TestCMYKJPEGGoesToOpenCV(t *testing.T) {
+	img, err := jpeg.Decode(bytes.NewReader(fixture(t, "butterfly.jpg")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := img.Bounds()
+	pix := make([]byte, 0, b.Dx()*b.Dy()*4)
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			// Adobe's inverted inks: no black, cyan = red's complement
+			// stored inverted, and so on.
+			pix = append(pix, byte(r>>8), byte(g>>8), byte(bl>>8), 255)
+		}
+	}
+	data, err := jpegenc.CMYK(pix, b.Dx(), b.Dy(), 90)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := newP(t, imagenet, Options{})
+	viaCV := newP(t, imagenet, Options{})
+	viaCV.noDirect = true
+	got := make([]float32, imagenet.Len())
+	want := make([]float32, imagenet.Len())
+	if _, err := direct.Into(data, got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := viaCV.Into(data, want); err != nil {
+		t.Fatal(err)
+	}
+	if n := direct.directs.Load(); n != 0 {
+		t.Errorf("direct decodes = %d, want 0 (CMYK)", n)
+	}
+	if _, maxAbs := diff(got, want); maxAbs != 0 {
+		t.Errorf("max |diff| from OpenCV = %v, want 0", maxAbs)
+	}
+	// OpenCV read the colours, not garbage: close to the photo itself.
+	orig := make([]float32, imagenet.Len())
+	if _, err := viaCV.Into(fixture(t, "butterfly.jpg"), orig); err != nil {
+		t.Fatal(err)
+	}
+	if mean, _ := diff(got, orig); mean > 0.1 {
+		t.Errorf("CMYK copy is %.3f (mean |diff|) from the photo", mean)
 	}
 }
