@@ -127,6 +127,15 @@ func fp32Blob(n int, v float32) []byte {
 	return b
 }
 
+// scanBomb appends n copies of an AC refinement scan that carries no data
+// to a progressive JPEG: a small file that libjpeg decodes over the whole
+// image n times.
+func scanBomb(jpeg []byte, n int) []byte {
+	eoi := bytes.LastIndex(jpeg, []byte{0xFF, 0xD9})
+	refine := "\xff\xda\x00\x08\x01\x02\x01\x01\x3f\x10\x16\x07"
+	return append(bytes.Clone(jpeg[:eoi]), strings.Repeat(refine, n)+"\xff\xd9"...)
+}
+
 func zerosJSON(n int) string {
 	return strings.TrimSuffix(strings.Repeat("0,", n), ",")
 }
@@ -168,6 +177,8 @@ func TestHostileInputs(t *testing.T) {
 			note: "no EOI: OpenCV would return a grey-filled image without error"},
 		{name: "JPEG truncated after its EXIF thumbnail", req: classifyReq(vision("truncated_thumb.jpg"), "image/jpeg"), status: 400, code: "bad_image",
 			note: "the thumbnail's EOI does not count as the image's"},
+		{name: "JPEG of 10,000 empty progressive scans", req: classifyReq(scanBomb(vision("Blender_Suzanne1.jpg"), 10000), "image/jpeg"), status: 400, code: "bad_image",
+			note: "libjpeg would spend seconds on it; guard counts the scans"},
 		{name: "PNG with a zero width", req: classifyReq(zeroWidthPNG(t, good), "image/png"), status: 400, code: "bad_image",
 			note: "IHDR width 0 with a valid CRC"},
 		{name: "PNG pixel bomb", req: classifyReq(vision("bomb.png"), "image/png"), status: 413, code: "too_large",

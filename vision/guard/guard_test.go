@@ -198,6 +198,8 @@ func TestJPEGComplete(t *testing.T) {
 		{"cut after ff", soi + "\xff", false},
 		{"garbage between segments tolerated", soi + app + "xyz\xff\xd9", true},
 		{"not SOI", "\xff\xd9", false},
+		{"64 scans", soi + strings.Repeat(sos+"\x01", MaxJPEGScans) + "\xff\xd9", true},
+		{"65 scans: a decoding bomb", soi + strings.Repeat(sos+"\x01", MaxJPEGScans+1) + "\xff\xd9", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,6 +208,28 @@ func TestJPEGComplete(t *testing.T) {
 				t.Errorf("jpegComplete = %v, want ok=%v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// A real progressive photo with an empty refinement scan repeated: the
+// shape of a progressive-decoding bomb (see MaxJPEGScans). Check refuses
+// it once it is over the scan limit; the photo itself (10 scans) passes.
+func TestProgressiveScanBomb(t *testing.T) {
+	photo, err := os.ReadFile(filepath.Join(testdata, "Blender_Suzanne1.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An AC refinement scan of one component that carries no data.
+	refine := "\xff\xda\x00\x08\x01\x02\x01\x01\x3f\x10\x16\x07"
+	eoi := bytes.LastIndex(photo, []byte{0xFF, 0xD9})
+	for _, extra := range []int{0, MaxJPEGScans - 10, MaxJPEGScans - 9, 10000} {
+		bomb := append(bytes.Clone(photo[:eoi]), strings.Repeat(refine, extra)+"\xff\xd9"...)
+		_, err := Check(bomb, 0)
+		if wantOK := 10+extra <= MaxJPEGScans; (err == nil) != wantOK {
+			t.Errorf("%d scans: Check = %v, want ok=%v", 10+extra, err, wantOK)
+		} else if err != nil && !errors.Is(err, ErrBadImage) {
+			t.Errorf("%d scans: %v does not wrap ErrBadImage", 10+extra, err)
+		}
 	}
 }
 
