@@ -83,7 +83,7 @@ func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
 // probability, and feeds the drift monitor when the version has one
 // (stats may be nil: image facts unknown). The per-class counters are
 // resolved at AddModel, so this is a few atomic adds per image.
-func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStats) {
+func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStats, sm []rowSoftmax) {
 	for r := range rows {
 		row := logits[r*m.Classes : (r+1)*m.Classes]
 		best := 0
@@ -93,8 +93,7 @@ func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStat
 			}
 		}
 		// The best logit is the max, so its probability is exp(0)/sum.
-		_, sum := softmaxDenominator(row)
-		conf := 1 / sum
+		conf := 1 / sm[r].sum
 		m.classCtrs[best].Inc()
 		m.confidenceObs.Observe(conf)
 		if m.Drift != nil {

@@ -51,13 +51,13 @@ func printable(b []byte) bool {
 // logPredictions hands one record per row to the prediction log. imgs and
 // stats may be nil (tensor requests); images are kept only when
 // LogImageBytes allows, copied because the request's buffer is reused.
-func (s *Server) logPredictions(m *Model, id string, logits []float32, rows int, imgs [][]byte, stats []ImageStats, t timings) {
+func (s *Server) logPredictions(m *Model, id string, logits []float32, rows int, imgs [][]byte, stats []ImageStats, t timings, sm []rowSoftmax) {
 	now := time.Now()
 	lat := predlog.Latency{PreprocessMs: ms(t.preprocess), QueueMs: ms(t.queue), InferMs: ms(t.infer), TotalMs: ms(t.total)}
 	var idx [logTopK]int
 	for r := range rows {
 		row := logits[r*m.Classes : (r+1)*m.Classes]
-		maxLogit, sum := softmaxDenominator(row)
+		maxLogit, sum := sm[r].max, sm[r].sum
 		top := topIndices(row, min(logTopK, m.Classes), idx[:0])
 		rec := predlog.Record{Time: now, RequestID: id, Model: m.Name, Version: m.Version, Latency: lat,
 			TopK: make([]predlog.Class, len(top)), Brightness: math.NaN(), Contrast: math.NaN()}

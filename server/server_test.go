@@ -508,9 +508,11 @@ func BenchmarkAppendClassification(b *testing.B) {
 		logits[i] = float32(i%97) / 10
 	}
 	buf := make([]byte, 0, 4096)
+	var smBuf [1]rowSoftmax
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendClassification(buf[:0], m, logits, 1, 5, timings{})
+		sm := softmaxRows(logits, m.Classes, 1, smBuf[:0])
+		buf = appendClassification(buf[:0], m, logits, 1, 5, timings{}, sm)
 	}
 }
 

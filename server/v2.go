@@ -250,15 +250,17 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	if err != nil {
 		return s.inferError(m, err)
 	}
+	var smBuf [8]rowSoftmax
+	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])
 	if s.opts.PredictionLog != nil {
 		id := req.ID
 		if id == "" {
 			id = s.requestID(ctx)
 		}
-		s.logPredictions(m, id, *out, rows, nil, nil, timings{queue: tm.Queue, infer: tm.Compute, total: time.Since(start)})
+		s.logPredictions(m, id, *out, rows, nil, nil, timings{queue: tm.Queue, infer: tm.Compute, total: time.Since(start)}, sm)
 	}
 	m.imagesCtr.Add(float64(rows))
-	m.observePredictions(*out, rows, nil) // tensors carry no image stats
+	m.observePredictions(*out, rows, nil, sm) // tensors carry no image stats
 	writeInferResponse(ctx, m, &req, outs, *out, rows)
 	return nil
 }
