@@ -13,6 +13,28 @@ import (
 	"fastinfer/vision/internal/jpegenc"
 )
 
+// bothDecoders runs data through a Preprocessor with the direct JPEG
+// decoder and one without, and says how many decodes the first made
+// directly.
+func bothDecoders(t *testing.T, spec Spec, data []byte) (got, want []float32, directs int64) {
+	t.Helper()
+	direct := newP(t, spec, Options{})
+	viaCV := newP(t, spec, Options{})
+	viaCV.noDirect = true
+	got = make([]float32, spec.Len())
+	want = make([]float32, spec.Len())
+	if _, err := direct.Into(data, got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := viaCV.Into(data, want); err != nil {
+		t.Fatal(err)
+	}
+	if n := viaCV.directs.Load(); n != 0 {
+		t.Fatalf("the OpenCV-only Preprocessor decoded %d directly", n)
+	}
+	return got, want, direct.directs.Load()
+}
+
 // The direct libjpeg decode must give exactly what OpenCV's imdecode
 // gives, at every spec (full-size and reduced decodes, shrinking and
 // enlarging resizes, grey and both channel orders): the rows and columns
@@ -23,20 +45,9 @@ func TestDirectJPEGMatchesOpenCV(t *testing.T) {
 			continue
 		}
 		t.Run(tc.specName+"/"+tc.file, func(t *testing.T) {
-			data := fixture(t, tc.file)
-			direct := newP(t, tc.spec, Options{})
-			viaCV := newP(t, tc.spec, Options{})
-			viaCV.noDirect = true
-			got := make([]float32, tc.spec.Len())
-			want := make([]float32, tc.spec.Len())
-			if _, err := direct.Into(data, got); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := viaCV.Into(data, want); err != nil {
-				t.Fatal(err)
-			}
-			if direct.directs.Load() != 1 || viaCV.directs.Load() != 0 {
-				t.Fatalf("direct decodes: %d and %d, want 1 and 0", direct.directs.Load(), viaCV.directs.Load())
+			got, want, directs := bothDecoders(t, tc.spec, fixture(t, tc.file))
+			if directs != 1 {
+				t.Fatalf("direct decodes = %d, want 1", directs)
 			}
 			if mean, maxAbs := diff(got, want); maxAbs != 0 {
 				t.Errorf("direct vs OpenCV: mean |diff| %.6f, max %.6f, want identical", mean, maxAbs)
@@ -66,24 +77,13 @@ func TestEXIFRotatedJPEGGoesToOpenCV(t *testing.T) {
 	var upright []float32
 	for o := uint16(1); o <= 8; o++ {
 		t.Run(fmt.Sprint("orientation ", o), func(t *testing.T) {
-			data := withOrientation(photo, o)
-			direct := newP(t, imagenet, Options{})
-			viaCV := newP(t, imagenet, Options{})
-			viaCV.noDirect = true
-			got := make([]float32, imagenet.Len())
-			want := make([]float32, imagenet.Len())
-			if _, err := direct.Into(data, got); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := viaCV.Into(data, want); err != nil {
-				t.Fatal(err)
-			}
+			got, want, directs := bothDecoders(t, imagenet, withOrientation(photo, o))
 			wantDirect := int64(0)
 			if o == 1 {
 				wantDirect = 1
 			}
-			if n := direct.directs.Load(); n != wantDirect {
-				t.Errorf("direct decodes = %d, want %d", n, wantDirect)
+			if directs != wantDirect {
+				t.Errorf("direct decodes = %d, want %d", directs, wantDirect)
 			}
 			if _, maxAbs := diff(got, want); maxAbs != 0 {
 				t.Errorf("max |diff| from OpenCV = %v, want 0", maxAbs)
@@ -173,28 +173,15 @@ func TestCMYKJPEGGoesToOpenCV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct := newP(t, imagenet, Options{})
-	viaCV := newP(t, imagenet, Options{})
-	viaCV.noDirect = true
-	got := make([]float32, imagenet.Len())
-	want := make([]float32, imagenet.Len())
-	if _, err := direct.Into(data, got); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := viaCV.Into(data, want); err != nil {
-		t.Fatal(err)
-	}
-	if n := direct.directs.Load(); n != 0 {
-		t.Errorf("direct decodes = %d, want 0 (CMYK)", n)
+	got, want, directs := bothDecoders(t, imagenet, data)
+	if directs != 0 {
+		t.Errorf("direct decodes = %d, want 0 (CMYK)", directs)
 	}
 	if _, maxAbs := diff(got, want); maxAbs != 0 {
 		t.Errorf("max |diff| from OpenCV = %v, want 0", maxAbs)
 	}
 	// OpenCV read the colours, not garbage: close to the photo itself.
-	orig := make([]float32, imagenet.Len())
-	if _, err := viaCV.Into(fixture(t, "butterfly.jpg"), orig); err != nil {
-		t.Fatal(err)
-	}
+	_, orig, _ := bothDecoders(t, imagenet, fixture(t, "butterfly.jpg"))
 	if mean, _ := diff(got, orig); mean > 0.1 {
 		t.Errorf("CMYK copy is %.3f (mean |diff|) from the photo", mean)
 	}
