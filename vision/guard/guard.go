@@ -1,8 +1,9 @@
 // Package guard inspects untrusted image bytes before any native decoder
 // sees them. It is pure Go (no cgo) and never decodes pixels: it reads the
 // image header to learn the format and dimensions, refuses images whose
-// pixel count is over a limit, and checks that JPEG and PNG streams are
-// complete.
+// pixel count is over a limit, checks that JPEG and PNG streams are
+// complete, and refuses JPEGs of more scans than any encoder writes
+// (MaxJPEGScans). JPEGOrientation reads a JPEG's EXIF orientation.
 //
 // Why this exists: OpenCV aborts the whole process (an uncaught C++
 // exception crossing cgo) on a tiny PNG whose header claims 40000×40000
@@ -53,8 +54,9 @@ type Info struct {
 // The pixel limit is enforced from the header alone, before anything
 // proportional to the claimed size is allocated. JPEG and PNG streams are
 // also checked for truncation by walking their segment/chunk structure:
-// a JPEG must reach its EOI marker and a PNG its IEND chunk (bytes after
-// either are allowed). Other formats get the header checks only.
+// a JPEG must reach its EOI marker within MaxJPEGScans scans and a PNG
+// its IEND chunk (bytes after either are allowed). Other formats get the
+// header checks only.
 func Check(data []byte, maxPixels int64) (Info, error) {
 	if len(data) == 0 {
 		return Info{}, ErrEmpty
