@@ -402,10 +402,7 @@ func (l *Log) Flush(ctx context.Context) error {
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
+	signal(l.kick)
 	select {
 	case <-w.done:
 		return w.err

@@ -221,12 +221,9 @@ func insertBatch(ctx context.Context, e execer, buf []byte, recs []Record) ([]by
 		model  string
 		number int
 	}
-	same := true
-	for _, r := range recs {
-		same = same && r.Model == recs[0].Model && r.Version == recs[0].Version
-	}
 	groups := [][]Record{recs}
-	if !same { // several versions: rare, so the common case copies nothing
+	if slices.ContainsFunc(recs, func(r Record) bool { return r.Model != recs[0].Model || r.Version != recs[0].Version }) {
+		// Several versions: rare, so the common case copies nothing.
 		at := map[version]int{}
 		groups = nil
 		for _, r := range recs {
