@@ -91,6 +91,7 @@ var state struct {
 	done    bool
 	info    Info
 	nvml    nvmlAPI // initialised; nil when NVML is unavailable
+	cuda    cudaAPI // the initialised libcuda that found info.Devices; nil when none did
 	dirs    []string
 	dirsSet bool // dirs came from SetLibDirs, not from LibDirEnv
 }
@@ -138,7 +139,7 @@ func Shutdown() {
 	defer state.mu.Unlock()
 	closeNVMLLocked()
 	state.done = false
-	state.info = Info{}
+	state.info, state.cuda = Info{}, nil
 }
 
 // Samples reads live utilisation, memory and power of every GPU NVML sees.
@@ -164,7 +165,7 @@ func refreshLocked() {
 	if !state.dirsSet {
 		dirs = splitLibDirs(os.Getenv(LibDirEnv))
 	}
-	state.info, state.nvml = discover(hostSystem(), dirs)
+	state.info, state.nvml, state.cuda = discover(hostSystem(), dirs)
 	state.done = true
 }
 

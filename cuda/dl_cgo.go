@@ -30,6 +30,14 @@ typedef struct {
 	fi_CUresult (*cuDeviceTotalMem_v2)(size_t *bytes, fi_CUdevice dev);
 	fi_CUresult (*cuDeviceGetAttribute)(int *value, int attrib, fi_CUdevice dev);
 	fi_CUresult (*cuDeviceGetUuid)(fi_CUuuid *uuid, fi_CUdevice dev); // optional (CUDA 9.2+)
+	// Page-locked host memory; optional, as only HostAlloc needs them.
+	fi_CUresult (*cuDevicePrimaryCtxRetain)(void **ctx, fi_CUdevice dev);
+	fi_CUresult (*cuDevicePrimaryCtxRelease_v2)(fi_CUdevice dev);
+	fi_CUresult (*cuCtxPushCurrent_v2)(void *ctx);
+	fi_CUresult (*cuCtxPopCurrent_v2)(void **ctx);
+	fi_CUresult (*cuMemHostAlloc)(void **p, size_t bytes, unsigned int flags);
+	fi_CUresult (*cuMemFreeHost)(void *p);
+	fi_CUresult (*cuMemHostGetFlags)(unsigned int *flags, void *p);
 } fi_cuda;
 
 // ---- NVML (nvml.h), as much as is used ----
@@ -54,7 +62,12 @@ typedef struct {
 	fi_nvmlReturn (*nvmlDeviceGetPowerUsage)(fi_nvmlDevice dev, unsigned int *milliwatts);
 } fi_nvml;
 
-enum { FI_CUDA_ERROR_NOT_SUPPORTED = 801, FI_NVML_ERROR_FUNCTION_NOT_FOUND = 13 };
+enum {
+	FI_CUDA_ERROR_NOT_SUPPORTED = 801,
+	FI_CUDA_ERROR_NOT_FOUND = 500,
+	FI_CU_MEMHOSTALLOC_PORTABLE = 1,
+	FI_NVML_ERROR_FUNCTION_NOT_FOUND = 13
+};
 
 static void fi_set_err(char *err, size_t n, const char *msg) {
 	if (n == 0) return;
@@ -109,6 +122,13 @@ static int fi_cuda_open(const char *path, fi_cuda *a, char *err, size_t n, char 
 	FI_SYM(a, cuDeviceTotalMem_v2, 1);
 	FI_SYM(a, cuDeviceGetAttribute, 1);
 	FI_SYM(a, cuDeviceGetUuid, 0);
+	FI_SYM(a, cuDevicePrimaryCtxRetain, 0);
+	FI_SYM(a, cuDevicePrimaryCtxRelease_v2, 0);
+	FI_SYM(a, cuCtxPushCurrent_v2, 0);
+	FI_SYM(a, cuCtxPopCurrent_v2, 0);
+	FI_SYM(a, cuMemHostAlloc, 0);
+	FI_SYM(a, cuMemFreeHost, 0);
+	FI_SYM(a, cuMemHostGetFlags, 0);
 	fi_where((void *)a->cuInit, where, wn);
 	return 0;
 fail:
@@ -152,6 +172,69 @@ static fi_CUresult fi_cuDeviceGetAttribute(fi_cuda *a, int *v, int attr, fi_CUde
 static fi_CUresult fi_cuDeviceGetUuid(fi_cuda *a, fi_CUuuid *u, fi_CUdevice d) {
 	if (a->cuDeviceGetUuid == NULL) return FI_CUDA_ERROR_NOT_SUPPORTED;
 	return a->cuDeviceGetUuid(u, d);
+}
+
+// ---- page-locked host memory ----
+// The driver API allocates host memory in a context. Each call makes the
+// device's primary context (the one the CUDA runtime, hence ONNX Runtime,
+// uses) current for its own duration only, inside one C call, so that no
+// goroutine is left holding a context on a thread it may leave.
+
+static int fi_has_host(fi_cuda *a) {
+	return a->cuDevicePrimaryCtxRetain && a->cuDevicePrimaryCtxRelease_v2 && a->cuCtxPushCurrent_v2 &&
+		a->cuCtxPopCurrent_v2 && a->cuMemHostAlloc && a->cuMemFreeHost && a->cuMemHostGetFlags;
+}
+
+// fi_in_ctx retains dev's primary context and makes it current; fi_out_ctx
+// undoes that. A successful allocation keeps its own reference to the
+// context (released by fi_host_free), so the context outlives every
+// pinned buffer even when ONNX Runtime lets go of it first.
+static fi_CUresult fi_in_ctx(fi_cuda *a, fi_CUdevice dev) {
+	if (!fi_has_host(a)) return FI_CUDA_ERROR_NOT_FOUND;
+	void *ctx = NULL;
+	fi_CUresult r = a->cuDevicePrimaryCtxRetain(&ctx, dev);
+	if (r != 0) return r;
+	r = a->cuCtxPushCurrent_v2(ctx);
+	if (r != 0) a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+static void fi_out_ctx(fi_cuda *a) {
+	void *ctx = NULL;
+	a->cuCtxPopCurrent_v2(&ctx);
+}
+
+// fi_host_alloc allocates portable page-locked memory: every context can
+// DMA from it, whichever is current when ONNX Runtime copies.
+static fi_CUresult fi_host_alloc(fi_cuda *a, fi_CUdevice dev, size_t bytes, void **p) {
+	*p = NULL;
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemHostAlloc(p, bytes, FI_CU_MEMHOSTALLOC_PORTABLE);
+	fi_out_ctx(a);
+	if (r != 0) a->cuDevicePrimaryCtxRelease_v2(dev); // keep no reference for a failed allocation
+	return r;
+}
+
+static fi_CUresult fi_host_free(fi_cuda *a, fi_CUdevice dev, void *p) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemFreeHost(p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev); // this call's reference
+	if (r == 0) a->cuDevicePrimaryCtxRelease_v2(dev); // the allocation's
+	return r;
+}
+
+// fi_host_flags answers cuMemHostGetFlags: CUDA_SUCCESS only for memory
+// that cuMemHostAlloc returned.
+static fi_CUresult fi_host_flags(fi_cuda *a, fi_CUdevice dev, void *p, unsigned int *flags) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemHostGetFlags(flags, p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
 }
 
 // ---- NVML calls; the per-device ones take an index ----
@@ -295,6 +378,24 @@ func (c *cgoCUDA) DeviceGetUUID(dev int) ([16]byte, cuResult) {
 		out[i] = byte(u.bytes[i])
 	}
 	return out, cuResult(r)
+}
+
+func (c *cgoCUDA) HostSupported() bool { return C.fi_has_host(c.api) != 0 }
+
+func (c *cgoCUDA) HostAlloc(dev, bytes int) (unsafe.Pointer, cuResult) {
+	var p unsafe.Pointer
+	r := C.fi_host_alloc(c.api, C.fi_CUdevice(dev), C.size_t(bytes), &p)
+	return p, cuResult(r)
+}
+
+func (c *cgoCUDA) HostFree(dev int, p unsafe.Pointer) cuResult {
+	return cuResult(C.fi_host_free(c.api, C.fi_CUdevice(dev), p))
+}
+
+func (c *cgoCUDA) HostPinned(dev int, p unsafe.Pointer) (bool, cuResult) {
+	var flags C.uint
+	r := cuResult(C.fi_host_flags(c.api, C.fi_CUdevice(dev), p, &flags))
+	return r == cuSuccess, r
 }
 
 // ---- NVML ----

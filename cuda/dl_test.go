@@ -92,8 +92,8 @@ func TestGarbageLibraryDeterministic(t *testing.T) {
 		return realLoad(p)
 	}
 	sys.loadNVML = func(p string) (nvmlAPI, error) { return loadNVMLLib(filepath.Join(dir, "absent", nvmlSoname)) }
-	info, nv := discover(sys, []string{dir})
-	if nv != nil || info.Available() {
+	info, nv, lib := discover(sys, []string{dir})
+	if nv != nil || lib != nil || info.Available() {
 		t.Fatalf("discover = %+v with a garbage library only", info)
 	}
 	// glibc says "file too short" or "invalid ELF header"; either way the
@@ -283,4 +283,103 @@ func TestConcurrentUse(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// TestFakeDriverHostMemory pins host memory through the fake driver: the
+// primary context is current for each call (the fake refuses otherwise),
+// every context reference taken is given back when the buffer is freed,
+// and failures are errors, not panics.
+func TestFakeDriverHostMemory(t *testing.T) {
+	dir := buildFakes(t, map[string]string{cudaSoname: readTestdata(t, "fakecuda.c")})
+	resetState(t)
+	t.Setenv(LibDirEnv, dir)
+	logPath := filepath.Join(t.TempDir(), "host.log")
+	t.Setenv("FAKE_CUDA_HOST_LOG", logPath)
+	if info := Rediscover(); !info.Available() || info.Library != filepath.Join(dir, cudaSoname) {
+		t.Skipf("the fake driver was not the one discovered: %+v", info)
+	}
+
+	b, err := AllocHost(0, 4000)
+	if err != nil {
+		t.Fatalf("AllocHost: %v", err)
+	}
+	f := b.Float32s()
+	if len(f) != 1000 || b.Len() != 4000 {
+		t.Fatalf("Float32s has %d floats, Len %d; want 1000 and 4000", len(f), b.Len())
+	}
+	for i := range f { // the memory is usable from Go
+		f[i] = float32(i)
+	}
+	if f[999] != 999 || !b.Pinned() {
+		t.Errorf("f[999] = %v, Pinned() = %v", f[999], b.Pinned())
+	}
+	if err := b.Free(); err != nil {
+		t.Fatalf("Free: %v", err)
+	}
+	if err := b.Free(); err != nil || b.Float32s() != nil || b.Len() != 0 || b.Pinned() {
+		t.Errorf("after Free: second Free %v, Float32s %v, Len %d, Pinned %v", err, b.Float32s(), b.Len(), b.Pinned())
+	}
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Alloc: retain for the call, kept by the buffer. Pinned: retain,
+	// release. Free: retain, free, release twice.
+	want := "retain 0\nalloc 4000\nretain 0\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n"
+	if string(log) != want {
+		t.Errorf("driver calls:\n%s\nwant\n%s", log, want)
+	}
+
+	for _, tc := range []struct {
+		name, env, val string
+		dev, bytes     int
+		want           string
+	}{
+		{"out of memory", "FAKE_CUDA_HOSTALLOC_RESULT", "2", 0, 64, "cuMemHostAlloc(64 bytes, device 0): 2 CUDA_ERROR_OUT_OF_MEMORY"},
+		{"no such device", "", "", 7, 64, "cuMemHostAlloc(64 bytes, device 7): 101 CUDA_ERROR_INVALID_DEVICE"},
+		{"nothing asked", "", "", 0, 0, "pinned host memory: 0 bytes requested"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv(tc.env, tc.val)
+			}
+			os.Remove(logPath)
+			b, err := AllocHost(tc.dev, tc.bytes)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("AllocHost = %v, %v; want error %q", b, err, tc.want)
+			}
+			// A failed allocation keeps no context reference.
+			log, _ := os.ReadFile(logPath)
+			if strings.Count(string(log), "retain") != strings.Count(string(log), "release") {
+				t.Errorf("unbalanced context references:\n%s", log)
+			}
+		})
+	}
+
+	t.Run("driver without the host-memory calls", func(t *testing.T) {
+		src := readTestdata(t, "fakecuda.c")
+		cut := strings.Index(src, "/*\n * Page-locked host memory")
+		if cut < 0 {
+			t.Fatal("fakecuda.c no longer has its host-memory section")
+		}
+		old := buildFakes(t, map[string]string{cudaSoname: src[:cut]})
+		t.Setenv(LibDirEnv, old)
+		if info := Rediscover(); info.Library != filepath.Join(old, cudaSoname) {
+			t.Skipf("the old fake driver was not the one discovered: %+v", info)
+		}
+		_, err := AllocHost(0, 64)
+		if !errors.Is(err, ErrNoDriver) || !strings.Contains(err.Error(), "lacks cuMemHostAlloc") {
+			t.Errorf("AllocHost = %v, want ErrNoDriver naming cuMemHostAlloc", err)
+		}
+	})
+
+	t.Run("no device", func(t *testing.T) {
+		t.Setenv("FAKE_CUDA_INIT_RESULT", "100")
+		if Rediscover().Available() {
+			t.Skip("this host has a working driver, which answers after the failing fake")
+		}
+		if _, err := AllocHost(0, 64); !errors.Is(err, ErrNoDriver) {
+			t.Errorf("AllocHost without a device = %v, want ErrNoDriver", err)
+		}
+	})
 }

@@ -1,5 +1,6 @@
 // Package cuda finds NVIDIA GPUs at run time without linking against any
-// NVIDIA library.
+// NVIDIA library, and allocates page-locked host memory (AllocHost) through
+// the driver it found.
 //
 // # Why dlopen
 //
@@ -40,6 +41,15 @@
 // (containers, WSL). The directories of FASTINFER_CUDA_LIB_DIR come first
 // because setting it is an explicit request to use that library.
 //
+// # Pinned memory
+//
+// AllocHost calls cuMemHostAlloc in the device's primary context, the
+// context the CUDA runtime (hence ONNX Runtime) uses, through the libcuda
+// that found the devices. Each call makes that context current only for
+// its own duration, inside one C call, so no goroutine is left holding a
+// context on an OS thread it may leave.
+//
 // Builds without cgo, and builds for systems other than Linux, compile a stub
-// whose Discover always reports the reason GPU discovery is unavailable.
+// whose Discover always reports the reason GPU discovery is unavailable (and
+// whose AllocHost fails with ErrNoDriver).
 package cuda

@@ -198,10 +198,10 @@ func eachCandidate[L interface {
 
 // discover runs the whole discovery: NVML first (it is optional and only
 // adds to what CUDA finds), then libcuda. It returns the initialised NVML
-// session, or nil.
-func discover(sys system, dirs []string) (Info, nvmlAPI) {
+// session, or nil, and the libcuda that found the devices, or nil.
+func discover(sys system, dirs []string) (Info, nvmlAPI, cudaAPI) {
 	if sys.unsupported != "" {
-		return Info{Reason: sys.unsupported, NVMLReason: sys.unsupported}, nil
+		return Info{Reason: sys.unsupported, NVMLReason: sys.unsupported}, nil, nil
 	}
 	var info Info
 
@@ -220,11 +220,11 @@ func discover(sys system, dirs []string) (Info, nvmlAPI) {
 	// finds any, the answer of the first one that loaded is reported: it is
 	// the most preferred, and for the usual single driver the only one.
 	var first *cudaResult
-	var won bool
+	var winner cudaAPI
 	failures := eachCandidate(sys, cudaSoname, dirs, sys.loadCUDA, func(lib cudaAPI) bool {
 		res := probeCUDA(lib, sys.lookupEnv)
 		if len(res.devices) > 0 {
-			first, won = &res, true
+			first, winner = &res, lib
 			return true
 		}
 		if first == nil {
@@ -238,7 +238,7 @@ func discover(sys system, dirs []string) (Info, nvmlAPI) {
 	} else {
 		info.Library = first.path
 		info.CUDAVersion = formatCUDAVersion(first.version)
-		if won {
+		if winner != nil {
 			info.Devices = first.devices
 		} else {
 			info.Reason = first.reason
@@ -251,7 +251,7 @@ func discover(sys system, dirs []string) (Info, nvmlAPI) {
 	if nv != nil && len(info.Devices) > 0 {
 		mergeNVML(info.Devices, nv)
 	}
-	return info, nv
+	return info, nv, winner
 }
 
 // openNVML loads and initialises the first NVML that will. It returns nil

@@ -518,9 +518,14 @@ func TestDiscoverFakes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, nv := discover(fakeSystem(tc.cuda, tc.nvml, tc.env), tc.dirs)
+			got, nv, lib := discover(fakeSystem(tc.cuda, tc.nvml, tc.env), tc.dirs)
 			if (nv != nil) != (got.NVMLLibrary != "") {
 				t.Errorf("NVML session %v but NVMLLibrary %q", nv, got.NVMLLibrary)
+			}
+			// The library kept (for pinned memory) is the one whose
+			// devices were reported, and none when none were.
+			if got.Available() != (lib != nil) || (lib != nil && lib.Path() != got.Library) {
+				t.Errorf("kept libcuda %v for Library %q, Available() %v", lib, got.Library, got.Available())
 			}
 			if got.Available() == (got.Reason != "") {
 				t.Errorf("Available() = %v with Reason %q", got.Available(), got.Reason)
@@ -548,7 +553,7 @@ func TestDiscoverProbesEachFileOnce(t *testing.T) {
 	inits := 0
 	lib := &fakeCUDA{path: "/usr/lib64/libcuda.so.1", initErr: cuErrorNoDevice, initCalls: &inits}
 	cudaLibs := map[string]*fakeCUDA{cudaSoname: lib, "/usr/lib64/libcuda.so.1": lib}
-	got, _ := discover(fakeSystem(cudaLibs, nil, nil), nil)
+	got, _, _ := discover(fakeSystem(cudaLibs, nil, nil), nil)
 	if inits != 1 {
 		t.Errorf("cuInit called %d times on one file, want 1", inits)
 	}
@@ -560,9 +565,9 @@ func TestDiscoverProbesEachFileOnce(t *testing.T) {
 func TestDiscoverUnsupportedBuild(t *testing.T) {
 	sys := fakeSystem(nil, nil, nil)
 	sys.unsupported = "GPU discovery needs cgo"
-	got, nv := discover(sys, nil)
-	if got.Available() || got.Reason != "GPU discovery needs cgo" || nv != nil {
-		t.Errorf("discover = %+v, %v", got, nv)
+	got, nv, lib := discover(sys, nil)
+	if got.Available() || got.Reason != "GPU discovery needs cgo" || nv != nil || lib != nil {
+		t.Errorf("discover = %+v, %v, %v", got, nv, lib)
 	}
 }
 

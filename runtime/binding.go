@@ -14,6 +14,9 @@ import (
 // nothing on the Go side (DynamicAdvancedSession.Run would allocate its
 // C-pointer slices on every call).
 //
+// On a GPU session the buffers are pinned host memory (see HostPinned),
+// which Close gives back.
+//
 // A Binding is not safe for concurrent use: one worker owns it. Several
 // Bindings may run on the same Session at once. Close every Binding before
 // closing its Session.
@@ -22,6 +25,8 @@ type Binding struct {
 	maxRows int
 	in, out []float32
 	sizes   []*boundSize // index rows-1; nil until that batch size first runs
+	release func() error // frees the buffers when this Binding owns them
+	pinned  bool
 	closed  bool
 }
 
@@ -42,8 +47,14 @@ func (s *Session) NewBinding(maxRows int) (*Binding, error) {
 	if maxRows < 1 {
 		return nil, fmt.Errorf("%w: binding needs at least one row, got %d", ErrShape, maxRows)
 	}
-	return s.bindingOver(make([]float32, maxRows*s.inLen), make([]float32, maxRows*s.outLen), maxRows), nil
+	in, out, pinned, release := s.hostBuffers(maxRows)
+	b := s.bindingOver(in, out, maxRows)
+	b.release, b.pinned = release, pinned
+	return b, nil
 }
+
+// Pinned reports whether the buffers are pinned host memory.
+func (b *Binding) Pinned() bool { return b.pinned }
 
 // bindingOver is a Binding of up to maxRows rows over the given buffers,
 // which may be shared with other Bindings (Buckets shares them).
@@ -131,8 +142,10 @@ func (bs *boundSize) destroy() {
 	}
 }
 
-// Close destroys every cached tensor and I/O binding. Closing twice is a
-// no-op; Run after Close fails. The buffers stay readable.
+// Close destroys every cached tensor and I/O binding, then frees the
+// buffers if the Binding allocated them. Closing twice is a no-op; Run
+// after Close fails, and Input and Output are empty (a slice taken from
+// them before must not be used after).
 func (b *Binding) Close() error {
 	if b.closed {
 		return nil
@@ -143,6 +156,10 @@ func (b *Binding) Close() error {
 			bs.destroy()
 			b.sizes[i] = nil
 		}
+	}
+	b.in, b.out, b.maxRows = nil, nil, 0
+	if b.release != nil {
+		return b.release()
 	}
 	return nil
 }

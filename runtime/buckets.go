@@ -30,6 +30,8 @@ type Buckets struct {
 	pick          []int      // rows-1 → index into sizes
 	in, out       []float32
 	inLen, outLen int
+	pinned        bool
+	release       func() error
 }
 
 // BucketSizes are the batch sizes Buckets keeps for batches of up to
@@ -62,17 +64,19 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 	}
 	first := sessions[0]
 	maxRows := sizes[len(sizes)-1]
+	for i, s := range sessions {
+		if s.inLen != first.inLen || s.outLen != first.outLen {
+			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, first.inLen, first.outLen)
+		}
+	}
 	b := &Buckets{
 		sizes: slices.Clone(sizes),
 		pick:  make([]int, maxRows),
-		in:    make([]float32, maxRows*first.inLen),
-		out:   make([]float32, maxRows*first.outLen),
 		inLen: first.inLen, outLen: first.outLen,
 	}
+	// One pair of buffers for every size, pinned on a GPU as a Binding's are.
+	b.in, b.out, b.pinned, b.release = first.hostBuffers(maxRows)
 	for i, s := range sessions {
-		if s.inLen != b.inLen || s.outLen != b.outLen {
-			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, b.inLen, b.outLen)
-		}
 		b.bind = append(b.bind, s.bindingOver(b.in, b.out, sizes[i]))
 	}
 	for rows, i := 1, 0; rows <= maxRows; rows++ {
@@ -86,6 +90,9 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 
 // Sizes are the batch sizes the Buckets runs.
 func (b *Buckets) Sizes() []int { return slices.Clone(b.sizes) }
+
+// Pinned reports whether the shared buffers are pinned host memory.
+func (b *Buckets) Pinned() bool { return b.pinned }
 
 // MaxRows is the largest batch.
 func (b *Buckets) MaxRows() int { return b.sizes[len(b.sizes)-1] }
@@ -101,6 +108,9 @@ func (b *Buckets) Output(rows int) []float32 { return b.out[:rows*b.outLen] }
 // that holds them. The padding rows are zeroed first, so a padded batch
 // computes the same thing every time.
 func (b *Buckets) Run(rows int) error {
+	if b.in == nil {
+		return errBindingClosed
+	}
 	if rows < 1 || rows > len(b.pick) {
 		return fmt.Errorf("%w: batch %d outside 1..%d rows", ErrShape, rows, len(b.pick))
 	}
@@ -110,12 +120,18 @@ func (b *Buckets) Run(rows int) error {
 	return b.bind[i].Run(size)
 }
 
-// Close destroys every Binding's ORT objects. It does not close the
-// sessions, which the caller owns.
+// Close destroys every Binding's ORT objects, then frees the buffers. It
+// does not close the sessions, which the caller owns. Closing twice is a
+// no-op.
 func (b *Buckets) Close() error {
 	var errs []error
 	for _, x := range b.bind {
 		errs = append(errs, x.Close())
 	}
+	if b.release != nil {
+		errs = append(errs, b.release())
+		b.release = nil
+	}
+	b.in, b.out = nil, nil
 	return errors.Join(errs...)
 }

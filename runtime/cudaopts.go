@@ -19,6 +19,9 @@ type CUDAOptions struct {
 	// fewer, larger allocations) or "requested" (exactly what is asked:
 	// tighter memory, for several models on one GPU).
 	ArenaExtend string
+	// HostMemory is where a GPU session's Bindings keep their batch
+	// buffers: "pinned" (the default) or "pageable" (see HostPinned).
+	HostMemory string
 }
 
 // Values of CUDAOptions.
@@ -32,8 +35,10 @@ const (
 
 // Validate reports an unknown or out-of-range option.
 func (o CUDAOptions) Validate() error {
-	_, err := o.providerOptions()
-	return err
+	if _, err := o.providerOptions(); err != nil {
+		return err
+	}
+	return validHostMemory(o.HostMemory)
 }
 
 // providerOptions are o as ONNX Runtime's CUDA provider option strings.

@@ -34,3 +34,11 @@ func TestCUDAProviderOptions(t *testing.T) {
 		})
 	}
 }
+
+func TestCUDAOptionsValidateHostMemory(t *testing.T) {
+	for m, ok := range map[string]bool{"": true, HostPinned: true, HostPageable: true, "locked": false, "Pinned": false} {
+		if err := (CUDAOptions{HostMemory: m}).Validate(); (err == nil) != ok {
+			t.Errorf("HostMemory %q: Validate() = %v, want ok %v", m, err, ok)
+		}
+	}
+}

@@ -170,14 +170,20 @@ func cudaPlan(want string, gpus cuda.Info, providerLibPresent bool, providerLib 
 // noteFallback logs a reason for running on the CPU once per process. A
 // missing GPU is normal (info); a GPU we could not use is a warning.
 func (e *Env) noteFallback(model, reason string, gpuWanted bool) {
-	if _, seen := e.reasons.LoadOrStore(reason, true); seen {
-		return
+	e.noteOnce(reason, func() {
+		if gpuWanted {
+			e.logger.Warn("CUDA execution provider unusable, falling back to CPU", "model", model, "reason", reason)
+			return
+		}
+		e.logger.Info("running on CPU", "reason", reason)
+	})
+}
+
+// noteOnce runs say the first time key is noted in this process.
+func (e *Env) noteOnce(key string, say func()) {
+	if _, seen := e.reasons.LoadOrStore(key, true); !seen {
+		say()
 	}
-	if gpuWanted {
-		e.logger.Warn("CUDA execution provider unusable, falling back to CPU", "model", model, "reason", reason)
-		return
-	}
-	e.logger.Info("running on CPU", "reason", reason)
 }
 
 func parseOptLevel(s string) (ort.GraphOptimizationLevel, error) {

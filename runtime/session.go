@@ -51,6 +51,10 @@ type Session struct {
 	threads        int     // intra-op threads the session was created with
 	provider       string
 	fallbackReason string
+	env            *Env
+	path           string // the model's, for messages
+	device         int    // CUDA ordinal, on a GPU
+	pin            bool   // Bindings put their buffers in pinned host memory
 }
 
 // ErrShape is returned (wrapped) for buffers that do not fit the model.
@@ -75,7 +79,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	s := &Session{threads: o.Threads}
+	s := &Session{threads: o.Threads, env: e, path: path, device: o.Device}
 	if s.threads == 0 {
 		s.threads = e.cfg.IntraOpThreads
 	}
@@ -111,6 +115,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 		sess, err := e.open(path, o.Model, s, ProviderTensorRT, o.Device)
 		if err == nil {
 			s.sess, s.provider = sess, ProviderTensorRT
+			s.pin = e.cfg.CUDA.HostMemory != HostPageable
 			return s, nil
 		}
 		s.fallbackReason = e.noteTensorRT(path, err)
@@ -119,6 +124,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 		sess, err := e.open(path, o.Model, s, ProviderCUDA, o.Device)
 		if err == nil {
 			s.sess, s.provider = sess, ProviderCUDA
+			s.pin = e.cfg.CUDA.HostMemory != HostPageable
 			return s, nil
 		}
 		reason = "CUDA provider failed to initialise: " + err.Error()
@@ -277,6 +283,11 @@ func (s *Session) Threads() int { return s.threads }
 // Provider is the execution provider the session runs on: "tensorrt",
 // "cuda" or "cpu".
 func (s *Session) Provider() string { return s.provider }
+
+// PinnedHost reports whether Bindings over the session put their buffers
+// in pinned host memory (a GPU session unless HostMemory is pageable; a
+// Binding still falls back to Go memory if pinning fails).
+func (s *Session) PinnedHost() bool { return s.pin }
 
 // FallbackReason says why a session is not on the provider it tried first:
 // why it is on the CPU, or on CUDA when TensorRT was tried ("" when none

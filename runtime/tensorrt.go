@@ -71,8 +71,8 @@ func (e *Env) appendTensorRT(opts *ort.SessionOptions, device int) error {
 // noteTensorRT logs once per reason that TensorRT could not be used.
 func (e *Env) noteTensorRT(model string, err error) string {
 	reason := "TensorRT provider unusable: " + err.Error()
-	if _, seen := e.reasons.LoadOrStore(reason, true); !seen {
+	e.noteOnce(reason, func() {
 		e.logger.Warn("TensorRT execution provider unusable, trying CUDA", "model", model, "reason", err.Error())
-	}
+	})
 	return reason
 }

@@ -13,6 +13,10 @@
 #                                 c=1 and at 80 % of the peak; the same
 #                                 server without batch-size buckets
 #   scripts/gpu-run.sh tune       the saturation ratio with 2 and 3 instances
+#   scripts/gpu-run.sh pinned     pinned against pageable batch buffers:
+#                                 BenchmarkCopies, then raw and the tensor
+#                                 path for fp32 and fp16 with each (never
+#                                 run yet)
 #   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
 #                                 .gpu/bench.tar.xz; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
@@ -121,6 +125,21 @@ tune_stage() {
 	bench tune-rate80-fp16 --model resnet50-fp16 --targets tensor --rate "$(python3 -c "print(int(0.8*$pk))")" --arrivals poisson --serve-flags "$SERVE"
 }
 
+# pinned: the batch buffers in pinned host memory (the default) against
+# pageable memory, for raw ONNX Runtime and for the server (3 instances).
+pinned_stage() {
+	log "BenchmarkCopies: ResNet-18 at batch 64 from pageable memory and from a pinned Binding"
+	(cd "$ROOT/runtime/gputest" && timeout 200 "$B/gputest.test" -test.run XXX -test.bench Copies -test.count "${COUNT:-3}" 2>&1 |
+		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/copies.txt")
+	for p in fp16 fp32; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		for h in pageable pinned; do
+			bench pin-raw-$p-$h --model $m --targets raw --provider cuda --gpu-host-memory $h --raw-batches "${RAW_BATCHES:-1,8,64,128}"
+			bench pin-tensor-$p-$h --model $m --targets tensor --concurrency "${CONC:-1,256}" --serve-flags "$SERVE --instances 3 --gpu-host-memory $h"
+		done
+	done
+}
+
 # batcher: BenchmarkRawVsBatcher on CUDA at batch 1, 8, 32 and 64 (the
 # batcher's instance bucketed and pinned, as in the server).
 batcher_stage() {
@@ -166,6 +185,7 @@ case "${1:-tensor}" in
 first) setup && facts && gpu_tests && batcher_stage && nvml_stage ;;
 tensor) setup && facts && tensor_stage ;;
 tune) setup && facts && tune_stage ;;
+pinned) setup && facts && pinned_stage ;;
 batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"

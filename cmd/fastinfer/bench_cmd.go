@@ -39,6 +39,7 @@ type benchConfig struct {
 	maxWindows                   int
 	serveFlags                   string
 	ortLib, provider             string
+	hostMemory                   string
 	repeat                       int
 	out, svg, description        string
 	seed                         uint64
@@ -65,6 +66,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.serveFlags, "serve-flags", "", "extra flags for the started server, space-separated")
 	fs.StringVar(&c.ortLib, "ort-lib", "", "libonnxruntime.so for the raw target")
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider for the raw target: auto, cuda or cpu")
+	fs.StringVar(&c.hostMemory, "gpu-host-memory", runtime.HostPinned, "the raw target's batch buffers on a GPU: pinned or pageable (as serve's flag; give the started server its own in --serve-flags)")
 	fs.StringVar(&c.out, "out", "", "write results as JSON to this file, or into this folder (ending in /) as DATE-DEVICE-MODEL.json with its .svg")
 	fs.StringVar(&c.svg, "svg", "", "write a latency/throughput plot to this SVG file")
 	fs.StringVar(&c.description, "description", "", "free text stored in the results")
@@ -347,7 +349,7 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 	if err != nil {
 		return err
 	}
-	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider})
+	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider, CUDA: runtime.CUDAOptions{HostMemory: c.hostMemory}})
 	if err != nil {
 		return err
 	}

@@ -463,6 +463,7 @@ func TestServeRejectsBadSettings(t *testing.T) {
 		{[]string{"--cuda-conv-search", "fastest"}, "conv algorithm search"},
 		{[]string{"--cuda-arena", "double"}, "arena extend"},
 		{[]string{"--gpu-mem-limit", "-5"}, "memory limit"},
+		{[]string{"--gpu-host-memory", "locked"}, "host memory"},
 		{[]string{"--model-control", "auto"}, "--model-control"},
 		{[]string{"--models", filepath.Join(repo, "missing")}, "not a folder"},
 	}

@@ -81,3 +81,96 @@ int cuDeviceGetUuid(CUuuid *uuid, int dev) {
 	uuid->bytes[15] = (char)dev;
 	return 0;
 }
+
+/*
+ * Page-locked host memory. Primary contexts are counted per device and a
+ * context is current on a thread between push and pop; cuMemHostAlloc,
+ * cuMemFreeHost and cuMemHostGetFlags need one current, as the real driver
+ * does. cuMemHostAlloc answers FAKE_CUDA_HOSTALLOC_RESULT when set. Every
+ * call is appended to the file FAKE_CUDA_HOST_LOG, when set, for the test
+ * to check that references and allocations balance.
+ */
+
+static int primary_refs[64];
+static __thread void *current_ctx = NULL;
+static void *live[1024];
+
+static void host_log(const char *what, long v) {
+	const char *path = getenv("FAKE_CUDA_HOST_LOG");
+	if (path == NULL || *path == '\0') return;
+	FILE *f = fopen(path, "a");
+	if (f == NULL) return;
+	fprintf(f, "%s %ld\n", what, v);
+	fclose(f);
+}
+
+int cuDevicePrimaryCtxRetain(void **ctx, int dev) {
+	int r = check(dev);
+	if (r != 0) return r;
+	primary_refs[dev]++;
+	*ctx = &primary_refs[dev]; /* any stable, distinct pointer */
+	host_log("retain", dev);
+	return 0;
+}
+
+int cuDevicePrimaryCtxRelease_v2(int dev) {
+	int r = check(dev);
+	if (r != 0) return r;
+	if (primary_refs[dev] <= 0) return 201; /* CUDA_ERROR_INVALID_CONTEXT */
+	primary_refs[dev]--;
+	host_log("release", dev);
+	return 0;
+}
+
+int cuCtxPushCurrent_v2(void *ctx) {
+	if (current_ctx != NULL) return 1; /* this fake keeps a stack of one */
+	current_ctx = ctx;
+	return 0;
+}
+
+int cuCtxPopCurrent_v2(void **ctx) {
+	if (current_ctx == NULL) return 201;
+	if (ctx != NULL) *ctx = current_ctx;
+	current_ctx = NULL;
+	return 0;
+}
+
+int cuMemHostAlloc(void **p, size_t bytes, unsigned int flags) {
+	if (current_ctx == NULL) return 201;
+	if (flags != 1) return 1; /* fastinfer asks for CU_MEMHOSTALLOC_PORTABLE only */
+	int r = env_int("FAKE_CUDA_HOSTALLOC_RESULT", 0);
+	if (r != 0) return r;
+	for (int i = 0; i < 1024; i++) {
+		if (live[i] == NULL) {
+			live[i] = malloc(bytes);
+			if (live[i] == NULL) return 2; /* CUDA_ERROR_OUT_OF_MEMORY */
+			*p = live[i];
+			host_log("alloc", (long)bytes);
+			return 0;
+		}
+	}
+	return 2;
+}
+
+static int find_live(void *p) {
+	for (int i = 0; p != NULL && i < 1024; i++)
+		if (live[i] == p) return i;
+	return -1;
+}
+
+int cuMemFreeHost(void *p) {
+	if (current_ctx == NULL) return 201;
+	int i = find_live(p);
+	if (i < 0) return 1;
+	free(live[i]);
+	live[i] = NULL;
+	host_log("free", 0);
+	return 0;
+}
+
+int cuMemHostGetFlags(unsigned int *flags, void *p) {
+	if (current_ctx == NULL) return 201;
+	if (find_live(p) < 0) return 1;
+	*flags = 1;
+	return 0;
+}
