@@ -38,6 +38,11 @@ typedef struct {
 	fi_CUresult (*cuMemHostAlloc)(void **p, size_t bytes, unsigned int flags);
 	fi_CUresult (*cuMemFreeHost)(void *p);
 	fi_CUresult (*cuMemHostGetFlags)(unsigned int *flags, void *p);
+	// Device memory, for CUDA graphs' fixed input and output addresses.
+	fi_CUresult (*cuMemAlloc_v2)(unsigned long long *dptr, size_t bytes);
+	fi_CUresult (*cuMemFree_v2)(unsigned long long dptr);
+	fi_CUresult (*cuMemcpyHtoD_v2)(unsigned long long dst, const void *src, size_t bytes);
+	fi_CUresult (*cuMemcpyDtoH_v2)(void *dst, unsigned long long src, size_t bytes);
 } fi_cuda;
 
 // ---- NVML (nvml.h), as much as is used ----
@@ -129,6 +134,10 @@ static int fi_cuda_open(const char *path, fi_cuda *a, char *err, size_t n, char 
 	FI_SYM(a, cuMemHostAlloc, 0);
 	FI_SYM(a, cuMemFreeHost, 0);
 	FI_SYM(a, cuMemHostGetFlags, 0);
+	FI_SYM(a, cuMemAlloc_v2, 0);
+	FI_SYM(a, cuMemFree_v2, 0);
+	FI_SYM(a, cuMemcpyHtoD_v2, 0);
+	FI_SYM(a, cuMemcpyDtoH_v2, 0);
 	fi_where((void *)a->cuInit, where, wn);
 	return 0;
 fail:
@@ -232,6 +241,43 @@ static fi_CUresult fi_host_flags(fi_cuda *a, fi_CUdevice dev, void *p, unsigned 
 	fi_CUresult r = fi_in_ctx(a, dev);
 	if (r != 0) return r;
 	r = a->cuMemHostGetFlags(flags, p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+// ---- device memory; the same context discipline ----
+
+static int fi_has_device(fi_cuda *a) {
+	return fi_has_host(a) && a->cuMemAlloc_v2 && a->cuMemFree_v2 && a->cuMemcpyHtoD_v2 && a->cuMemcpyDtoH_v2;
+}
+
+static fi_CUresult fi_dev_alloc(fi_cuda *a, fi_CUdevice dev, size_t bytes, unsigned long long *p) {
+	*p = 0;
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemAlloc_v2(p, bytes);
+	fi_out_ctx(a);
+	if (r != 0) a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+static fi_CUresult fi_dev_free(fi_cuda *a, fi_CUdevice dev, unsigned long long p) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemFree_v2(p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	if (r == 0) a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+// fi_dev_copy copies bytes to the device (in != 0) or from it. Both are
+// synchronous: the copy is complete when the call returns.
+static fi_CUresult fi_dev_copy(fi_cuda *a, fi_CUdevice dev, int in, unsigned long long d, void *h, size_t bytes) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = in ? a->cuMemcpyHtoD_v2(d, h, bytes) : a->cuMemcpyDtoH_v2(h, d, bytes);
 	fi_out_ctx(a);
 	a->cuDevicePrimaryCtxRelease_v2(dev);
 	return r;
@@ -396,6 +442,28 @@ func (c *cgoCUDA) HostPinned(dev int, p unsafe.Pointer) (bool, cuResult) {
 	var flags C.uint
 	r := cuResult(C.fi_host_flags(c.api, C.fi_CUdevice(dev), p, &flags))
 	return r == cuSuccess, r
+}
+
+func (c *cgoCUDA) DeviceSupported() bool { return C.fi_has_device(c.api) != 0 }
+
+func (c *cgoCUDA) DeviceAlloc(dev, bytes int) (uint64, cuResult) {
+	var p C.ulonglong
+	r := C.fi_dev_alloc(c.api, C.fi_CUdevice(dev), C.size_t(bytes), &p)
+	return uint64(p), cuResult(r)
+}
+
+func (c *cgoCUDA) DeviceFree(dev int, p uint64) cuResult {
+	return cuResult(C.fi_dev_free(c.api, C.fi_CUdevice(dev), C.ulonglong(p)))
+}
+
+// DeviceCopy's host pointer is pinned C memory or a Go buffer without
+// pointers, which cgo lets C read and write during the call.
+func (c *cgoCUDA) DeviceCopy(dev int, toDevice bool, d uint64, h unsafe.Pointer, bytes int) cuResult {
+	in := C.int(0)
+	if toDevice {
+		in = 1
+	}
+	return cuResult(C.fi_dev_copy(c.api, C.fi_CUdevice(dev), in, C.ulonglong(d), h, C.size_t(bytes)))
 }
 
 // ---- NVML ----

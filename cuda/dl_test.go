@@ -383,3 +383,54 @@ func TestFakeDriverHostMemory(t *testing.T) {
 		}
 	})
 }
+
+// TestFakeDriverDeviceMemory round-trips floats through device memory of
+// the fake driver and checks each call's context references balance.
+func TestFakeDriverDeviceMemory(t *testing.T) {
+	dir := buildFakes(t, map[string]string{cudaSoname: readTestdata(t, "fakecuda.c")})
+	resetState(t)
+	t.Setenv(LibDirEnv, dir)
+	logPath := filepath.Join(t.TempDir(), "host.log")
+	t.Setenv("FAKE_CUDA_HOST_LOG", logPath)
+	if info := Rediscover(); info.Library != filepath.Join(dir, cudaSoname) {
+		t.Skipf("the fake driver was not the one discovered: %+v", info)
+	}
+	d, err := AllocDevice(0, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Ptr() == 0 || d.Len() != 64 {
+		t.Fatalf("Ptr %#x, Len %d", d.Ptr(), d.Len())
+	}
+	in := []float32{1, 2, 3, 4, 5}
+	if err := d.CopyIn(in); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, 5)
+	if err := d.CopyOut(out); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(in, out) {
+		t.Errorf("round trip gave %v, want %v", out, in)
+	}
+	if err := d.CopyIn(make([]float32, 17)); err == nil || !strings.Contains(err.Error(), "68 bytes into a 64-byte") {
+		t.Errorf("oversized copy = %v", err)
+	}
+	if err := d.Free(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Free(); err != nil || d.Ptr() != 0 {
+		t.Errorf("second Free = %v, Ptr %#x", err, d.Ptr())
+	}
+	if err := d.CopyOut(out); err == nil {
+		t.Error("CopyOut after Free succeeded")
+	}
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "retain 0\nalloc 64\nretain 0\nhtod 20\nrelease 0\nretain 0\ndtoh 20\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n"
+	if string(log) != want {
+		t.Errorf("driver calls:\n%s\nwant\n%s", log, want)
+	}
+}

@@ -60,19 +60,29 @@ func AllocHost(dev, bytes int) (*HostBuffer, error) {
 	return &HostBuffer{p: p, n: bytes, dev: dev, lib: lib}, nil
 }
 
-// hostLib is the driver discovery settled on, if it can pin memory.
-func hostLib() (hostMemAPI, error) {
+// driver is the libcuda discovery settled on; Discover runs first if it
+// has not yet.
+func driver() (cudaAPI, error) {
 	state.mu.Lock()
 	defer state.mu.Unlock()
 	if !state.done {
 		refreshLocked()
 	}
-	if !state.info.Available() {
+	if !state.info.Available() || state.cuda == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoDriver, state.info.Reason)
 	}
-	h, ok := state.cuda.(hostMemAPI)
+	return state.cuda, nil
+}
+
+// hostLib is the driver, if it can pin memory.
+func hostLib() (hostMemAPI, error) {
+	lib, err := driver()
+	if err != nil {
+		return nil, err
+	}
+	h, ok := lib.(hostMemAPI)
 	if !ok || !h.HostSupported() {
-		return nil, fmt.Errorf("%w: %s lacks cuMemHostAlloc and the primary-context calls", ErrNoDriver, state.info.Library)
+		return nil, fmt.Errorf("%w: %s lacks cuMemHostAlloc and the primary-context calls", ErrNoDriver, lib.Path())
 	}
 	return h, nil
 }

@@ -174,3 +174,35 @@ int cuMemHostGetFlags(unsigned int *flags, void *p) {
 	*flags = 1;
 	return 0;
 }
+
+/*
+ * Device memory: host memory behind the same allocation table, with
+ * CUdeviceptr values that are its addresses. Copies are memcpy and, like
+ * the rest, need a current context.
+ */
+#include <string.h>
+
+int cuMemAlloc_v2(unsigned long long *dptr, size_t bytes) {
+	void *p = NULL;
+	int r = cuMemHostAlloc(&p, bytes, 1);
+	if (r == 0) *dptr = (unsigned long long)(size_t)p;
+	return r;
+}
+
+int cuMemFree_v2(unsigned long long dptr) { return cuMemFreeHost((void *)(size_t)dptr); }
+
+int cuMemcpyHtoD_v2(unsigned long long dst, const void *src, size_t bytes) {
+	if (current_ctx == NULL) return 201;
+	if (find_live((void *)(size_t)dst) < 0) return 1;
+	memcpy((void *)(size_t)dst, src, bytes);
+	host_log("htod", (long)bytes);
+	return 0;
+}
+
+int cuMemcpyDtoH_v2(void *dst, unsigned long long src, size_t bytes) {
+	if (current_ctx == NULL) return 201;
+	if (find_live((void *)(size_t)src) < 0) return 1;
+	memcpy(dst, (void *)(size_t)src, bytes);
+	host_log("dtoh", (long)bytes);
+	return 0;
+}
