@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -15,7 +16,9 @@ import (
 // C-pointer slices on every call).
 //
 // On a GPU session the buffers are pinned host memory (see HostPinned),
-// which Close gives back.
+// which Close gives back. On a session with CUDA graphs the tensors are
+// over device buffers instead, and Run copies the batch in and the
+// results out around the run (see devio.go).
 //
 // A Binding is not safe for concurrent use: one worker owns it. Several
 // Bindings may run on the same Session at once. Close every Binding before
@@ -23,17 +26,56 @@ import (
 type Binding struct {
 	s       *Session
 	maxRows int
-	in, out []float32
+	buf     *batchBuffers
+	owns    bool         // buf is this Binding's to free (not a Buckets')
 	sizes   []*boundSize // index rows-1; nil until that batch size first runs
-	release func() error // frees the buffers when this Binding owns them
-	pinned  bool
+	graph   int          // the one batch size a CUDA-graph session runs; 0 until it has
 	closed  bool
+}
+
+// batchBuffers are an instance's batch memory: the host buffers the caller
+// fills and reads and, on a CUDA-graph session, the device buffers.
+type batchBuffers struct {
+	in, out []float32
+	pinned  bool
+	dev     *devIO
+	release func() error // frees in and out
+}
+
+// newBuffers allocates batch memory for up to maxRows rows.
+func (s *Session) newBuffers(maxRows int) (*batchBuffers, error) {
+	b := &batchBuffers{}
+	b.in, b.out, b.pinned, b.release = s.hostBuffers(maxRows)
+	if s.graph {
+		var err error
+		if b.dev, err = s.newDevIO(maxRows); err != nil {
+			b.release()
+			return nil, fmt.Errorf("CUDA graphs need device buffers: %w", err)
+		}
+	}
+	return b, nil
+}
+
+func (b *batchBuffers) free() error {
+	var errs []error
+	if b.dev != nil {
+		errs = append(errs, b.dev.free())
+		b.dev = nil
+	}
+	if b.release != nil {
+		errs = append(errs, b.release())
+		b.release = nil
+	}
+	b.in, b.out = nil, nil
+	return errors.Join(errs...)
 }
 
 // boundSize is the ORT state for one batch size: tensors over the prefixes
 // of the Binding's buffers, bound to the session's input and output.
 type boundSize struct {
-	in, out *ort.Tensor[float32]
+	in, out *ort.Tensor[float32] // over host buffers
+	dIn     unsafe.Pointer       // or OrtValues over device buffers
+	dOut    unsafe.Pointer
 	io      *ort.IoBinding
 }
 
@@ -47,19 +89,22 @@ func (s *Session) NewBinding(maxRows int) (*Binding, error) {
 	if maxRows < 1 {
 		return nil, fmt.Errorf("%w: binding needs at least one row, got %d", ErrShape, maxRows)
 	}
-	in, out, pinned, release := s.hostBuffers(maxRows)
-	b := s.bindingOver(in, out, maxRows)
-	b.release, b.pinned = release, pinned
+	buf, err := s.newBuffers(maxRows)
+	if err != nil {
+		return nil, err
+	}
+	b := s.bindingOver(buf, maxRows)
+	b.owns = true
 	return b, nil
 }
 
-// Pinned reports whether the buffers are pinned host memory.
-func (b *Binding) Pinned() bool { return b.pinned }
+// Pinned reports whether the host buffers are pinned memory.
+func (b *Binding) Pinned() bool { return b.buf.pinned }
 
 // bindingOver is a Binding of up to maxRows rows over the given buffers,
 // which may be shared with other Bindings (Buckets shares them).
-func (s *Session) bindingOver(in, out []float32, maxRows int) *Binding {
-	return &Binding{s: s, maxRows: maxRows, in: in, out: out, sizes: make([]*boundSize, maxRows)}
+func (s *Session) bindingOver(buf *batchBuffers, maxRows int) *Binding {
+	return &Binding{s: s, maxRows: maxRows, buf: buf, sizes: make([]*boundSize, maxRows)}
 }
 
 // MaxRows is the largest batch the Binding holds.
@@ -68,12 +113,12 @@ func (b *Binding) MaxRows() int { return b.maxRows }
 // Input is the first rows*InputLen floats of the input buffer, for the
 // caller to fill before Run(rows). It panics when rows is outside
 // 0..MaxRows, as slicing past a buffer does.
-func (b *Binding) Input(rows int) []float32 { return b.in[:rows*b.s.inLen] }
+func (b *Binding) Input(rows int) []float32 { return b.buf.in[:rows*b.s.inLen] }
 
 // Output is the first rows*OutputLen floats of the output buffer, valid
 // after Run(rows) until the next Run. It panics when rows is outside
 // 0..MaxRows.
-func (b *Binding) Output(rows int) []float32 { return b.out[:rows*b.s.outLen] }
+func (b *Binding) Output(rows int) []float32 { return b.buf.out[:rows*b.s.outLen] }
 
 // Run executes the first rows rows of the input buffer and writes their
 // results to the output buffer, creating that batch size's tensors on its
@@ -85,6 +130,13 @@ func (b *Binding) Run(rows int) error {
 	if rows < 1 || rows > b.maxRows {
 		return fmt.Errorf("%w: batch %d outside 1..%d rows of this binding", ErrShape, rows, b.maxRows)
 	}
+	if b.s.graph {
+		// A captured graph replays one shape; another would read the
+		// first one's rows.
+		if b.graph != 0 && rows != b.graph {
+			return fmt.Errorf("%w: this CUDA-graph session runs batches of %d rows, not %d (one session per batch size)", ErrShape, b.graph, rows)
+		}
+	}
 	bs := b.sizes[rows-1]
 	if bs == nil {
 		var err error
@@ -92,9 +144,23 @@ func (b *Binding) Run(rows int) error {
 			return err
 		}
 		b.sizes[rows-1] = bs
+		if b.s.graph {
+			b.graph = rows
+		}
+	}
+	dev := b.buf.dev
+	if dev != nil {
+		if err := dev.in.CopyIn(b.Input(rows)); err != nil {
+			return fmt.Errorf("copying batch %d to the device: %w", rows, err)
+		}
 	}
 	if err := b.s.sess.RunWithBinding(bs.io); err != nil {
 		return fmt.Errorf("running %s (batch %d): %w", b.s.in.Name, rows, err)
+	}
+	if dev != nil {
+		if err := dev.out.CopyOut(b.Output(rows)); err != nil {
+			return fmt.Errorf("copying batch %d from the device: %w", rows, err)
+		}
 	}
 	return nil
 }
@@ -107,14 +173,18 @@ func (b *Binding) bind(rows int) (_ *boundSize, err error) {
 			bs.destroy()
 		}
 	}()
+	if bs.io, err = b.s.sess.CreateIoBinding(); err != nil {
+		return nil, fmt.Errorf("I/O binding (batch %d): %w", rows, err)
+	}
+	if b.buf.dev != nil {
+		bs.dIn, bs.dOut, err = b.buf.dev.bind(b.s, rows, bs.io)
+		return bs, err
+	}
 	if bs.in, err = ort.NewTensor(batchShape(rows, b.s.inRow), b.Input(rows)); err != nil {
 		return nil, fmt.Errorf("input tensor (batch %d): %w", rows, err)
 	}
 	if bs.out, err = ort.NewTensor(batchShape(rows, b.s.outRow), b.Output(rows)); err != nil {
 		return nil, fmt.Errorf("output tensor (batch %d): %w", rows, err)
-	}
-	if bs.io, err = b.s.sess.CreateIoBinding(); err != nil {
-		return nil, fmt.Errorf("I/O binding (batch %d): %w", rows, err)
 	}
 	if err = bs.io.BindInput(b.s.in.Name, bs.in); err != nil {
 		return nil, fmt.Errorf("binding input %s (batch %d): %w", b.s.in.Name, rows, err)
@@ -140,12 +210,15 @@ func (bs *boundSize) destroy() {
 		bs.out.Destroy()
 		bs.out = nil
 	}
+	releaseValue(bs.dIn)
+	releaseValue(bs.dOut)
+	bs.dIn, bs.dOut = nil, nil
 }
 
 // Close destroys every cached tensor and I/O binding, then frees the
 // buffers if the Binding allocated them. Closing twice is a no-op; Run
-// after Close fails, and Input and Output are empty (a slice taken from
-// them before must not be used after).
+// after Close fails. Input and Output must not be used after Close (their
+// memory may be freed).
 func (b *Binding) Close() error {
 	if b.closed {
 		return nil
@@ -157,9 +230,8 @@ func (b *Binding) Close() error {
 			b.sizes[i] = nil
 		}
 	}
-	b.in, b.out, b.maxRows = nil, nil, 0
-	if b.release != nil {
-		return b.release()
+	if b.owns {
+		return b.buf.free()
 	}
 	return nil
 }

@@ -28,10 +28,8 @@ type Buckets struct {
 	sizes         []int      // ascending; the last is the largest batch
 	bind          []*Binding // bind[i] runs exactly sizes[i] rows
 	pick          []int      // rows-1 → index into sizes
-	in, out       []float32
+	buf           *batchBuffers
 	inLen, outLen int
-	pinned        bool
-	release       func() error
 }
 
 // BucketSizes are the batch sizes Buckets keeps for batches of up to
@@ -69,15 +67,20 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, first.inLen, first.outLen)
 		}
 	}
+	buf, err := first.newBuffers(maxRows)
+	if err != nil {
+		return nil, err
+	}
 	b := &Buckets{
 		sizes: slices.Clone(sizes),
 		pick:  make([]int, maxRows),
+		buf:   buf,
 		inLen: first.inLen, outLen: first.outLen,
 	}
-	// One pair of buffers for every size, pinned on a GPU as a Binding's are.
-	b.in, b.out, b.pinned, b.release = first.hostBuffers(maxRows)
+	// One set of buffers for every size (pinned, and on the device with
+	// CUDA graphs, as a Binding's are).
 	for i, s := range sessions {
-		b.bind = append(b.bind, s.bindingOver(b.in, b.out, sizes[i]))
+		b.bind = append(b.bind, s.bindingOver(buf, sizes[i]))
 	}
 	for rows, i := 1, 0; rows <= maxRows; rows++ {
 		for sizes[i] < rows {
@@ -92,23 +95,23 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 func (b *Buckets) Sizes() []int { return slices.Clone(b.sizes) }
 
 // Pinned reports whether the shared buffers are pinned host memory.
-func (b *Buckets) Pinned() bool { return b.pinned }
+func (b *Buckets) Pinned() bool { return b.buf.pinned }
 
 // MaxRows is the largest batch.
 func (b *Buckets) MaxRows() int { return b.sizes[len(b.sizes)-1] }
 
 // Input is the first rows*InputLen floats of the shared input buffer.
-func (b *Buckets) Input(rows int) []float32 { return b.in[:rows*b.inLen] }
+func (b *Buckets) Input(rows int) []float32 { return b.buf.in[:rows*b.inLen] }
 
 // Output is the first rows*OutputLen floats of the shared output buffer,
 // valid after Run(rows).
-func (b *Buckets) Output(rows int) []float32 { return b.out[:rows*b.outLen] }
+func (b *Buckets) Output(rows int) []float32 { return b.buf.out[:rows*b.outLen] }
 
 // Run executes the first rows rows on the session of the smallest size
 // that holds them. The padding rows are zeroed first, so a padded batch
 // computes the same thing every time.
 func (b *Buckets) Run(rows int) error {
-	if b.in == nil {
+	if b.buf.in == nil {
 		return errBindingClosed
 	}
 	if rows < 1 || rows > len(b.pick) {
@@ -116,7 +119,7 @@ func (b *Buckets) Run(rows int) error {
 	}
 	i := b.pick[rows-1]
 	size := b.sizes[i]
-	clear(b.in[rows*b.inLen : size*b.inLen])
+	clear(b.buf.in[rows*b.inLen : size*b.inLen])
 	return b.bind[i].Run(size)
 }
 
@@ -128,10 +131,6 @@ func (b *Buckets) Close() error {
 	for _, x := range b.bind {
 		errs = append(errs, x.Close())
 	}
-	if b.release != nil {
-		errs = append(errs, b.release())
-		b.release = nil
-	}
-	b.in, b.out = nil, nil
+	errs = append(errs, b.buf.free())
 	return errors.Join(errs...)
 }

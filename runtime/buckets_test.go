@@ -55,8 +55,8 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 	defer exact.Close()
 
 	inLen, outLen := sessions[0].InputLen(), sessions[0].OutputLen()
-	for i := range b.in {
-		b.in[i] = 7 // stale rows from an earlier, larger batch
+	for i := range b.buf.in {
+		b.buf.in[i] = 7 // stale rows from an earlier, larger batch
 	}
 	const rows = 3
 	for i := range b.Input(rows) {
@@ -70,7 +70,7 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 	if err := exact.Run(rows); err != nil {
 		t.Fatal(err)
 	}
-	if pad := b.in[rows*inLen : 4*inLen]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
+	if pad := b.buf.in[rows*inLen : 4*inLen]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
 		t.Error("padding row not zeroed")
 	}
 	got, want := b.Output(rows), exact.Output(rows)

@@ -22,6 +22,11 @@ type CUDAOptions struct {
 	// HostMemory is where a GPU session's Bindings keep their batch
 	// buffers: "pinned" (the default) or "pageable" (see HostPinned).
 	HostMemory string
+	// Graphs captures each CUDA session's kernels into a CUDA graph on its
+	// second run and replays it after: one launch per batch instead of one
+	// per kernel. The session's input and output then live in device
+	// memory, and each session runs one batch size (Buckets gives that).
+	Graphs bool
 }
 
 // Values of CUDAOptions.

@@ -7,6 +7,9 @@ package runtime
 // RegisterExecutionProviderLibrary, GetEpDevices and
 // SessionOptionsAppendExecutionProvider_V2. onnxruntime_go wraps only the
 // first, so this file calls the other two through the OrtApi function table.
+// It also holds the calls CUDA graphs need and onnxruntime_go lacks:
+// tensors over device memory (CreateTensorWithDataAsOrtValue with a
+// device's OrtMemoryInfo) bound into an I/O binding.
 //
 // OrtApi is a struct of function pointers that ORT only ever appends to (its
 // ABI promise), so an entry's index never changes. The indices below were
@@ -23,6 +26,13 @@ package runtime
 enum {
 	FI_GET_ERROR_MESSAGE = 2,
 	FI_CREATE_ENV = 3,
+	FI_CREATE_TENSOR_WITH_DATA = 49,
+	FI_CREATE_MEMORY_INFO = 68,
+	FI_CREATE_CPU_MEMORY_INFO = 69,
+	FI_RELEASE_MEMORY_INFO = 94,
+	FI_RELEASE_VALUE = 96,
+	FI_BIND_INPUT = 136,
+	FI_BIND_OUTPUT = 137,
 	FI_RELEASE_ENV = 92,
 	FI_RELEASE_STATUS = 93,
 	FI_GET_EP_DEVICES = 303,
@@ -30,9 +40,15 @@ enum {
 	FI_HARDWARE_DEVICE_TYPE = 307,
 	FI_EP_DEVICE_EP_NAME = 312,
 	FI_EP_DEVICE_DEVICE = 316,
+	FI_EP_DEVICE_MEMORY_INFO = 374,
 	FI_API_VERSION = 24,
 	FI_HW_GPU = 1,
-	FI_LOG_ERROR = 3
+	FI_LOG_ERROR = 3,
+	FI_DEVICE_ALLOCATOR = 0,
+	FI_MEM_TYPE_DEFAULT = 0,
+	FI_ARENA_ALLOCATOR = 1,
+	FI_DEVICE_MEMORY_TYPE_DEFAULT = 0,
+	FI_FLOAT = 1
 };
 
 typedef struct {
@@ -90,6 +106,48 @@ static char *fi_gpu_devices(void *env, const char *ep, const void **out, size_t 
 		if (name && strcmp(name, ep) == 0 && type == FI_HW_GPU) out[(*n)++] = devs[i];
 	}
 	return NULL;
+}
+
+// ---- tensors over memory ORT does not own, for I/O binding on a device ----
+
+// fi_cuda_mem_info is the OrtMemoryInfo of CUDA device memory for ORT GPU
+// builds' own (legacy) CUDA provider; the caller releases it.
+static char *fi_cuda_mem_info(int device, void **out) {
+	return fi_status(((void *(*)(const char *, int, int, int, void **))fi_api[FI_CREATE_MEMORY_INFO])(
+		"Cuda", FI_DEVICE_ALLOCATOR, device, FI_MEM_TYPE_DEFAULT, out));
+}
+
+// fi_cpu_mem_info is CPU memory's, for running the same code on the CPU.
+static char *fi_cpu_mem_info(void **out) {
+	return fi_status(((void *(*)(int, int, void **))fi_api[FI_CREATE_CPU_MEMORY_INFO])(
+		FI_ARENA_ALLOCATOR, FI_MEM_TYPE_DEFAULT, out));
+}
+
+static void fi_release_mem_info(void *info) {
+	((void (*)(void *))fi_api[FI_RELEASE_MEMORY_INFO])(info);
+}
+
+// fi_ep_mem_info is a plugin EP device's own memory info (ORT keeps it).
+static const void *fi_ep_mem_info(const void *ep_device) {
+	return ((const void *(*)(const void *, int))fi_api[FI_EP_DEVICE_MEMORY_INFO])(ep_device, FI_DEVICE_MEMORY_TYPE_DEFAULT);
+}
+
+// fi_float_tensor wraps bytes at p, which stay the caller's, as a float32
+// tensor of the given shape in the memory info describes.
+// p is an address (uintptr_t): device memory, which Go must not take for
+// a pointer.
+static char *fi_float_tensor(const void *info, uintptr_t p, size_t bytes, const int64_t *shape, size_t ndim, void **out) {
+	return fi_status(((void *(*)(const void *, void *, size_t, const int64_t *, size_t, int, void **))
+		fi_api[FI_CREATE_TENSOR_WITH_DATA])(info, (void *)p, bytes, shape, ndim, FI_FLOAT, out));
+}
+
+static void fi_release_value(void *v) {
+	((void (*)(void *))fi_api[FI_RELEASE_VALUE])(v);
+}
+
+static char *fi_bind(void *binding, int input, const char *name, const void *value) {
+	return fi_status(((void *(*)(void *, const char *, const void *))fi_api[input ? FI_BIND_INPUT : FI_BIND_OUTPUT])(
+		binding, name, value));
 }
 
 static char *fi_append(void *opts, void *env, const void *dev, const char *const *keys, const char *const *vals, size_t nopt) {
@@ -207,5 +265,115 @@ func apiIndices() map[string]int {
 		"HardwareDevice_Type":                      C.FI_HARDWARE_DEVICE_TYPE,
 		"EpDevice_EpName":                          C.FI_EP_DEVICE_EP_NAME,
 		"EpDevice_Device":                          C.FI_EP_DEVICE_DEVICE,
+		"EpDevice_MemoryInfo":                      C.FI_EP_DEVICE_MEMORY_INFO,
+		"CreateTensorWithDataAsOrtValue":           C.FI_CREATE_TENSOR_WITH_DATA,
+		"CreateMemoryInfo":                         C.FI_CREATE_MEMORY_INFO,
+		"CreateCpuMemoryInfo":                      C.FI_CREATE_CPU_MEMORY_INFO,
+		"ReleaseMemoryInfo":                        C.FI_RELEASE_MEMORY_INFO,
+		"ReleaseValue":                             C.FI_RELEASE_VALUE,
+		"BindInput":                                C.FI_BIND_INPUT,
+		"BindOutput":                               C.FI_BIND_OUTPUT,
 	}
+}
+
+// apiConstants exposes the C enum values this file assumes, for the same
+// test.
+func apiConstants() map[string]int {
+	return map[string]int{
+		"DeviceAllocator":         C.FI_DEVICE_ALLOCATOR,
+		"ArenaAllocator":          C.FI_ARENA_ALLOCATOR,
+		"MemTypeDefault":          C.FI_MEM_TYPE_DEFAULT,
+		"DeviceMemoryTypeDefault": C.FI_DEVICE_MEMORY_TYPE_DEFAULT,
+		"Float":                   C.FI_FLOAT,
+	}
+}
+
+// ortAPI finds the OrtApi table of the library lib (already loaded by
+// onnxruntime_go) for the calls below.
+func ortAPI(lib string) error {
+	cl := C.CString(lib)
+	defer C.free(unsafe.Pointer(cl))
+	if msg := C.fi_init(cl); msg != nil {
+		return errors.New(C.GoString(msg))
+	}
+	return nil
+}
+
+// memInfo is an OrtMemoryInfo, released by release (nil when ORT owns it).
+type memInfo struct {
+	p     unsafe.Pointer
+	owned bool
+}
+
+func (m memInfo) release() {
+	if m.owned && m.p != nil {
+		C.fi_release_mem_info(m.p)
+	}
+}
+
+// cudaMemInfo describes device memory on CUDA ordinal device: the plugin
+// provider's own description when sessions use it, else ORT's "Cuda".
+func (e *Env) cudaMemInfo(device int) (memInfo, error) {
+	if err := ortAPI(e.cfg.Lib); err != nil {
+		return memInfo{}, err
+	}
+	if e.cudaEP != nil {
+		if device < 0 || device >= len(e.cudaEP.devices) {
+			return memInfo{}, fmt.Errorf("CUDA device %d requested, the provider offers %d", device, len(e.cudaEP.devices))
+		}
+		p := C.fi_ep_mem_info(e.cudaEP.devices[device])
+		if p == nil {
+			return memInfo{}, errors.New("the CUDA provider describes no device memory")
+		}
+		return memInfo{p: unsafe.Pointer(p)}, nil
+	}
+	var p unsafe.Pointer
+	if err := cError(C.fi_cuda_mem_info(C.int(device), &p)); err != nil {
+		return memInfo{}, err
+	}
+	return memInfo{p: p, owned: true}, nil
+}
+
+// cpuMemInfo describes CPU memory.
+func (e *Env) cpuMemInfo() (memInfo, error) {
+	if err := ortAPI(e.cfg.Lib); err != nil {
+		return memInfo{}, err
+	}
+	var p unsafe.Pointer
+	if err := cError(C.fi_cpu_mem_info(&p)); err != nil {
+		return memInfo{}, err
+	}
+	return memInfo{p: p, owned: true}, nil
+}
+
+// floatTensor is an OrtValue over bytes at address p in the memory info
+// describes; the memory stays the caller's and must outlive the value.
+func floatTensor(info memInfo, p uintptr, shape []int64) (unsafe.Pointer, error) {
+	n := 4
+	for _, d := range shape {
+		n *= int(d)
+	}
+	var v unsafe.Pointer
+	err := cError(C.fi_float_tensor(info.p, C.uintptr_t(p), C.size_t(n),
+		(*C.int64_t)(unsafe.Pointer(&shape[0])), C.size_t(len(shape)), &v))
+	return v, err
+}
+
+func releaseValue(v unsafe.Pointer) {
+	if v != nil {
+		C.fi_release_value(v)
+	}
+}
+
+// bindValue binds v to the named input (or output) of an onnxruntime_go
+// IoBinding, whose only field is its OrtIoBinding pointer (the layout test
+// pins that, as for SessionOptions).
+func bindValue(b *ort.IoBinding, input bool, name string, v unsafe.Pointer) error {
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	in := C.int(0)
+	if input {
+		in = 1
+	}
+	return cError(C.fi_bind(*(*unsafe.Pointer)(unsafe.Pointer(b)), in, cn, v))
 }

@@ -37,7 +37,19 @@ func TestOrtAPIIndicesMatchHeader(t *testing.T) {
 	for _, n := range names {
 		fmt.Fprintf(&src, "\tprintf(\"%s %%zu\\n\", offsetof(OrtApi, %s) / sizeof(void *));\n", n, n)
 	}
-	src.WriteString("\tprintf(\"GPU %d\\n\", (int)OrtHardwareDeviceType_GPU);\n\treturn 0;\n}\n")
+	src.WriteString("\tprintf(\"GPU %d\\n\", (int)OrtHardwareDeviceType_GPU);\n")
+	consts := apiConstants()
+	for n, expr := range map[string]string{
+		"DeviceAllocator": "OrtDeviceAllocator", "ArenaAllocator": "OrtArenaAllocator",
+		"MemTypeDefault": "OrtMemTypeDefault", "DeviceMemoryTypeDefault": "OrtDeviceMemoryType_DEFAULT",
+		"Float": "ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT",
+	} {
+		if _, ok := consts[n]; !ok {
+			t.Fatalf("apiConstants lacks %s", n)
+		}
+		fmt.Fprintf(&src, "\tprintf(\"%s %%d\\n\", (int)%s);\n", n, expr)
+	}
+	src.WriteString("\treturn 0;\n}\n")
 	tmp := t.TempDir()
 	c := filepath.Join(tmp, "offsets.c")
 	if err := os.WriteFile(c, []byte(src.String()), 0o644); err != nil {
@@ -65,6 +77,19 @@ func TestOrtAPIIndicesMatchHeader(t *testing.T) {
 	}
 	if got["GPU"] != 1 {
 		t.Errorf("OrtHardwareDeviceType_GPU = %d, ep_cgo.go assumes 1", got["GPU"])
+	}
+	for n, v := range consts {
+		if got[n] != v {
+			t.Errorf("%s is %d in the header, ep_cgo.go assumes %d", n, got[n], v)
+		}
+	}
+}
+
+// bindValue reads onnxruntime_go's IoBinding as one pointer.
+func TestIoBindingLayout(t *testing.T) {
+	typ := reflect.TypeFor[ort.IoBinding]()
+	if typ.NumField() != 1 || typ.Field(0).Type.Kind() != reflect.Pointer || typ.Size() != unsafe.Sizeof(uintptr(0)) {
+		t.Fatalf("onnxruntime_go.IoBinding is %v; bindValue needs updating", typ)
 	}
 }
 

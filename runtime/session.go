@@ -55,6 +55,7 @@ type Session struct {
 	path           string // the model's, for messages
 	device         int    // CUDA ordinal, on a GPU
 	pin            bool   // Bindings put their buffers in pinned host memory
+	graph          bool   // CUDA graphs: Bindings run over device buffers, one batch size each
 }
 
 // ErrShape is returned (wrapped) for buffers that do not fit the model.
@@ -125,6 +126,7 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 		if err == nil {
 			s.sess, s.provider = sess, ProviderCUDA
 			s.pin = e.cfg.CUDA.HostMemory != HostPageable
+			s.graph = e.cfg.CUDA.Graphs
 			return s, nil
 		}
 		reason = "CUDA provider failed to initialise: " + err.Error()
@@ -170,7 +172,7 @@ func (e *Env) open(path string, model []byte, s *Session, ep string, device int)
 	}
 	switch ep {
 	case ProviderCUDA:
-		if err := e.appendCUDA(opts, device); err != nil {
+		if err := e.appendCUDA(opts, device, e.cfg.CUDA.Graphs); err != nil {
 			return nil, err
 		}
 	case ProviderTensorRT:
@@ -193,12 +195,17 @@ func (e *Env) open(path string, model []byte, s *Session, ep string, device int)
 // appendCUDA adds the CUDA provider to opts: through the legacy entry point
 // when the library has it (ORT's own GPU builds), else as a plugin provider
 // (the npm-packaged build scripts/deps.sh installs).
-func (e *Env) appendCUDA(opts *ort.SessionOptions, device int) error {
+func (e *Env) appendCUDA(opts *ort.SessionOptions, device int, graph bool) error {
 	// HEURISTIC by default: EXHAUSTIVE conv search makes the first run of
 	// every batch size take seconds (onnxruntime #21541).
 	tuning, err := e.cfg.CUDA.providerOptions()
 	if err != nil {
 		return err
+	}
+	if graph {
+		// The second run of each session captures its kernels into a
+		// graph; later runs replay it with one launch.
+		tuning["enable_cuda_graph"] = "1"
 	}
 	legacy := appendLegacyCUDA(opts, device, tuning)
 	if legacy == nil || !strings.Contains(legacy.Error(), "not enabled in this build") {
@@ -235,6 +242,10 @@ func appendLegacyCUDA(opts *ort.SessionOptions, device int, tuning map[string]st
 // Run executes batch rows: in holds batch*InputLen() floats, out receives
 // batch*OutputLen() floats. Both buffers are used in place, without copies.
 func (s *Session) Run(in []float32, batch int, out []float32) error {
+	if s.graph {
+		// Host tensors would be copied to the device at capture only.
+		return fmt.Errorf("%w: a CUDA-graph session runs through a Binding, not Run", ErrShape)
+	}
 	if batch <= 0 || len(in) < batch*s.inLen || len(out) < batch*s.outLen {
 		return fmt.Errorf("%w: batch %d needs %d input and %d output floats, got %d and %d",
 			ErrShape, batch, batch*s.inLen, batch*s.outLen, len(in), len(out))
@@ -288,6 +299,10 @@ func (s *Session) Provider() string { return s.provider }
 // in pinned host memory (a GPU session unless HostMemory is pageable; a
 // Binding still falls back to Go memory if pinning fails).
 func (s *Session) PinnedHost() bool { return s.pin }
+
+// Graphs reports whether the session captures CUDA graphs; its Bindings
+// then run one batch size each, over device buffers.
+func (s *Session) Graphs() bool { return s.graph }
 
 // FallbackReason says why a session is not on the provider it tried first:
 // why it is on the CPU, or on CUDA when TensorRT was tried ("" when none

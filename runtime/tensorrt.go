@@ -65,7 +65,8 @@ func (e *Env) appendTensorRT(opts *ort.SessionOptions, device int) error {
 	if err := opts.AppendExecutionProviderTensorRT(to); err != nil {
 		return fmt.Errorf("appending TensorRT provider: %w", err)
 	}
-	return e.appendCUDA(opts, device)
+	// No CUDA graphs here: they need every node on the CUDA provider.
+	return e.appendCUDA(opts, device, false)
 }
 
 // noteTensorRT logs once per reason that TensorRT could not be used.

@@ -17,6 +17,9 @@
 #                                 BenchmarkCopies, then raw and the tensor
 #                                 path for fp32 and fp16 with each (never
 #                                 run yet)
+#   scripts/gpu-run.sh graphs     CUDA graphs: their GPU test, then raw and
+#                                 the tensor path with --cuda-graphs (never
+#                                 run yet; compare with pinned's figures)
 #   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
 #                                 .gpu/bench.tar.xz; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
@@ -140,6 +143,18 @@ pinned_stage() {
 	done
 }
 
+# graphs: the same with CUDA graphs captured per bucket session.
+graphs_stage() {
+	log "GPU tests with CUDA graphs"
+	(cd "$ROOT/runtime/gputest" && FASTINFER_TEST_CUDA_GRAPHS=1 timeout 180 "$B/gputest.test" -test.v -test.count=1 2>&1 |
+		grep -E '^(---|PASS|FAIL|ok)|gpu_test' | tail -20)
+	for p in fp16 fp32; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		bench graphs-raw-$p --model $m --targets raw --provider cuda --cuda-graphs --raw-batches "${RAW_BATCHES:-1,8,64,128}"
+		bench graphs-tensor-$p --model $m --targets tensor --concurrency "${CONC:-1,256}" --serve-flags "$SERVE --instances 3 --cuda-graphs"
+	done
+}
+
 # batcher: BenchmarkRawVsBatcher on CUDA at batch 1, 8, 32 and 64 (the
 # batcher's instance bucketed and pinned, as in the server).
 batcher_stage() {
@@ -186,6 +201,7 @@ first) setup && facts && gpu_tests && batcher_stage && nvml_stage ;;
 tensor) setup && facts && tensor_stage ;;
 tune) setup && facts && tune_stage ;;
 pinned) setup && facts && pinned_stage ;;
+graphs) setup && facts && graphs_stage ;;
 batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"

@@ -40,6 +40,7 @@ type benchConfig struct {
 	serveFlags                   string
 	ortLib, provider             string
 	hostMemory                   string
+	graphs                       bool
 	repeat                       int
 	out, svg, description        string
 	seed                         uint64
@@ -66,6 +67,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.serveFlags, "serve-flags", "", "extra flags for the started server, space-separated")
 	fs.StringVar(&c.ortLib, "ort-lib", "", "libonnxruntime.so for the raw target")
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider for the raw target: auto, cuda or cpu")
+	fs.BoolVar(&c.graphs, "cuda-graphs", false, "the raw target with CUDA graphs, one session per batch size (as serve's flag)")
 	fs.StringVar(&c.hostMemory, "gpu-host-memory", runtime.HostPinned, "the raw target's batch buffers on a GPU: pinned or pageable (as serve's flag; give the started server its own in --serve-flags)")
 	fs.StringVar(&c.out, "out", "", "write results as JSON to this file, or into this folder (ending in /) as DATE-DEVICE-MODEL.json with its .svg")
 	fs.StringVar(&c.svg, "svg", "", "write a latency/throughput plot to this SVG file")
@@ -342,14 +344,15 @@ func progressLine(w io.Writer, kind, model string, l bench.Load) func(bench.Prog
 	}
 }
 
-// benchRaw measures ONNX Runtime in-process: one session, its input
-// bound once, session.Run back to back at each batch size.
+// benchRaw measures ONNX Runtime in-process: one session (one per batch
+// size with CUDA graphs), its input bound once, runs back to back at each
+// batch size.
 func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []int, l bench.Load, res *bench.Results, emit func(bench.Step), progress io.Writer) error {
 	lib, err := runtime.ResolveLib(c.ortLib)
 	if err != nil {
 		return err
 	}
-	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider, CUDA: runtime.CUDAOptions{HostMemory: c.hostMemory}})
+	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider, CUDA: runtime.CUDAOptions{HostMemory: c.hostMemory, Graphs: c.graphs}})
 	if err != nil {
 		return err
 	}
@@ -372,16 +375,38 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 	for _, b := range batches {
 		maxB = max(maxB, b)
 	}
-	bind, err := sess.NewBinding(maxB)
+	shared, err := sess.NewBinding(maxB)
 	if err != nil {
 		return err
 	}
-	defer bind.Close()
+	defer shared.Close()
 	rng := rand.New(rand.NewPCG(c.seed, 0x7a3))
-	for i, in := 0, bind.Input(maxB); i < len(in); i++ {
+	for i, in := 0, shared.Input(maxB); i < len(in); i++ {
 		in[i] = float32(rng.NormFloat64())
 	}
+	// bindingFor is the binding batch b runs on. A CUDA-graph session
+	// replays one batch shape, so there each size gets a session of its
+	// own, as the server's buckets do; done closes it.
+	bindingFor := func(b int) (bind *runtime.Binding, done func(), err error) {
+		if !sess.Graphs() {
+			return shared, func() {}, nil
+		}
+		s, err := env.NewSession(v.Path, runtime.SessionOptions{Model: model})
+		if err != nil {
+			return nil, nil, err
+		}
+		if bind, err = s.NewBinding(b); err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+		copy(bind.Input(b), shared.Input(b))
+		return bind, func() { bind.Close(); s.Close() }, nil
+	}
 	for _, b := range batches {
+		bind, done, err := bindingFor(b)
+		if err != nil {
+			return err
+		}
 		failed := false
 		t := bench.TargetFunc{Batch: b, F: func(context.Context) (int, string) {
 			if err := bind.Run(b); err != nil {
@@ -393,6 +418,7 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 		rl := l
 		rl.Mode, rl.Concurrency, rl.Rate = bench.ModeConcurrency, 1, 0
 		st, err := bench.Run(ctx, t, rl, progressLine(progress, bench.TargetRaw+" b="+strconv.Itoa(b), m.Name, rl))
+		done()
 		fmt.Fprintln(progress)
 		if err != nil {
 			return err

@@ -176,18 +176,26 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		if first == nil {
 			first = sess
 		}
-		inst, err := newInstance(sess, open, maxRows, cfg.gpuBuckets && runtime.OnGPU(sess.Provider()))
+		// CUDA graphs always take buckets: serve refuses them without.
+		inst, err := newInstance(sess, open, maxRows, (cfg.gpuBuckets || sess.Graphs()) && runtime.OnGPU(sess.Provider()))
 		if err != nil {
 			return fail(v.Path, err)
 		}
 		cleanup = append(cleanup, inst.Close)
 		// Warm-up: the first run of a batch size allocates arenas and, on
-		// CUDA, picks kernels; no request should pay for that.
+		// CUDA, picks kernels; with CUDA graphs the second captures the
+		// graph. No request should pay for either.
+		passes := 1
+		if sess.Graphs() {
+			passes = 2
+		}
 		warm := func() error {
 			for _, rows := range warmupSizes(sess.Provider(), inst.sizes) {
-				clear(inst.Input(rows))
-				if err := inst.Run(rows); err != nil {
-					return fmt.Errorf("warm-up at batch %d: %w", rows, err)
+				for range passes {
+					clear(inst.Input(rows))
+					if err := inst.Run(rows); err != nil {
+						return fmt.Errorf("warm-up at batch %d: %w", rows, err)
+					}
 				}
 			}
 			return nil

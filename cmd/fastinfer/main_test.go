@@ -464,6 +464,7 @@ func TestServeRejectsBadSettings(t *testing.T) {
 		{[]string{"--cuda-arena", "double"}, "arena extend"},
 		{[]string{"--gpu-mem-limit", "-5"}, "memory limit"},
 		{[]string{"--gpu-host-memory", "locked"}, "host memory"},
+		{[]string{"--cuda-graphs", "--gpu-buckets=false"}, "--cuda-graphs needs --gpu-buckets"},
 		{[]string{"--model-control", "auto"}, "--model-control"},
 		{[]string{"--models", filepath.Join(repo, "missing")}, "not a folder"},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -104,6 +105,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.tensorrtCache, "tensorrt-cache", "", "folder for TensorRT's engines and timing cache, so a restart does not rebuild them (default DATA-DIR/tensorrt)")
 	fs.BoolVar(&c.gpuBuckets, "gpu-buckets", true, "on CUDA, run each batch-size bucket (1, 2, 4, 8, 12, 16, 24, …, max) on its own session and pad batches up to one: ONNX Runtime's CUDA convolutions set themselves up again whenever the batch size changes (100 ms for ResNet-50)")
 	fs.StringVar(&c.cuda.HostMemory, "gpu-host-memory", runtime.HostPinned, "where a GPU instance keeps its batch buffers: pinned (page-locked; each batch goes to the GPU by one DMA) or pageable (ordinary memory, which the driver copies through a staging buffer first)")
+	fs.BoolVar(&c.cuda.Graphs, "cuda-graphs", false, "capture each CUDA bucket session's kernels into a CUDA graph during warm-up and replay it for every batch (one launch instead of one per kernel); batches then go through device buffers at fixed addresses")
 	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
 	fs.StringVar(&c.sched, "sched", cpusched.Batch, "Linux scheduling policy of the server's threads: batch (Go's runtime threads no longer preempt ONNX Runtime's compute threads when they wake) or normal")
 	fs.IntVar(&c.goProcs, "gomaxprocs", 0, "Go's processors (GOMAXPROCS); 0 = one more than the cores Go sees, unless the GOMAXPROCS variable is set: a worker coming back from ONNX Runtime then finds a free one instead of waiting for Go code (handlers, the prediction log) to yield")
@@ -179,6 +181,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if err := cfg.cuda.Validate(); err != nil {
 		return err
 	}
+	if cfg.cuda.Graphs && !cfg.gpuBuckets {
+		// A captured graph replays one batch shape; buckets give each
+		// shape its own session.
+		return fmt.Errorf("--cuda-graphs needs --gpu-buckets (one session per batch size)")
+	}
 	lib, err := runtime.ResolveLib(cfg.ortLib)
 	if err != nil {
 		return err
@@ -195,7 +202,8 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	log.Info("ONNX Runtime ready", "version", env.Version(), "lib", lib, "provider", cfg.provider,
 		"gpus", len(gpus.Devices), "cores", goruntime.NumCPU())
 	for _, d := range gpus.Devices {
-		log.Info("GPU", "index", d.Index, "name", d.Name, "memory_gib", float64(d.TotalMemory)/(1<<30), "driver", gpus.DriverVersion)
+		log.Info("GPU", "index", d.Index, "name", d.Name, "memory_gib", float64(d.TotalMemory)/(1<<30), "driver", gpus.DriverVersion,
+			"host_memory", cmp.Or(cfg.cuda.HostMemory, runtime.HostPinned), "cuda_graphs", cfg.cuda.Graphs)
 	}
 
 	switch cfg.modelControl {

@@ -50,12 +50,26 @@ func open() (string, error) {
 	if _, err := os.Stat(prov); err != nil {
 		return "no CUDA provider library (make gpu-deps): " + err.Error(), nil
 	}
-	e, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCUDA, IntraOpThreads: 2})
+	e, err := runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCUDA, IntraOpThreads: 2,
+		CUDA: runtime.CUDAOptions{Graphs: graphsMode}})
 	env = e
 	return "", err
 }
 
+// graphsMode is set by FASTINFER_TEST_CUDA_GRAPHS=1: ORT's environment is
+// one per process, so the CUDA-graph tests run in a second invocation of
+// the test binary, and only they run there.
+var graphsMode = os.Getenv("FASTINFER_TEST_CUDA_GRAPHS") == "1"
+
 func gpuEnv(t *testing.T) *runtime.Env {
+	t.Helper()
+	if graphsMode {
+		t.Skip("FASTINFER_TEST_CUDA_GRAPHS=1 runs only the CUDA-graph tests")
+	}
+	return anyEnv(t)
+}
+
+func anyEnv(t testing.TB) *runtime.Env {
 	t.Helper()
 	if skipWhy != "" {
 		t.Skip(skipWhy)
@@ -212,11 +226,9 @@ func TestPinnedBindingMatchesCPU(t *testing.T) {
 // memory (Session.Run) and from a pinned Binding: the difference is the
 // cost of copying 38 MB to the GPU through the driver's staging buffer.
 func BenchmarkCopies(b *testing.B) {
-	if skipWhy != "" {
-		b.Skip(skipWhy)
-	}
-	if envErr != nil {
-		b.Fatal(envErr)
+	anyEnv(b)
+	if graphsMode {
+		b.Skip("a CUDA-graph session runs through Bindings only")
 	}
 	path := testutil.ModelFile(b, "resnet18", func() (*onnxpb.ModelProto, error) { return resnet.Build("resnet18", 1000, 1) })
 	s, err := env.NewSession(path, runtime.SessionOptions{Kind: runtime.KindGPU})
@@ -251,4 +263,50 @@ func BenchmarkCopies(b *testing.B) {
 		}
 		b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "images/s")
 	})
+}
+
+// With CUDA graphs, each bucket session captures its graph on its second
+// run and replays it after; every replay must read the batch copied in
+// for it, not the one it was captured with. Run with
+// FASTINFER_TEST_CUDA_GRAPHS=1 (scripts/gpu-run.sh graphs does).
+func TestCUDAGraphsMatchCPU(t *testing.T) {
+	if !graphsMode {
+		t.Skip("set FASTINFER_TEST_CUDA_GRAPHS=1 to run the CUDA-graph tests")
+	}
+	e := anyEnv(t)
+	path := resnet18(t)
+	sizes := []int{1, 8, 32}
+	var sessions []*runtime.Session
+	for range sizes {
+		s := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindGPU}, runtime.ProviderCUDA)
+		if !s.Graphs() {
+			t.Fatal("a CUDA session without CUDA graphs in graphs mode")
+		}
+		sessions = append(sessions, s)
+	}
+	cpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindCPU}, runtime.ProviderCPU)
+	b, err := runtime.NewBuckets(sessions, sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for pass := range 4 { // run 1 plain, 2 captures, 3 and 4 replay
+		for _, rows := range []int{1, 5, 8, 32} {
+			in := b.Input(rows)
+			for i := range in {
+				in[i] = float32(rng.NormFloat64())
+			}
+			if err := b.Run(rows); err != nil {
+				t.Fatalf("pass %d, %d rows: %v", pass, rows, err)
+			}
+			want := make([]float32, rows*cpu.OutputLen())
+			if err := cpu.Run(in, rows, want); err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(b.Output(rows), want); !(e <= 1e-2) {
+				t.Errorf("pass %d, %d rows: relative error %.2g", pass, rows, e)
+			}
+		}
+	}
 }
