@@ -136,8 +136,13 @@ static int fi_cuda_open(const char *path, fi_cuda *a, char *err, size_t n, char 
 	FI_SYM(a, cuMemHostGetFlags, 0);
 	FI_SYM(a, cuMemAlloc_v2, 0);
 	FI_SYM(a, cuMemFree_v2, 0);
-	FI_SYM(a, cuMemcpyHtoD_v2, 0);
-	FI_SYM(a, cuMemcpyDtoH_v2, 0);
+	// The per-thread default stream's copies (_ptds) where the driver has
+	// them: the legacy default stream would wait for every other blocking
+	// stream in the context, that is for other instances' work.
+	fi_sym(a->handle, "cuMemcpyHtoD_v2_ptds", (void **)&a->cuMemcpyHtoD_v2, 0, err, n);
+	if (a->cuMemcpyHtoD_v2 == NULL) FI_SYM(a, cuMemcpyHtoD_v2, 0);
+	fi_sym(a->handle, "cuMemcpyDtoH_v2_ptds", (void **)&a->cuMemcpyDtoH_v2, 0, err, n);
+	if (a->cuMemcpyDtoH_v2 == NULL) FI_SYM(a, cuMemcpyDtoH_v2, 0);
 	fi_where((void *)a->cuInit, where, wn);
 	return 0;
 fail:

@@ -206,3 +206,14 @@ int cuMemcpyDtoH_v2(void *dst, unsigned long long src, size_t bytes) {
 	host_log("dtoh", (long)bytes);
 	return 0;
 }
+
+/* The per-thread default stream's copies, which the loader prefers. */
+int cuMemcpyHtoD_v2_ptds(unsigned long long dst, const void *src, size_t bytes) {
+	host_log("ptds", 0);
+	return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+
+int cuMemcpyDtoH_v2_ptds(void *dst, unsigned long long src, size_t bytes) {
+	host_log("ptds", 0);
+	return cuMemcpyDtoH_v2(dst, src, bytes);
+}
