@@ -118,6 +118,10 @@ type ServerSplit struct {
 	MeanBatchSize float64 `json:"mean_batch_size"`
 	Executions    int64   `json:"executions"`
 	Rejections    int64   `json:"rejections"`
+	// CPUMsPerRequest is the server process's CPU time (all its threads:
+	// HTTP, preprocessing, batching and ONNX Runtime) per successful
+	// request. On a GPU host it says whether the CPU bounds the server.
+	CPUMsPerRequest float64 `json:"cpu_ms_per_request,omitempty"`
 }
 
 // Comparison relates two steps: the ratio of their images/s, or (Unit

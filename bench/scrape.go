@@ -24,6 +24,8 @@ var splitSeries = []string{
 	"fastinfer_rejections_total",
 }
 
+const processCPU = "process_cpu_seconds_total"
+
 // Scrape reads GET /metrics and keeps modelName's series.
 func (c *Client) Scrape(modelName string) (Snapshot, error) {
 	b, err := c.Get("/metrics")
@@ -42,6 +44,15 @@ func ParseSnapshot(text []byte, modelName string) (Snapshot, error) {
 		return nil, fmt.Errorf("parsing metrics: %w", err)
 	}
 	s := Snapshot{}
+	// The whole process's CPU (client_golang's process collector): with
+	// one model under load, what serving it costs.
+	if f := fams[processCPU]; f != nil {
+		for _, m := range f.GetMetric() {
+			if m.Counter != nil {
+				s[processCPU] += m.Counter.GetValue()
+			}
+		}
+	}
 	for _, name := range splitSeries {
 		f := fams[name]
 		if f == nil {
@@ -77,7 +88,8 @@ func label(m *dto.Metric, name string) string {
 
 // Split is the server's account of what happened between two snapshots:
 // mean request, preprocessing and queue time per request, mean compute
-// time and batch size per execution.
+// time and batch size per execution, and the process's CPU time per
+// successful request.
 func Split(before, after Snapshot) *ServerSplit {
 	d := func(k string) float64 { return after[k] - before[k] }
 	meanMs := func(name string) float64 {
@@ -96,6 +108,9 @@ func Split(before, after Snapshot) *ServerSplit {
 	}
 	if n := d("fastinfer_batch_size_count"); n > 0 {
 		sp.MeanBatchSize = d("fastinfer_batch_size_sum") / n
+	}
+	if n := d("fastinfer_request_duration_seconds_count"); n > 0 {
+		sp.CPUMsPerRequest = d(processCPU) / n * 1000
 	}
 	return sp
 }

@@ -43,6 +43,7 @@ func TestParseSnapshot(t *testing.T) {
 		bs    = "fastinfer_batch_size"
 		exe   = "fastinfer_executions_total"
 		rej   = "fastinfer_rejections_total"
+		cpu   = "process_cpu_seconds_total"
 	)
 	tests := []struct {
 		file, model string
@@ -57,6 +58,7 @@ func TestParseSnapshot(t *testing.T) {
 			bs + "_sum": 150, bs + "_count": 35,
 			exe: 35,
 			rej: 4, // both reasons, both versions
+			cpu: 12.5,
 		}},
 		{"metrics_after.txt", "toy", Snapshot{
 			req + "_sum": 4.5, req + "_count": 350,
@@ -66,6 +68,7 @@ func TestParseSnapshot(t *testing.T) {
 			bs + "_sum": 450, bs + "_count": 105,
 			exe: 105,
 			rej: 14,
+			cpu: 13.7,
 		}},
 		{"metrics_before.txt", "toy-large", Snapshot{
 			req + "_sum": 100, req + "_count": 1000,
@@ -75,9 +78,10 @@ func TestParseSnapshot(t *testing.T) {
 			bs + "_sum": 1000, bs + "_count": 500,
 			exe: 500,
 			rej: 7,
+			cpu: 12.5, // the process's, whichever model
 		}},
-		{"metrics_before.txt", "absent", Snapshot{}},
-		{"metrics_before.txt", "", Snapshot{}}, // series without a model label are not a model
+		{"metrics_before.txt", "absent", Snapshot{cpu: 12.5}},
+		{"metrics_before.txt", "", Snapshot{cpu: 12.5}}, // series without a model label are not a model
 	}
 	for _, tc := range tests {
 		t.Run(tc.file+"/"+tc.model, func(t *testing.T) {
@@ -136,15 +140,16 @@ func TestSplit(t *testing.T) {
 			// Differences, both versions: requests Δsum 3.0 s / Δcount 200;
 			// preprocess 0.4 / 200; queue (0.4 + 0.6) / (100 + 100);
 			// compute (1.0 + 0.5) / (50 + 20) executions; batch size
-			// (200 + 100) rows / 70; rejections 5 + 1 + 4.
+			// (200 + 100) rows / 70; rejections 5 + 1 + 4; process CPU
+			// 13.7 − 12.5 s over the 200 successful requests.
 			"step", before, after,
 			ServerSplit{RequestMs: 15, PreprocessMs: 2, QueueMs: 5, ComputeMs: 1500.0 / 70,
-				MeanBatchSize: 300.0 / 70, Executions: 70, Rejections: 10},
+				MeanBatchSize: 300.0 / 70, Executions: 70, Rejections: 10, CPUMsPerRequest: 1200.0 / 200},
 		},
 		{
 			"from nothing", nil, after,
 			ServerSplit{RequestMs: 4500.0 / 350, PreprocessMs: 550.0 / 350, QueueMs: 1200.0 / 300, ComputeMs: 2250.0 / 105,
-				MeanBatchSize: 450.0 / 105, Executions: 105, Rejections: 14},
+				MeanBatchSize: 450.0 / 105, Executions: 105, Rejections: 14, CPUMsPerRequest: 13700.0 / 350},
 		},
 		{
 			// The mean batch size is the histogram's: rows per observed
@@ -171,6 +176,7 @@ func TestSplit(t *testing.T) {
 				{"queue ms", got.QueueMs, tc.want.QueueMs},
 				{"compute ms", got.ComputeMs, tc.want.ComputeMs},
 				{"mean batch size", got.MeanBatchSize, tc.want.MeanBatchSize},
+				{"CPU ms per request", got.CPUMsPerRequest, tc.want.CPUMsPerRequest},
 			} {
 				if !near(f.got, f.want) {
 					t.Errorf("%s = %v, want %v", f.name, f.got, f.want)
@@ -199,8 +205,8 @@ func TestClientScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSnapshot(t, got, want)
-	if len(got) != 12 {
-		t.Errorf("%d keys, want 12 (five histograms' sum and count, two counters)", len(got))
+	if len(got) != 13 {
+		t.Errorf("%d keys, want 13 (five histograms' sum and count, two counters, the process's CPU)", len(got))
 	}
 
 	f.mu.Lock()

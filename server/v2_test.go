@@ -248,3 +248,63 @@ func TestHalfToFloat(t *testing.T) {
 		t.Errorf("0x7e00 should be NaN, got %v", v)
 	}
 }
+
+// decodeFP32 is bit-exact, whatever the source's alignment: signed zero,
+// subnormals, the largest finite value, infinities and NaN payloads.
+func TestDecodeFP32(t *testing.T) {
+	bits := []uint32{0, 0x80000000, 1, 0x007fffff, 0x7f7fffff, 0xff7fffff, 0x3f800000,
+		0x7f800000, 0xff800000, 0x7fc00001, 0xffbfffff, 0x12345678}
+	for off := range 4 {
+		src := make([]byte, off+4*len(bits))
+		for i, b := range bits {
+			binary.LittleEndian.PutUint32(src[off+4*i:], b)
+		}
+		dst := make([]float32, len(bits))
+		decodeFP32(dst, src[off:])
+		for i, want := range bits {
+			if got := math.Float32bits(dst[i]); got != want {
+				t.Errorf("offset %d, element %d: %#08x, want %#08x", off, i, got, want)
+			}
+		}
+	}
+	decodeFP32(nil, nil) // nothing to do, no panic
+}
+
+func TestFirstNonFinite(t *testing.T) {
+	f := func(b uint32) float32 { return math.Float32frombits(b) }
+	tests := []struct {
+		x    []float32
+		want int
+	}{
+		{nil, -1},
+		{[]float32{0, f(0x80000000), 1, math.MaxFloat32, -math.MaxFloat32, f(1), f(0x807fffff)}, -1},
+		{[]float32{1, float32(math.Inf(1))}, 1},
+		{[]float32{float32(math.Inf(-1)), 1}, 0},
+		{[]float32{1, 2, f(0x7fc00000)}, 2},
+		{[]float32{1, f(0xff800001), float32(math.NaN())}, 1}, // a negative NaN with a payload
+	}
+	for _, tt := range tests {
+		if got := firstNonFinite(tt.x); got != tt.want {
+			t.Errorf("firstNonFinite(%v) = %d, want %d", tt.x, got, tt.want)
+		}
+	}
+}
+
+// BenchmarkDecodeFP32 is the tensor path's per-request conversion and
+// check of one ResNet input (3×224×224 FP32, 602 KB) from a source at an
+// odd offset, as it sits after the JSON header.
+func BenchmarkDecodeFP32(b *testing.B) {
+	const n = 3 * 224 * 224
+	src := make([]byte, 4*n+1)
+	for i := range n {
+		binary.LittleEndian.PutUint32(src[1+4*i:], math.Float32bits(float32(i%255)/255))
+	}
+	dst := make([]float32, n)
+	b.SetBytes(4 * n)
+	for b.Loop() {
+		decodeFP32(dst, src[1:])
+		if firstNonFinite(dst) >= 0 {
+			b.Fatal("non-finite")
+		}
+	}
+}

@@ -81,7 +81,7 @@ commands:
   bench diff OLD NEW        flag throughput or p99 regressions between two result files
   monitor reference         profile a model version on in-distribution images, for drift detection
   report                    write an HTML report of a period of the prediction log (volume, latency, classes, drift)
-  models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50) model folder
+  models build ARCH --out DIR  write an ImageNet ResNet (resnet18|resnet34|resnet50, or head: its input and output at no cost) model folder
   models list               list the models of a repository
   models convert --fp16 IN OUT  write a float16 copy of an ONNX model (float32 inputs and outputs kept)
   version                   print the version

@@ -38,7 +38,7 @@ func modelsBuild(args []string, stdout, stderr io.Writer, getenv func(string) st
 	out := fs.String("out", "", "model folder to write (its next version number is used)")
 	seed := fs.Uint64("seed", 1, "random seed for the weights")
 	classes := fs.Int("classes", 1000, "number of output classes")
-	fs.Usage = usageWithEnv(fs, "fastinfer models build resnet18|resnet34|resnet50 --out DIR")
+	fs.Usage = usageWithEnv(fs, "fastinfer models build resnet18|resnet34|resnet50|head --out DIR")
 	// The architecture may come before or after the flags.
 	var arch string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

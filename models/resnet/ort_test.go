@@ -41,6 +41,7 @@ func TestONNXRuntime(t *testing.T) {
 	}{
 		{"resnet18", 2, false},
 		{"resnet50", 1, true},
+		{"head", 3, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.arch, func(t *testing.T) {

@@ -43,12 +43,17 @@ const (
 type arch struct {
 	bottleneck bool
 	blocks     [4]int
+	headOnly   bool
 }
 
 var archs = map[string]arch{
 	"resnet18": {bottleneck: false, blocks: [4]int{2, 2, 2, 2}},
 	"resnet34": {bottleneck: false, blocks: [4]int{3, 4, 6, 3}},
 	"resnet50": {bottleneck: true, blocks: [4]int{3, 4, 6, 3}},
+	// The input straight into ResNet's head (global pool, fc): ResNet's
+	// input and output at next to no compute, for measuring the server's
+	// own cost per request, as Triton users do with an identity model.
+	"head": {headOnly: true},
 }
 
 // Archs lists the architectures Build accepts, sorted.
@@ -77,12 +82,14 @@ func Build(archName string, numClasses int, seed uint64) (*onnxpb.ModelProto, er
 
 	b := &builder{rng: rand.New(rand.NewPCG(seed, pcgStream))}
 
-	// Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool.
-	x := b.relu("relu", b.bn("bn1", b.conv("conv1", InputName, 3, 64, 7, 2), 64, 1))
-	x = b.Op("MaxPool", "maxpool", []string{x},
-		onnxpb.AttrInts("kernel_shape", 3, 3), onnxpb.AttrInts("strides", 2, 2), onnxpb.AttrInts("pads", 1, 1, 1, 1))
-
-	cin := int64(64)
+	x, cin := InputName, int64(3)
+	if !a.headOnly {
+		// Stem: 7x7/2 conv, BN, ReLU, 3x3/2 max pool.
+		x = b.relu("relu", b.bn("bn1", b.conv("conv1", InputName, 3, 64, 7, 2), 64, 1))
+		x = b.Op("MaxPool", "maxpool", []string{x},
+			onnxpb.AttrInts("kernel_shape", 3, 3), onnxpb.AttrInts("strides", 2, 2), onnxpb.AttrInts("pads", 1, 1, 1, 1))
+		cin = 64
+	}
 	for stage, n := range a.blocks {
 		planes := int64(64) << stage
 		for i := range n {

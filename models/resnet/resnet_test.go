@@ -26,6 +26,7 @@ func TestBuildMatchesTorchvision(t *testing.T) {
 			"MaxPool": 1, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}},
 		{"resnet50", 25_557_032, map[string]int{"Conv": 53, "BatchNormalization": 53, "Relu": 49, "Add": 16,
 			"MaxPool": 1, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}},
+		{"head", 3*1000 + 1000, map[string]int{"GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.arch, func(t *testing.T) {
