@@ -208,6 +208,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	buf := m.buffer(n)
 	defer m.release(buf)
 	dst := *buf
+	bad := -1 // the first element that is not a finite number
 	switch {
 	case in.Parameters.BinaryDataSize != nil:
 		size := *in.Parameters.BinaryDataSize
@@ -217,7 +218,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		if int64(len(blobs)) != size {
 			return errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
 		}
-		dt.decode(dst, blobs)
+		bad = dt.decode(dst, blobs)
 	case len(in.Data) > 0:
 		if len(blobs) > 0 {
 			return errorf(400, codeBadRequest, "the body has binary data no input claims")
@@ -229,11 +230,12 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		if got != n {
 			return errorf(400, codeBadRequest, "input "+in.Name+": data has "+strconv.Itoa(got)+" elements, shape needs "+strconv.Itoa(n))
 		}
+		bad = firstNonFinite(dst) // parseNumbers refuses 1e39 already; this keeps the rule in one place
 	default:
 		return errorf(400, codeBadRequest, "input "+in.Name+" has neither data nor binary_data_size")
 	}
-	if i := firstNonFinite(dst); i >= 0 {
-		return errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(i)+" is not a finite number")
+	if bad >= 0 {
+		return errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(bad)+" is not a finite number")
 	}
 
 	outs, aerr := requestedOutputs(m, &req)
@@ -433,7 +435,7 @@ func appendClassStrings(b []byte, m *Model, logits []float32, rows, k int, bin b
 // firstNonFinite returns the index of the first NaN or ±Inf, or -1. It
 // reads the bits: a float32 is NaN or ±Inf exactly when its exponent is
 // all ones, and an integer mask and compare runs at one element a cycle,
-// three times the rate of the float subtraction it replaced (v-v != 0).
+// three times the rate of a float subtraction (v-v != 0).
 func firstNonFinite(x []float32) int {
 	for i, u := range unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(x))), len(x)) {
 		if u&0x7f800000 == 0x7f800000 {
@@ -447,65 +449,113 @@ func firstNonFinite(x []float32) int {
 // own float32 layout.
 var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
-// decodeFP32 converts little-endian float32 bytes. On a little-endian host
-// that is a memmove: with firstNonFinite, 64 µs for a 602 KB ResNet input
-// here against 213 µs for the load-convert-store loop and float check
-// before (BenchmarkDecodeFP32). It was a fifth of the server's CPU on the
-// tensor path.
-func decodeFP32(dst []float32, src []byte) {
-	if hostLittleEndian && len(dst) > 0 {
-		// Viewing the aligned destination as bytes, not the source as
-		// float32s: the source sits after a JSON header at any offset.
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(dst))), 4*len(dst)), src)
-		return
+// decodeFP32 converts little-endian float32 bytes and returns the index of
+// the first non-finite value, or -1. On a little-endian host it moves
+// eight bytes at a time and checks the exponents as it goes, in one pass:
+// 40 µs for a 602 KB ResNet input here, against 213 µs for the
+// per-element convert loop and float check before, and 62 µs for a
+// memmove and a second pass (BenchmarkDecodeFP32). That loop was a fifth
+// of the server's CPU on the tensor path.
+func decodeFP32(dst []float32, src []byte) int {
+	if !hostLittleEndian {
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+		return firstNonFinite(dst)
 	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	// For each float32 half of a word, (bits & exponent mask) + one
+	// exponent step carries into the half's top bit only when the
+	// exponent was all ones; OR-ing those over the words flags a batch
+	// with a NaN or Inf somewhere, and firstNonFinite then finds it.
+	const (
+		exp  = 0x7f8000007f800000
+		step = 0x0080000000800000
+		tops = 0x8000000080000000
+	)
+	// The destination is float32-aligned, so viewing it as words is too
+	// when its start is 8-aligned, as Go's allocations of 8 bytes and more
+	// are; the source is read a byte slice at a time, at any offset.
+	words := len(dst) / 2
+	if uintptr(unsafe.Pointer(unsafe.SliceData(dst)))%8 != 0 {
+		words = 0
 	}
+	d := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(dst))), words)
+	var acc uint64
+	i := 0
+	for ; i+4 <= len(d); i += 4 {
+		s := src[8*i : 8*i+32]
+		a, b := binary.LittleEndian.Uint64(s), binary.LittleEndian.Uint64(s[8:])
+		c, e := binary.LittleEndian.Uint64(s[16:]), binary.LittleEndian.Uint64(s[24:])
+		d[i], d[i+1], d[i+2], d[i+3] = a, b, c, e
+		acc |= (a&exp + step) | (b&exp + step) | (c&exp + step) | (e&exp + step)
+	}
+	for ; i < len(d); i++ {
+		a := binary.LittleEndian.Uint64(src[8*i:])
+		d[i] = a
+		acc |= a&exp + step
+	}
+	for j := 2 * len(d); j < len(dst); j++ {
+		u := binary.LittleEndian.Uint32(src[4*j:])
+		dst[j] = math.Float32frombits(u)
+		acc |= uint64(u&0x7f800000 + 0x00800000)
+	}
+	if acc&tops == 0 {
+		return -1
+	}
+	return firstNonFinite(dst)
 }
 
-// datatype converts one protocol datatype's little-endian bytes to float32.
+// datatype converts one protocol datatype's little-endian bytes to float32
+// and returns the index of the first value that is not a finite float32
+// (as float32: a large FP64 or INT64 overflows), or -1.
 type datatype struct {
 	size   int
-	decode func(dst []float32, src []byte)
+	decode func(dst []float32, src []byte) int
 }
 
 var datatypes = map[string]datatype{
 	"FP32": {4, decodeFP32},
-	"FP64": {8, func(dst []float32, src []byte) {
+	"FP64": {8, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
 		}
+		return firstNonFinite(dst)
 	}},
-	"FP16": {2, func(dst []float32, src []byte) {
+	"FP16": {2, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = halfToFloat(binary.LittleEndian.Uint16(src[2*i:]))
 		}
+		return firstNonFinite(dst)
 	}},
-	"UINT8": {1, func(dst []float32, src []byte) {
+	"UINT8": {1, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(src[i])
 		}
+		return -1
 	}},
-	"INT8": {1, func(dst []float32, src []byte) {
+	"INT8": {1, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(int8(src[i]))
 		}
+		return -1
 	}},
-	"INT16": {2, func(dst []float32, src []byte) {
+	"INT16": {2, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(int16(binary.LittleEndian.Uint16(src[2*i:])))
 		}
+		return -1
 	}},
-	"INT32": {4, func(dst []float32, src []byte) {
+	"INT32": {4, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(int32(binary.LittleEndian.Uint32(src[4*i:])))
 		}
+		return -1
 	}},
-	"INT64": {8, func(dst []float32, src []byte) {
+	"INT64": {8, func(dst []float32, src []byte) int {
 		for i := range dst {
 			dst[i] = float32(int64(binary.LittleEndian.Uint64(src[8*i:])))
 		}
+		return -1 // |int64| < 2^63 is finite as a float32 (max 3.4e38)
 	}},
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -178,6 +179,30 @@ func TestV2BinaryErrors(t *testing.T) {
 			}
 		})
 	}
+	// Values finite in their own type but not as float32 are refused too,
+	// with the element named.
+	for _, tt := range []struct {
+		name, datatype string
+		blob           []byte
+	}{
+		{"fp64_overflow", "FP64", binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, math.Float64bits(1)), math.Float64bits(1e300))},
+		{"fp16_inf", "FP16", binary.LittleEndian.AppendUint16(binary.LittleEndian.AppendUint16(nil, 0x3c00), 0x7c00)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := `{"inputs":[{"name":"data","datatype":"` + tt.datatype + `","shape":[1,2],"parameters":{"binary_data_size":` + strconv.Itoa(len(tt.blob)) + `}}]}`
+			hl, body := binaryBody(h, tt.blob)
+			r := ts.doInfer(t, "/v2/models/toy/infer", hl, body)
+			if r.status != 400 || !strings.Contains(r.body, "element 1 is not a finite number") {
+				t.Fatalf("status %d body %q, want 400 naming element 1", r.status, r.body)
+			}
+		})
+	}
+	t.Run("json_overflow", func(t *testing.T) {
+		r := ts.doInfer(t, "/v2/models/toy/infer", "", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[1e39,1]}]}`))
+		if r.status != 400 || !strings.Contains(r.body, "1e39") {
+			t.Fatalf("status %d body %q, want 400 naming 1e39", r.status, r.body)
+		}
+	})
 	// The server still answers a good request.
 	hl, body := binaryBody(hdr(8), fp32Bytes(1, 2))
 	if r := ts.doInfer(t, "/v2/models/toy/infer", hl, body); r.status != 200 {
@@ -249,8 +274,10 @@ func TestHalfToFloat(t *testing.T) {
 	}
 }
 
-// decodeFP32 is bit-exact, whatever the source's alignment: signed zero,
-// subnormals, the largest finite value, infinities and NaN payloads.
+// decodeFP32 is bit-exact whatever the alignment of source and
+// destination (signed zero, subnormals, the largest finite value,
+// infinities, NaN payloads), and finds the first non-finite value wherever
+// it is, in the 4-word body, the word tail or the odd last element.
 func TestDecodeFP32(t *testing.T) {
 	bits := []uint32{0, 0x80000000, 1, 0x007fffff, 0x7f7fffff, 0xff7fffff, 0x3f800000,
 		0x7f800000, 0xff800000, 0x7fc00001, 0xffbfffff, 0x12345678}
@@ -259,15 +286,35 @@ func TestDecodeFP32(t *testing.T) {
 		for i, b := range bits {
 			binary.LittleEndian.PutUint32(src[off+4*i:], b)
 		}
-		dst := make([]float32, len(bits))
-		decodeFP32(dst, src[off:])
-		for i, want := range bits {
-			if got := math.Float32bits(dst[i]); got != want {
-				t.Errorf("offset %d, element %d: %#08x, want %#08x", off, i, got, want)
+		for _, shift := range []int{0, 1} { // an 8-aligned destination, and one that is not
+			buf := make([]float32, len(bits)+1)
+			dst := buf[shift : shift+len(bits)]
+			if bad := decodeFP32(dst, src[off:]); bad != 7 {
+				t.Errorf("offset %d, shift %d: first non-finite %d, want 7", off, shift, bad)
+			}
+			for i, want := range bits {
+				if got := math.Float32bits(dst[i]); got != want {
+					t.Errorf("offset %d, shift %d, element %d: %#08x, want %#08x", off, shift, i, got, want)
+				}
 			}
 		}
 	}
-	decodeFP32(nil, nil) // nothing to do, no panic
+	for _, n := range []int{0, 1, 2, 7, 8, 9, 16, 17, 1001} {
+		for bad := -1; bad < n; bad++ {
+			src := make([]byte, 4*n)
+			for i := range n {
+				v := float32(i) - 3.5
+				if i == bad {
+					v = float32(math.NaN())
+				}
+				binary.LittleEndian.PutUint32(src[4*i:], math.Float32bits(v))
+			}
+			dst := make([]float32, n)
+			if got := decodeFP32(dst, src); got != bad {
+				t.Errorf("%d floats, NaN at %d: decodeFP32 = %d", n, bad, got)
+			}
+		}
+	}
 }
 
 func TestFirstNonFinite(t *testing.T) {
@@ -302,8 +349,7 @@ func BenchmarkDecodeFP32(b *testing.B) {
 	dst := make([]float32, n)
 	b.SetBytes(4 * n)
 	for b.Loop() {
-		decodeFP32(dst, src[1:])
-		if firstNonFinite(dst) >= 0 {
+		if decodeFP32(dst, src[1:]) >= 0 {
 			b.Fatal("non-finite")
 		}
 	}
