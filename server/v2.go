@@ -121,23 +121,28 @@ func (s *Server) v2Ready(ctx *fasthttp.RequestCtx, name, version string) {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
-// inferRequest is the JSON part of an infer request. It is small (the
-// tensor data is kept raw and parsed by hand), so encoding/json is cheap
-// enough here.
+// inferRequest is the JSON part of an infer request, decoded by
+// parseInferRequest (v2json.go); the tags say what json.Unmarshal would
+// do, which its differential fuzz test holds it to. Tensor data is kept
+// raw and parsed by parseNumbers.
 type inferRequest struct {
 	ID         string          `json:"id"`
 	Parameters inferParameters `json:"parameters"`
-	Inputs     []struct {
-		Name       string          `json:"name"`
-		Shape      []int64         `json:"shape"`
-		Datatype   string          `json:"datatype"`
-		Parameters inferParameters `json:"parameters"`
-		Data       json.RawMessage `json:"data"`
-	} `json:"inputs"`
-	Outputs []struct {
-		Name       string          `json:"name"`
-		Parameters inferParameters `json:"parameters"`
-	} `json:"outputs"`
+	Inputs     []inferInput    `json:"inputs"`
+	Outputs    []inferOutput   `json:"outputs"`
+}
+
+type inferInput struct {
+	Name       string          `json:"name"`
+	Shape      []int64         `json:"shape"`
+	Datatype   string          `json:"datatype"`
+	Parameters inferParameters `json:"parameters"`
+	Data       json.RawMessage `json:"data"`
+}
+
+type inferOutput struct {
+	Name       string          `json:"name"`
+	Parameters inferParameters `json:"parameters"`
 }
 
 // inferParameters are the parameters fastinfer reads; others are ignored,
@@ -169,7 +174,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		header, blobs = body[:n], body[n:]
 	}
 	var req inferRequest
-	if err := json.Unmarshal(header, &req); err != nil {
+	if err := parseInferRequest(header, &req); err != nil {
 		return errorf(400, codeBadRequest, "malformed inference request: "+err.Error())
 	}
 	if len(req.Inputs) != len(m.Inputs) || len(m.Inputs) != 1 {
