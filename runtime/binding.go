@@ -131,8 +131,12 @@ func (b *Binding) Run(rows int) error {
 		return fmt.Errorf("%w: batch %d outside 1..%d rows of this binding", ErrShape, rows, b.maxRows)
 	}
 	if b.s.graph {
-		// A captured graph replays one shape; another would read the
-		// first one's rows.
+		// A captured graph replays the shape and the device addresses it
+		// was captured with: another size, or another Binding's buffers,
+		// would run on the first one's rows.
+		if owner := b.s.graphOwner.Load(); owner != nil && owner != b {
+			return fmt.Errorf("%w: this CUDA-graph session already runs another Binding (one Binding per session)", ErrShape)
+		}
 		if b.graph != 0 && rows != b.graph {
 			return fmt.Errorf("%w: this CUDA-graph session runs batches of %d rows, not %d (one session per batch size)", ErrShape, b.graph, rows)
 		}
@@ -145,6 +149,9 @@ func (b *Binding) Run(rows int) error {
 		}
 		b.sizes[rows-1] = bs
 		if b.s.graph {
+			if !b.s.graphOwner.CompareAndSwap(nil, b) {
+				return fmt.Errorf("%w: this CUDA-graph session already runs another Binding (one Binding per session)", ErrShape)
+			}
 			b.graph = rows
 		}
 	}

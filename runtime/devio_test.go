@@ -112,8 +112,20 @@ func TestDeviceIOBinding(t *testing.T) {
 	if err := s.Run(b.Input(1), 1, make([]float32, tinyOut)); err == nil {
 		t.Error("Session.Run on a CUDA-graph session succeeded")
 	}
-	if err := b.Close(); err != nil || d.frees != 2 {
-		t.Errorf("Close = %v with %d device frees, want 2", err, d.frees)
+	// A second Binding would replay the graph over the first one's device
+	// buffers.
+	other, err := s.NewBinding(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Run(3); err == nil || !strings.Contains(err.Error(), "one Binding per session") {
+		t.Errorf("a second Binding's Run = %v, want the one-Binding error", err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil || d.frees != 4 {
+		t.Errorf("Close = %v with %d device frees, want 4 (both Bindings' pairs)", err, d.frees)
 	}
 }
 

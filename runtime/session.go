@@ -7,6 +7,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -52,10 +53,11 @@ type Session struct {
 	provider       string
 	fallbackReason string
 	env            *Env
-	path           string // the model's, for messages
-	device         int    // CUDA ordinal, on a GPU
-	pin            bool   // Bindings put their buffers in pinned host memory
-	graph          bool   // CUDA graphs: Bindings run over device buffers, one batch size each
+	path           string                  // the model's, for messages
+	device         int                     // CUDA ordinal, on a GPU
+	pin            bool                    // Bindings put their buffers in pinned host memory
+	graph          bool                    // CUDA graphs: Bindings run over device buffers, one batch size each
+	graphOwner     atomic.Pointer[Binding] // with graph, the one Binding that may run the session
 }
 
 // ErrShape is returned (wrapped) for buffers that do not fit the model.
