@@ -132,8 +132,8 @@ tune_stage() {
 # pageable memory, for raw ONNX Runtime and for the server (3 instances).
 pinned_stage() {
 	log "BenchmarkCopies: ResNet-18 at batch 64 from pageable memory and from a pinned Binding"
-	(cd "$ROOT/runtime/gputest" && timeout 200 "$B/gputest.test" -test.run XXX -test.bench Copies -test.count "${COUNT:-3}" 2>&1 |
-		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/copies.txt")
+	(cd "$ROOT/runtime/gputest" && timeout 200 "$B/gputest.test" -test.v -test.run XXX -test.bench Copies -test.count "${COUNT:-3}" 2>&1 |
+		grep -E '^(Benchmark|ok|FAIL|panic|--- SKIP)|gpu_test' | tee "$OUT/copies.txt")
 	for p in fp16 fp32; do
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
 		for h in pageable pinned; do
