@@ -122,6 +122,9 @@ type ServerSplit struct {
 	// HTTP, preprocessing, batching and ONNX Runtime) per successful
 	// request. On a GPU host it says whether the CPU bounds the server.
 	CPUMsPerRequest float64 `json:"cpu_ms_per_request,omitempty"`
+	// CPUShare is the fraction of the machine's cores the server used (1 =
+	// all busy), when it runs on the load generator's machine.
+	CPUShare float64 `json:"cpu_share,omitempty"`
 }
 
 // Comparison relates two steps: the ratio of their images/s, or (Unit

@@ -14,7 +14,7 @@ import (
 // every step's warnings on a line of their own.
 func WriteTable(w io.Writer, steps []Step) error {
 	err := writeAligned(w, func(tw io.Writer) {
-		fmt.Fprintln(tw, "target\tmodel\tload\tbatch\timg/s\treq/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tserver q/pre/comp ms\tmean batch\tserver cpu/req\tclient cpu\t")
+		fmt.Fprintln(tw, "target\tmodel\tload\tbatch\timg/s\treq/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tserver q/pre/comp ms\tmean batch\tserver cpu/req, share\tclient cpu\t")
 		for _, s := range steps {
 			split, meanBatch, cpu := "-", "-", "-"
 			if s.Server != nil {
@@ -22,6 +22,9 @@ func WriteTable(w io.Writer, steps []Step) error {
 				meanBatch = fmt.Sprintf("%.1f", s.Server.MeanBatchSize)
 				if s.Server.CPUMsPerRequest > 0 {
 					cpu = fmtMs(s.Server.CPUMsPerRequest) + " ms"
+				}
+				if s.Server.CPUShare > 0 {
+					cpu += fmt.Sprintf(", %.0f%%", 100*s.Server.CPUShare)
 				}
 			}
 			stable := ""

@@ -24,7 +24,7 @@ func goldenSteps() []Step {
 			Latency: Latency{Mean: 37.1, P50: 36.42, P90: 44.1, P95: 47.9, P99: 58.27, P999: 91.3, Max: 130.55},
 			Errors:  map[string]int64{"transport": 1, "429": 3},
 			Windows: []float64{420, 422, 421}, Stable: true,
-			Server:    &ServerSplit{RequestMs: 35.2, PreprocessMs: 4.12, QueueMs: 12.5, ComputeMs: 17.83, MeanBatchSize: 7.6, Executions: 554, CPUMsPerRequest: 4.75},
+			Server:    &ServerSplit{RequestMs: 35.2, PreprocessMs: 4.12, QueueMs: 12.5, ComputeMs: 17.83, MeanBatchSize: 7.6, Executions: 554, CPUMsPerRequest: 4.75, CPUShare: 0.9},
 			ClientCPU: 0.183,
 		},
 		{

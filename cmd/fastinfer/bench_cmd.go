@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -221,6 +222,13 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		}
 	}
 
+	// A server on this machine shares its cores with the load generator:
+	// then the two together say whether the CPU bounds a step.
+	localCores := 0
+	if c.url == "" || isLoopbackURL(c.url) {
+		localCores = goruntime.NumCPU()
+	}
+
 	// Rounds alternate the targets, so a noisy minute on a shared machine
 	// lands in one round, not on one target; medians are reported.
 	var rounds [][]bench.Step
@@ -244,12 +252,12 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 				}
 			}
 			if tensorT != nil {
-				if err := sweep(ctx, client, tensorT, bench.TargetHTTPTensor, modelName, loads, emit, progress); err != nil {
+				if err := sweep(ctx, client, tensorT, bench.TargetHTTPTensor, modelName, loads, localCores, emit, progress); err != nil {
 					return err
 				}
 			}
 			if imageT != nil {
-				if err := sweep(ctx, client, imageT, bench.TargetHTTPImage, modelName, loads, emit, progress); err != nil {
+				if err := sweep(ctx, client, imageT, bench.TargetHTTPImage, modelName, loads, localCores, emit, progress); err != nil {
 					return err
 				}
 			}
@@ -303,7 +311,9 @@ func benchLoads(c *benchConfig) ([]bench.Load, error) {
 
 // sweep runs every load level against one HTTP target, reading the
 // server's split from /metrics around each step.
-func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, model string, loads []bench.Load, emit func(bench.Step), progress io.Writer) error {
+// localCores is this machine's core count when the server runs on it,
+// else 0.
+func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, model string, loads []bench.Load, localCores int, emit func(bench.Step), progress io.Writer) error {
 	for _, l := range loads {
 		before, err := client.Scrape(model)
 		if err != nil {
@@ -325,6 +335,7 @@ func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, mode
 		if st.ClientCPU > 0.25 {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("the load generator used %.0f%% of the machine: it may be the bottleneck", st.ClientCPU*100))
 		}
+		noteCPUShare(&st, localCores)
 		emit(st)
 	}
 	return nil
@@ -431,6 +442,36 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 		emit(st)
 	}
 	return nil
+}
+
+// noteCPUShare sets the share of this machine's localCores cores the
+// server used over a step, and warns when server and load generator
+// together left the CPU no room. localCores is 0 for a server elsewhere.
+func noteCPUShare(st *bench.Step, localCores int) {
+	if localCores <= 0 || st.Server == nil || st.Server.CPUMsPerRequest <= 0 {
+		return
+	}
+	// CPU per successful request times successful requests/s is the
+	// CPU-seconds per second the server burnt.
+	st.Server.CPUShare = st.Server.CPUMsPerRequest / 1000 * st.Throughput / float64(localCores)
+	if total := st.Server.CPUShare + st.ClientCPU; total > 0.9 {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("the server (%.0f%% of this machine's cores) and the load generator (%.0f%%) used %.0f%% of the CPU: the CPU bounds this step",
+			st.Server.CPUShare*100, st.ClientCPU*100, total*100))
+	}
+}
+
+// isLoopbackURL reports whether a server URL names this machine.
+func isLoopbackURL(raw string) bool {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // compareSteps relates the server's best images/s to the raw ceiling, and

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,4 +103,49 @@ func TestBenchCompareRealRun(t *testing.T) {
 	if code := run([]string{"bench", "diff", out, slow}, &stdout, &stderr, func(string) string { return "" }); code != 1 || !strings.Contains(stdout.String(), "REGRESSED") {
 		t.Fatalf("diff with a slower copy: exit %d\n%s", code, stdout.String())
 	}
+}
+
+func TestIsLoopbackURL(t *testing.T) {
+	for url, want := range map[string]bool{
+		"http://127.0.0.1:8080": true, "http://localhost:8000": true, "http://[::1]:80": true,
+		"http://127.5.0.1": true, "http://10.0.0.7:8080": false, "http://gpu-box:8000": false,
+		"http://[fe80::1]:80": false, "::not a url": false,
+	} {
+		if got := isLoopbackURL(url); got != want {
+			t.Errorf("isLoopbackURL(%q) = %v, want %v", url, got, want)
+		}
+	}
+}
+
+// The server's share of the machine comes from its CPU per request and
+// the request rate, and a step that left the CPU no room says so.
+func TestNoteCPUShare(t *testing.T) {
+	tests := []struct {
+		name       string
+		cpuMs, rps float64
+		client     float64
+		cores      int
+		share      float64
+		warn       bool
+	}{
+		{"half a 16-core machine", 2, 4000, 0.05, 16, 0.5, false},
+		{"CPU-bound with the client", 4, 3500, 0.05, 16, 0.875, true},
+		{"server elsewhere", 4, 3500, 0.05, 0, 0, false},
+		{"no CPU figure", 0, 3500, 0.05, 16, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := bench.Step{Throughput: tt.rps, ClientCPU: tt.client, Server: &bench.ServerSplit{CPUMsPerRequest: tt.cpuMs}}
+			noteCPUShare(&st, tt.cores)
+			if math.Abs(st.Server.CPUShare-tt.share) > 1e-9 {
+				t.Errorf("CPUShare = %v, want %v", st.Server.CPUShare, tt.share)
+			}
+			warned := len(st.Warnings) == 1 && strings.Contains(st.Warnings[0], "the CPU bounds this step")
+			if warned != tt.warn || (!tt.warn && len(st.Warnings) != 0) {
+				t.Errorf("warnings %q, want a CPU-bound warning: %v", st.Warnings, tt.warn)
+			}
+		})
+	}
+	st := bench.Step{Throughput: 100} // no server split at all (raw)
+	noteCPUShare(&st, 16)
 }
