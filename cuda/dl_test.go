@@ -285,11 +285,10 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
-// TestFakeDriverHostMemory pins host memory through the fake driver: the
-// primary context is current for each call (the fake refuses otherwise),
-// every context reference taken is given back when the buffer is freed,
-// and failures are errors, not panics.
-func TestFakeDriverHostMemory(t *testing.T) {
+// useLoggingFakeDriver makes the fake libcuda the discovered driver and
+// returns the file it logs its host- and device-memory calls to.
+func useLoggingFakeDriver(t *testing.T) string {
+	t.Helper()
 	dir := buildFakes(t, map[string]string{cudaSoname: readTestdata(t, "fakecuda.c")})
 	resetState(t)
 	t.Setenv(LibDirEnv, dir)
@@ -298,6 +297,27 @@ func TestFakeDriverHostMemory(t *testing.T) {
 	if info := Rediscover(); !info.Available() || info.Library != filepath.Join(dir, cudaSoname) {
 		t.Skipf("the fake driver was not the one discovered: %+v", info)
 	}
+	return logPath
+}
+
+// checkDriverLog compares the fake driver's call log with want.
+func checkDriverLog(t *testing.T, logPath, want string) {
+	t.Helper()
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(log) != want {
+		t.Errorf("driver calls:\n%s\nwant\n%s", log, want)
+	}
+}
+
+// TestFakeDriverHostMemory pins host memory through the fake driver: the
+// primary context is current for each call (the fake refuses otherwise),
+// every context reference taken is given back when the buffer is freed,
+// and failures are errors, not panics.
+func TestFakeDriverHostMemory(t *testing.T) {
+	logPath := useLoggingFakeDriver(t)
 
 	b, err := AllocHost(0, 4000)
 	if err != nil {
@@ -319,16 +339,9 @@ func TestFakeDriverHostMemory(t *testing.T) {
 	if err := b.Free(); err != nil || b.Float32s() != nil || b.Len() != 0 || b.Pinned() {
 		t.Errorf("after Free: second Free %v, Float32s %v, Len %d, Pinned %v", err, b.Float32s(), b.Len(), b.Pinned())
 	}
-	log, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Alloc: retain for the call, kept by the buffer. Pinned: retain,
 	// release. Free: retain, free, release twice.
-	want := "retain 0\nalloc 4000\nretain 0\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n"
-	if string(log) != want {
-		t.Errorf("driver calls:\n%s\nwant\n%s", log, want)
-	}
+	checkDriverLog(t, logPath, "retain 0\nalloc 4000\nretain 0\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n")
 
 	for _, tc := range []struct {
 		name, env, val string
@@ -387,14 +400,7 @@ func TestFakeDriverHostMemory(t *testing.T) {
 // TestFakeDriverDeviceMemory round-trips floats through device memory of
 // the fake driver and checks each call's context references balance.
 func TestFakeDriverDeviceMemory(t *testing.T) {
-	dir := buildFakes(t, map[string]string{cudaSoname: readTestdata(t, "fakecuda.c")})
-	resetState(t)
-	t.Setenv(LibDirEnv, dir)
-	logPath := filepath.Join(t.TempDir(), "host.log")
-	t.Setenv("FAKE_CUDA_HOST_LOG", logPath)
-	if info := Rediscover(); info.Library != filepath.Join(dir, cudaSoname) {
-		t.Skipf("the fake driver was not the one discovered: %+v", info)
-	}
+	logPath := useLoggingFakeDriver(t)
 	d, err := AllocDevice(0, 64)
 	if err != nil {
 		t.Fatal(err)
@@ -425,13 +431,6 @@ func TestFakeDriverDeviceMemory(t *testing.T) {
 	if err := d.CopyOut(out); err == nil {
 		t.Error("CopyOut after Free succeeded")
 	}
-	log, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The copies go through the per-thread default stream's entry points.
-	want := "retain 0\nalloc 64\nretain 0\nptds 0\nhtod 20\nrelease 0\nretain 0\nptds 0\ndtoh 20\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n"
-	if string(log) != want {
-		t.Errorf("driver calls:\n%s\nwant\n%s", log, want)
-	}
+	checkDriverLog(t, logPath, "retain 0\nalloc 64\nretain 0\nptds 0\nhtod 20\nrelease 0\nretain 0\nptds 0\ndtoh 20\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n")
 }

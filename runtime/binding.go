@@ -134,7 +134,7 @@ func (b *Binding) Run(rows int) error {
 		// A captured graph replays the shape and the device addresses it
 		// was captured with: another size, or another Binding's buffers,
 		// would run on the first one's rows.
-		if owner := b.s.graphOwner.Load(); owner != nil && owner != b {
+		if !b.s.graphOwner.CompareAndSwap(nil, b) && b.s.graphOwner.Load() != b {
 			return fmt.Errorf("%w: this CUDA-graph session already runs another Binding (one Binding per session)", ErrShape)
 		}
 		if b.graph != 0 && rows != b.graph {
@@ -149,9 +149,6 @@ func (b *Binding) Run(rows int) error {
 		}
 		b.sizes[rows-1] = bs
 		if b.s.graph {
-			if !b.s.graphOwner.CompareAndSwap(nil, b) {
-				return fmt.Errorf("%w: this CUDA-graph session already runs another Binding (one Binding per session)", ErrShape)
-			}
 			b.graph = rows
 		}
 	}

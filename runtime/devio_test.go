@@ -55,15 +55,8 @@ func graphSession(t *testing.T, d *fakeDevice) *Session {
 	allocDevice = d.alloc
 	deviceMemInfo = func(e *Env, _ int) (memInfo, error) { return e.cpuMemInfo() }
 	t.Cleanup(func() { allocDevice, deviceMemInfo = oldAlloc, oldInfo })
-	s, err := env(t).NewSession(tinyModel(t), SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if s.Graphs() {
-		t.Fatal("a CPU session captures CUDA graphs")
-	}
-	s.graph, s.device = true, 3
+	s := fakeGPUSession(t)
+	s.graph = true
 	return s
 }
 

@@ -61,19 +61,27 @@ func useFakePinned(t *testing.T, p *fakePinned) {
 	t.Cleanup(func() { allocPinned = old })
 }
 
-// pinnedSession is a CPU session of the tiny model that behaves, for its
-// Bindings, as a GPU session on device 3 would.
-func pinnedSession(t *testing.T) *Session {
+// fakeGPUSession is a CPU session of the tiny model that the tests then
+// mark, for its Bindings, as a GPU session on device 3.
+func fakeGPUSession(t *testing.T) *Session {
 	t.Helper()
 	s, err := env(t).NewSession(tinyModel(t), SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if s.PinnedHost() {
-		t.Fatal("a CPU session asks for pinned memory")
+	if s.PinnedHost() || s.Graphs() {
+		t.Fatal("a CPU session asks for pinned memory or CUDA graphs")
 	}
-	s.pin, s.device = true, 3
+	s.device = 3
+	return s
+}
+
+// pinnedSession behaves, for its Bindings, as a GPU session on device 3.
+func pinnedSession(t *testing.T) *Session {
+	t.Helper()
+	s := fakeGPUSession(t)
+	s.pin = true
 	return s
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -80,7 +81,7 @@ func (d *jsonDecoder) null() (bool, error) {
 }
 
 func (d *jsonDecoder) literal(lit string) error {
-	if !strings.HasPrefix(string(d.b[d.i:min(len(d.b), d.i+len(lit))]), lit) {
+	if !bytes.HasPrefix(d.b[d.i:], []byte(lit)) {
 		return d.errorf("invalid literal, want %s", lit)
 	}
 	d.i += len(lit)
@@ -253,21 +254,12 @@ func (d *jsonDecoder) str(what string, dst *string) error {
 // through encoding/json, whose treatment of escapes, surrogates and bad
 // UTF-8 it then matches by construction.
 func unquote(raw, quoted []byte) string {
-	if !bytesContain(raw, '\\') && utf8.Valid(raw) {
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return string(raw)
 	}
 	var s string
 	json.Unmarshal(quoted, &s) // checked already
 	return s
-}
-
-func bytesContain(b []byte, c byte) bool {
-	for _, x := range b {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // number consumes a JSON number and returns its text.
@@ -423,7 +415,7 @@ func key(raw []byte, field string) bool {
 	if string(raw) == field {
 		return true
 	}
-	if bytesContain(raw, '\\') {
+	if bytes.IndexByte(raw, '\\') >= 0 {
 		var k string
 		if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &k) != nil {
 			return false
