@@ -41,6 +41,10 @@ type repoManager struct {
 	// the version set whose load failed (not retried until it changes).
 	seen   map[string]string
 	failed map[string]string
+	// Models unloaded through the API: the poller leaves them unloaded
+	// until the API loads them again, or an operator's unload would be
+	// undone one interval later.
+	held map[string]bool
 }
 
 type servedVersion struct {
@@ -52,7 +56,7 @@ func newRepoManager(env *runtime.Env, cfg *serveConfig, metrics *batching.Metric
 	return &repoManager{
 		root: cfg.models, env: env, cfg: cfg, metrics: metrics, srv: srv, log: log,
 		served: map[string]map[int]*servedVersion{}, reason: map[string]string{},
-		seen: map[string]string{}, failed: map[string]string{},
+		seen: map[string]string{}, failed: map[string]string{}, held: map[string]bool{},
 	}
 }
 
@@ -87,7 +91,11 @@ func (r *repoManager) LoadAll() (loaded int, errs []error) {
 func (r *repoManager) Load(_ context.Context, name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.load(name, nil)
+	if err := r.load(name, nil); err != nil {
+		return err
+	}
+	delete(r.held, name)
+	return nil
 }
 
 // Unload implements server.Repository.
@@ -96,6 +104,7 @@ func (r *repoManager) Unload(_ context.Context, name string) error {
 	defer r.mu.Unlock()
 	r.unload(name)
 	r.reason[name] = "unloaded"
+	r.held[name] = true
 	return nil
 }
 
@@ -296,6 +305,9 @@ func (r *repoManager) pollOnce() {
 	}
 	for _, m := range ms {
 		present[m.Name] = true
+		if r.held[m.Name] {
+			continue
+		}
 		key := r.wantKey(m, stable)
 		if key == r.servedKey(m.Name) || key == "" || key == r.failed[m.Name] {
 			continue

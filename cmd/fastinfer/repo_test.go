@@ -190,10 +190,16 @@ func TestModelChangesUnderLoad(t *testing.T) {
 	if code, body := repoPost(t, base, "/v2/repository/models/fashion-resnet/unload", "adm"); code != 200 {
 		t.Fatalf("unload: %d %s", code, body)
 	}
+	// Polls must not undo it: it stays unloaded until the API loads it.
+	time.Sleep(600 * time.Millisecond)
 	code, body := repoPost(t, base, "/v2/repository/index", "adm")
 	if code != 200 || !strings.Contains(body, `"state":"UNAVAILABLE"`) {
-		t.Errorf("index after unload: %d %s", code, body)
+		t.Errorf("index after unload and three polls: %d %s", code, body)
 	}
+	if code, body := repoPost(t, base, "/v2/repository/models/fashion-resnet/load", "adm"); code != 200 {
+		t.Fatalf("load after unload: %d %s", code, body)
+	}
+	waitVersions(t, base, "5")
 	if f := failed.Load(); f > 0 {
 		t.Errorf("%d of %d requests failed during the changes; first: %v", f, f+ok.Load(), firstFailure.Load())
 	}
