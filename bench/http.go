@@ -224,6 +224,9 @@ func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed u
 	name, _ := json.Marshal(in.Name)
 	header := fmt.Sprintf(`{"inputs":[{"name":%s,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
 		name, strings.Join(dims, ","), 4*n)
+	// Spaces after the JSON put the tensor at a multiple of 8 bytes into
+	// the body, where fastinfer reads it in place instead of copying it.
+	header += strings.Repeat(" ", (8-len(header)%8)%8)
 	rng := rand.New(rand.NewPCG(seed, 0x7e45))
 	t := &TensorTarget{c: c, path: "/v2/models/" + url.PathEscape(meta.Name) + "/infer", hlen: strconv.Itoa(len(header)), batch: batch}
 	for range max(variants, 1) {

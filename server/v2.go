@@ -210,9 +210,17 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	}
 
 	n := rows * m.InputLen
-	buf := m.buffer(n)
-	defer m.release(buf)
-	dst := *buf
+	var buf *[]float32
+	defer func() {
+		if buf != nil {
+			m.release(buf)
+		}
+	}()
+	take := func() []float32 {
+		buf = m.buffer(n)
+		return *buf
+	}
+	var dst []float32
 	bad := -1 // the first element that is not a finite number
 	switch {
 	case in.Parameters.BinaryDataSize != nil:
@@ -223,11 +231,20 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		if int64(len(blobs)) != size {
 			return errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
 		}
-		bad = dt.decode(dst, blobs)
+		if view, ok := viewFP32(in.Datatype, blobs); ok {
+			// The body is the tensor: check it, and the batcher copies it
+			// straight into the batch (the handler holds the body until
+			// Infer returns, and nothing writes to it).
+			dst, bad = view, checkFinite(view)
+		} else {
+			dst = take()
+			bad = dt.decode(dst, blobs)
+		}
 	case len(in.Data) > 0:
 		if len(blobs) > 0 {
 			return errorf(400, codeBadRequest, "the body has binary data no input claims")
 		}
+		dst = take()
 		got, err := parseNumbers(in.Data, dst)
 		if err != nil {
 			return errorf(400, codeBadRequest, "input "+in.Name+": "+err.Error())
@@ -235,7 +252,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		if got != n {
 			return errorf(400, codeBadRequest, "input "+in.Name+": data has "+strconv.Itoa(got)+" elements, shape needs "+strconv.Itoa(n))
 		}
-		bad = firstNonFinite(dst) // parseNumbers refuses 1e39 already; this keeps the rule in one place
+		bad = checkFinite(dst) // parseNumbers refuses 1e39 already; this keeps the rule in one place
 	default:
 		return errorf(400, codeBadRequest, "input "+in.Name+" has neither data nor binary_data_size")
 	}
@@ -454,6 +471,65 @@ func firstNonFinite(x []float32) int {
 // own float32 layout.
 var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
+// Exponent masks for two float32s in a little-endian word: for each half,
+// (bits & exp) + step carries into the half's top bit only when the
+// exponent was all ones (NaN or ±Inf), so OR-ing those over many words
+// flags a run holding one, and firstNonFinite then finds it.
+const (
+	exp2  = 0x7f8000007f800000
+	step2 = 0x0080000000800000
+	tops2 = 0x8000000080000000
+)
+
+// viewFP32 returns binary FP32 tensor bytes as float32s without a copy,
+// when they are the host's layout and start 4-aligned in the body (a
+// header whose length is a multiple of 4 after an aligned body start).
+// Otherwise the tensor is decoded into a buffer: that copy of a 602 KB
+// ResNet input was a tenth of the tensor path's CPU per request.
+func viewFP32(datatype string, b []byte) ([]float32, bool) {
+	if datatype != "FP32" || !hostLittleEndian || len(b)%4 != 0 ||
+		uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4), true
+}
+
+// checkFinite is firstNonFinite over eight bytes at a time with the
+// carry test, at the rate of a read: the aliased body is checked, not
+// copied.
+func checkFinite(x []float32) int {
+	head := 0 // elements before the first 8-aligned one
+	if p := uintptr(unsafe.Pointer(unsafe.SliceData(x))); p%8 != 0 {
+		head = len(x)
+		if p%4 == 0 {
+			head = min(1, len(x))
+		}
+	}
+	if j := firstNonFinite(x[:head]); j >= 0 {
+		return j
+	}
+	var w []uint64
+	if n := (len(x) - head) / 2; n > 0 {
+		w = unsafe.Slice((*uint64)(unsafe.Pointer(&x[head])), n)
+	}
+	var acc uint64
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		acc |= (w[i]&exp2 + step2) | (w[i+1]&exp2 + step2) | (w[i+2]&exp2 + step2) | (w[i+3]&exp2 + step2)
+	}
+	for ; i < len(w); i++ {
+		acc |= w[i]&exp2 + step2
+	}
+	if acc&tops2 != 0 {
+		return head + firstNonFinite(x[head:])
+	}
+	tail := head + 2*len(w)
+	if j := firstNonFinite(x[tail:]); j >= 0 {
+		return tail + j
+	}
+	return -1
+}
+
 // decodeFP32 converts little-endian float32 bytes and returns the index of
 // the first non-finite value, or -1. On a little-endian host it moves
 // eight bytes at a time and checks the exponents as it goes, in one pass:
@@ -468,15 +544,8 @@ func decodeFP32(dst []float32, src []byte) int {
 		}
 		return firstNonFinite(dst)
 	}
-	// For each float32 half of a word, (bits & exponent mask) + one
-	// exponent step carries into the half's top bit only when the
-	// exponent was all ones; OR-ing those over the words flags a batch
-	// with a NaN or Inf somewhere, and firstNonFinite then finds it.
-	const (
-		exp  = 0x7f8000007f800000
-		step = 0x0080000000800000
-		tops = 0x8000000080000000
-	)
+	// The exponent test of checkFinite, on the words as they are copied.
+	const exp, step, tops = exp2, step2, tops2
 	// The destination is float32-aligned, so viewing it as words is too
 	// when its start is 8-aligned, as Go's allocations of 8 bytes and more
 	// are; the source is read a byte slice at a time, at any offset.

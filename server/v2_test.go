@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -110,10 +111,23 @@ func TestV2InferBinary(t *testing.T) {
 		{"fp16", "FP16", []byte{0xb0, 0x5c, 0x40, 0x5a, 0x40, 0x52, 0x00, 0x47}}, // 300, 200, 50, 7
 		{"int64", "INT64", binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, 300), 200), 50), 7)},
 	}
+	// Trailing spaces put the tensor at every offset from an aligned body:
+	// FP32 at a multiple of 4 is read in place, elsewhere decoded.
+	for pad := range 4 {
+		tests = append(tests, struct {
+			name     string
+			datatype string
+			blob     []byte
+		}{"fp32_pad" + strconv.Itoa(pad), "FP32", fp32Bytes(300, 200, 50, 7)})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := `{"inputs":[{"name":"data","datatype":"` + tt.datatype + `","shape":[2,2],"parameters":{"binary_data_size":` + strconv.Itoa(len(tt.blob)) + `}}],` +
 				`"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}`
+			if p, ok := strings.CutPrefix(tt.name, "fp32_pad"); ok {
+				pad, _ := strconv.Atoi(p)
+				h += strings.Repeat(" ", (4-len(h)%4)%4+pad)
+			}
 			hl, body := binaryBody(h, tt.blob)
 			r := ts.doInfer(t, "/v2/models/toy/infer", hl, body)
 			if r.status != 200 {
@@ -317,6 +331,67 @@ func TestDecodeFP32(t *testing.T) {
 	}
 }
 
+func TestViewFP32(t *testing.T) {
+	words := make([]uint64, 4) // 8-aligned backing
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 32)
+	tests := []struct {
+		name     string
+		datatype string
+		b        []byte
+		ok       bool
+	}{
+		{"aligned", "FP32", b[:16], true},
+		{"4-aligned", "FP32", b[4:20], true},
+		{"empty", "FP32", b[:0], true},
+		{"offset 1", "FP32", b[1:17], false},
+		{"offset 2", "FP32", b[2:18], false},
+		{"offset 3", "FP32", b[3:19], false},
+		{"ragged length", "FP32", b[:15], false},
+		{"FP16", "FP16", b[:16], false},
+		{"INT32", "INT32", b[:16], false},
+	}
+	for _, tt := range tests {
+		v, ok := viewFP32(tt.datatype, tt.b)
+		if ok != tt.ok {
+			t.Errorf("%s: ok = %v, want %v", tt.name, ok, tt.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if len(v) != len(tt.b)/4 {
+			t.Errorf("%s: %d floats from %d bytes", tt.name, len(v), len(tt.b))
+		}
+		if len(v) > 0 && unsafe.Pointer(&v[0]) != unsafe.Pointer(&tt.b[0]) {
+			t.Errorf("%s: the view is a copy", tt.name)
+		}
+	}
+}
+
+// checkFinite agrees with firstNonFinite for every length, position and
+// kind of non-finite value, from 8-aligned and 4-aligned starts.
+func TestCheckFinite(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 7, 8, 9, 16, 17, 1001} {
+		for _, shift := range []int{0, 1} {
+			for bad := -1; bad < n; bad++ {
+				for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+					buf := make([]float32, n+1)
+					x := buf[shift : shift+n]
+					for i := range x {
+						x[i] = float32(i) - 3.5
+					}
+					if bad >= 0 {
+						x[bad] = v
+					}
+					if got := checkFinite(x); got != bad {
+						t.Fatalf("%d floats, shift %d, %v at %d: checkFinite = %d", n, shift, v, bad, got)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestFirstNonFinite(t *testing.T) {
 	f := func(b uint32) float32 { return math.Float32frombits(b) }
 	tests := []struct {
@@ -350,6 +425,23 @@ func BenchmarkDecodeFP32(b *testing.B) {
 	b.SetBytes(4 * n)
 	for b.Loop() {
 		if decodeFP32(dst, src[1:]) >= 0 {
+			b.Fatal("non-finite")
+		}
+	}
+}
+
+// BenchmarkCheckFinite is the check of a tensor read in place: the same
+// 602 KB input as BenchmarkDecodeFP32, 4-aligned as it sits in a body.
+func BenchmarkCheckFinite(b *testing.B) {
+	const n = 3 * 224 * 224
+	buf := make([]float32, n+1)
+	x := buf[1:]
+	for i := range x {
+		x[i] = float32(i%255) / 255
+	}
+	b.SetBytes(4 * n)
+	for b.Loop() {
+		if checkFinite(x) >= 0 {
 			b.Fatal("non-finite")
 		}
 	}
