@@ -602,18 +602,22 @@ func (s *Scheduler) execute(inst Instance, parts []part) {
 	for _, p := range parts {
 		total += p.rows
 	}
+	t0 := time.Now()
 	s.gather(inst.Input(total), parts, total)
 	start := time.Now()
 	err := runSafely(inst, total)
-	dur := time.Since(start)
+	end := time.Now()
+	dur := end.Sub(start)
+	var outDur time.Duration
 	if err == nil {
 		out := inst.Output(total)
 		off := 0
 		for _, p := range parts {
 			off += copy(p.r.out[p.from*s.outLen:(p.from+p.rows)*s.outLen], out[off:off+p.rows*s.outLen])
 		}
+		outDur = time.Since(end)
 	}
-	s.obs.executed(total, dur, err)
+	s.obs.executed(total, start.Sub(t0), dur, outDur, err)
 
 	s.mu.Lock()
 	s.busy--

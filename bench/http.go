@@ -176,6 +176,24 @@ func (c *Client) Metadata(model string) (*ModelMetadata, error) {
 	return &m, nil
 }
 
+// Instances is how many instances serve model, from fastinfer's own
+// metadata (GET /v1/models/{m}); 0 when the server does not say.
+func (c *Client) Instances(model string) int {
+	b, err := c.Get("/v1/models/" + url.PathEscape(model))
+	if err != nil {
+		return 0
+	}
+	var m struct {
+		Batching struct {
+			Instances int `json:"instances"`
+		} `json:"batching"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return 0
+	}
+	return m.Batching.Instances
+}
+
 // TensorTarget posts pre-made FP32 tensors with the binary tensor
 // extension, so no image is decoded: the server's cost without
 // preprocessing. The values are seeded normal noise; a convolutional

@@ -83,6 +83,10 @@ func (f *fakeServer) handle(ctx *fasthttp.RequestCtx) {
 	case method == "GET" && path == "/v2/models/toy":
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(toyMetadata)
+	case method == "GET" && path == "/v1/models/toy":
+		ctx.SetBodyString(`{"name":"toy","batching":{"max_batch_size":8,"instances":3}}`)
+	case method == "GET" && path == "/v1/models/garbled":
+		ctx.SetBodyString(`{"name":"garbled","batching":`)
 	case method == "GET" && path == "/v2/models/two":
 		ctx.SetBodyString(`{"name":"two","inputs":[{"name":"a","datatype":"FP32","shape":[-1,2]},{"name":"b","datatype":"FP32","shape":[-1,2]}]}`)
 	case method == "GET" && path == "/v2/models/garbled":
@@ -585,5 +589,15 @@ func TestLoadImages(t *testing.T) {
 	}
 	if _, err := LoadImages(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("LoadImages of a missing folder succeeded")
+	}
+}
+
+func TestClientInstances(t *testing.T) {
+	f := startFakeServer(t)
+	c := newTestClient(t, f.url)
+	for model, want := range map[string]int{"toy": 3, "garbled": 0, "absent": 0} {
+		if got := c.Instances(model); got != want {
+			t.Errorf("Instances(%q) = %d, want %d", model, got, want)
+		}
 	}
 }

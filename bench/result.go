@@ -111,10 +111,15 @@ type Latency struct {
 // execution (compute), from the differences of the histograms' sums and
 // counts before and after.
 type ServerSplit struct {
-	RequestMs     float64 `json:"request_ms"`
-	PreprocessMs  float64 `json:"preprocess_ms"`
-	QueueMs       float64 `json:"queue_ms"`
-	ComputeMs     float64 `json:"compute_ms"`
+	RequestMs    float64 `json:"request_ms"`
+	PreprocessMs float64 `json:"preprocess_ms"`
+	QueueMs      float64 `json:"queue_ms"`
+	ComputeMs    float64 `json:"compute_ms"`
+	// InputMs and OutputMs are the copies around each execution (into the
+	// batch buffer, and back to the requests): time an instance holds a
+	// batch but does not run it.
+	InputMs       float64 `json:"input_ms,omitempty"`
+	OutputMs      float64 `json:"output_ms,omitempty"`
 	MeanBatchSize float64 `json:"mean_batch_size"`
 	Executions    int64   `json:"executions"`
 	Rejections    int64   `json:"rejections"`
@@ -125,6 +130,13 @@ type ServerSplit struct {
 	// CPUShare is the fraction of the machine's cores the server used (1 =
 	// all busy), when it runs on the load generator's machine.
 	CPUShare float64 `json:"cpu_share,omitempty"`
+	// ExecutionsInFlight is the mean number of executions running at once
+	// (compute time over wall time, warm-up included). InstanceBusy divides
+	// it by the model's instances: below 1 at saturation, instances sat
+	// idle or copied between runs, which is the batcher's share of a gap
+	// to the raw runtime; at 1, the executions themselves were slower.
+	ExecutionsInFlight float64 `json:"executions_in_flight,omitempty"`
+	InstanceBusy       float64 `json:"instance_busy,omitempty"`
 }
 
 // Comparison relates two steps: the ratio of their images/s, or (Unit

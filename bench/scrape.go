@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -19,6 +20,8 @@ var splitSeries = []string{
 	"fastinfer_preprocess_duration_seconds",
 	"fastinfer_queue_duration_seconds",
 	"fastinfer_compute_duration_seconds",
+	"fastinfer_compute_input_duration_seconds",
+	"fastinfer_compute_output_duration_seconds",
 	"fastinfer_batch_size",
 	"fastinfer_executions_total",
 	"fastinfer_rejections_total",
@@ -26,13 +29,23 @@ var splitSeries = []string{
 
 const processCPU = "process_cpu_seconds_total"
 
+// scrapedAt is the Snapshot key of when it was read (Unix seconds), for
+// rates between two snapshots.
+const scrapedAt = "scraped_at"
+
 // Scrape reads GET /metrics and keeps modelName's series.
 func (c *Client) Scrape(modelName string) (Snapshot, error) {
+	at := time.Now()
 	b, err := c.Get("/metrics")
 	if err != nil {
 		return nil, err
 	}
-	return ParseSnapshot(b, modelName)
+	s, err := ParseSnapshot(b, modelName)
+	if err != nil {
+		return nil, err
+	}
+	s[scrapedAt] = float64(at.UnixNano()) / 1e9
+	return s, nil
 }
 
 // ParseSnapshot extracts modelName's totals from a Prometheus text
@@ -88,8 +101,8 @@ func label(m *dto.Metric, name string) string {
 
 // Split is the server's account of what happened between two snapshots:
 // mean request, preprocessing and queue time per request, mean compute
-// time and batch size per execution, and the process's CPU time per
-// successful request.
+// time, copy times and batch size per execution, how many executions ran
+// at once on average, and the process's CPU time per successful request.
 func Split(before, after Snapshot) *ServerSplit {
 	d := func(k string) float64 { return after[k] - before[k] }
 	meanMs := func(name string) float64 {
@@ -103,6 +116,8 @@ func Split(before, after Snapshot) *ServerSplit {
 		PreprocessMs: meanMs("fastinfer_preprocess_duration_seconds"),
 		QueueMs:      meanMs("fastinfer_queue_duration_seconds"),
 		ComputeMs:    meanMs("fastinfer_compute_duration_seconds"),
+		InputMs:      meanMs("fastinfer_compute_input_duration_seconds"),
+		OutputMs:     meanMs("fastinfer_compute_output_duration_seconds"),
 		Executions:   int64(d("fastinfer_executions_total")),
 		Rejections:   int64(d("fastinfer_rejections_total")),
 	}
@@ -112,5 +127,16 @@ func Split(before, after Snapshot) *ServerSplit {
 	if n := d("fastinfer_request_duration_seconds_count"); n > 0 {
 		sp.CPUMsPerRequest = d(processCPU) / n * 1000
 	}
+	if wall := d(scrapedAt); wall > 0 && before[scrapedAt] > 0 {
+		sp.ExecutionsInFlight = d("fastinfer_compute_duration_seconds_sum") / wall
+	}
 	return sp
+}
+
+// SetInstances fills InstanceBusy from ExecutionsInFlight for a model
+// served by instances instances (0: unknown, left out).
+func (sp *ServerSplit) SetInstances(instances int) {
+	if instances > 0 {
+		sp.InstanceBusy = sp.ExecutionsInFlight / float64(instances)
+	}
 }

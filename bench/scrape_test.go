@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func readFixture(t *testing.T, name string) []byte {
@@ -40,6 +41,8 @@ func TestParseSnapshot(t *testing.T) {
 		pre   = "fastinfer_preprocess_duration_seconds"
 		queue = "fastinfer_queue_duration_seconds"
 		comp  = "fastinfer_compute_duration_seconds"
+		cin   = "fastinfer_compute_input_duration_seconds"
+		cout  = "fastinfer_compute_output_duration_seconds"
 		bs    = "fastinfer_batch_size"
 		exe   = "fastinfer_executions_total"
 		rej   = "fastinfer_rejections_total"
@@ -55,6 +58,8 @@ func TestParseSnapshot(t *testing.T) {
 			pre + "_sum": 0.15, pre + "_count": 150,
 			queue + "_sum": 0.2, queue + "_count": 100, // version 2 has none yet
 			comp + "_sum": 0.75, comp + "_count": 35,
+			cin + "_sum": 0.07, cin + "_count": 35,
+			cout + "_sum": 0.007, cout + "_count": 34, // a failed execution copies nothing back
 			bs + "_sum": 150, bs + "_count": 35,
 			exe: 35,
 			rej: 4, // both reasons, both versions
@@ -65,6 +70,8 @@ func TestParseSnapshot(t *testing.T) {
 			pre + "_sum": 0.55, pre + "_count": 350,
 			queue + "_sum": 1.2, queue + "_count": 300,
 			comp + "_sum": 2.25, comp + "_count": 105,
+			cin + "_sum": 0.21, cin + "_count": 105,
+			cout + "_sum": 0.021, cout + "_count": 103,
 			bs + "_sum": 450, bs + "_count": 105,
 			exe: 105,
 			rej: 14,
@@ -75,6 +82,8 @@ func TestParseSnapshot(t *testing.T) {
 			pre + "_sum": 10, pre + "_count": 1000,
 			queue + "_sum": 5, queue + "_count": 1000,
 			comp + "_sum": 50, comp + "_count": 500,
+			cin + "_sum": 5, cin + "_count": 500,
+			cout + "_sum": 0.5, cout + "_count": 500,
 			bs + "_sum": 1000, bs + "_count": 500,
 			exe: 500,
 			rej: 7,
@@ -142,14 +151,29 @@ func TestSplit(t *testing.T) {
 			// compute (1.0 + 0.5) / (50 + 20) executions; batch size
 			// (200 + 100) rows / 70; rejections 5 + 1 + 4; process CPU
 			// 13.7 − 12.5 s over the 200 successful requests.
+			// Copies: input 0.14 s over 70 executions, output 0.014 s over
+			// the 69 that succeeded.
 			"step", before, after,
-			ServerSplit{RequestMs: 15, PreprocessMs: 2, QueueMs: 5, ComputeMs: 1500.0 / 70,
+			ServerSplit{RequestMs: 15, PreprocessMs: 2, QueueMs: 5, ComputeMs: 1500.0 / 70, InputMs: 2, OutputMs: 14.0 / 69,
 				MeanBatchSize: 300.0 / 70, Executions: 70, Rejections: 10, CPUMsPerRequest: 1200.0 / 200},
 		},
 		{
 			"from nothing", nil, after,
 			ServerSplit{RequestMs: 4500.0 / 350, PreprocessMs: 550.0 / 350, QueueMs: 1200.0 / 300, ComputeMs: 2250.0 / 105,
+				InputMs: 2, OutputMs: 21.0 / 103,
 				MeanBatchSize: 450.0 / 105, Executions: 105, Rejections: 14, CPUMsPerRequest: 13700.0 / 350},
+		},
+		{
+			// 2 s of executions in 4 s of wall time: half an execution at
+			// a time on average.
+			"executions in flight", Snapshot{scrapedAt: 1000, "fastinfer_compute_duration_seconds_sum": 1},
+			Snapshot{scrapedAt: 1004, "fastinfer_compute_duration_seconds_sum": 3},
+			ServerSplit{ExecutionsInFlight: 0.5},
+		},
+		{
+			"no scrape time before", Snapshot{"fastinfer_compute_duration_seconds_sum": 1},
+			Snapshot{scrapedAt: 1004, "fastinfer_compute_duration_seconds_sum": 3},
+			ServerSplit{},
 		},
 		{
 			// The mean batch size is the histogram's: rows per observed
@@ -175,6 +199,9 @@ func TestSplit(t *testing.T) {
 				{"preprocess ms", got.PreprocessMs, tc.want.PreprocessMs},
 				{"queue ms", got.QueueMs, tc.want.QueueMs},
 				{"compute ms", got.ComputeMs, tc.want.ComputeMs},
+				{"input ms", got.InputMs, tc.want.InputMs},
+				{"output ms", got.OutputMs, tc.want.OutputMs},
+				{"executions in flight", got.ExecutionsInFlight, tc.want.ExecutionsInFlight},
 				{"mean batch size", got.MeanBatchSize, tc.want.MeanBatchSize},
 				{"CPU ms per request", got.CPUMsPerRequest, tc.want.CPUMsPerRequest},
 			} {
@@ -196,17 +223,22 @@ func TestClientScrape(t *testing.T) {
 	f.metrics = text
 	f.mu.Unlock()
 	c := newTestClient(t, f.url)
+	t0 := time.Now()
 	got, err := c.Scrape("toy")
 	if err != nil {
 		t.Fatal(err)
 	}
+	if at := got[scrapedAt]; at < float64(t0.Unix()) || at > float64(time.Now().Unix()+1) {
+		t.Errorf("scraped at %v, not between the call's start and end", at)
+	}
+	delete(got, scrapedAt)
 	want, err := ParseSnapshot(text, "toy")
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkSnapshot(t, got, want)
-	if len(got) != 13 {
-		t.Errorf("%d keys, want 13 (five histograms' sum and count, two counters, the process's CPU)", len(got))
+	if len(got) != 17 {
+		t.Errorf("%d keys, want 17 (seven histograms' sum and count, two counters, the process's CPU)", len(got))
 	}
 
 	f.mu.Lock()
@@ -217,5 +249,18 @@ func TestClientScrape(t *testing.T) {
 	}
 	if _, err := newTestClient(t, deadURL(t)).Scrape("toy"); err == nil {
 		t.Error("Scrape of a dead server succeeded")
+	}
+}
+
+func TestSetInstances(t *testing.T) {
+	for _, tc := range []struct {
+		instances int
+		want      float64
+	}{{4, 0.375}, {1, 1.5}, {0, 0}} {
+		sp := &ServerSplit{ExecutionsInFlight: 1.5}
+		sp.SetInstances(tc.instances)
+		if !near(sp.InstanceBusy, tc.want) {
+			t.Errorf("%d instances: busy %v, want %v", tc.instances, sp.InstanceBusy, tc.want)
+		}
 	}
 }

@@ -14,12 +14,16 @@ import (
 // every step's warnings on a line of their own.
 func WriteTable(w io.Writer, steps []Step) error {
 	err := writeAligned(w, func(tw io.Writer) {
-		fmt.Fprintln(tw, "target\tmodel\tload\tbatch\timg/s\treq/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tserver q/pre/comp ms\tmean batch\tserver cpu/req, share\tclient cpu\t")
+		fmt.Fprintln(tw, "target\tmodel\tload\tbatch\timg/s\treq/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tserver q/pre/in/comp/out ms\tmean batch\tbusy\tserver cpu/req, share\tclient cpu\t")
 		for _, s := range steps {
-			split, meanBatch, cpu := "-", "-", "-"
+			split, meanBatch, busy, cpu := "-", "-", "-", "-"
 			if s.Server != nil {
-				split = fmt.Sprintf("%s/%s/%s", fmtMs(s.Server.QueueMs), fmtMs(s.Server.PreprocessMs), fmtMs(s.Server.ComputeMs))
+				sv := s.Server
+				split = strings.Join([]string{fmtMs(sv.QueueMs), fmtMs(sv.PreprocessMs), fmtMs(sv.InputMs), fmtMs(sv.ComputeMs), fmtMs(sv.OutputMs)}, "/")
 				meanBatch = fmt.Sprintf("%.1f", s.Server.MeanBatchSize)
+				if sv.InstanceBusy > 0 {
+					busy = fmt.Sprintf("%.0f%%", 100*sv.InstanceBusy)
+				}
 				if s.Server.CPUMsPerRequest > 0 {
 					cpu = fmtMs(s.Server.CPUMsPerRequest) + " ms"
 				}
@@ -32,10 +36,10 @@ func WriteTable(w io.Writer, steps []Step) error {
 				stable = "unstable"
 			}
 			l := s.Latency
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\n",
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%s\n",
 				s.Target, s.Model, loadLabel(s), s.BatchSize, s.ImagesPerSec, s.Throughput,
 				fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.P999), fmtMs(l.Max),
-				errorsLabel(s.Errors), split, meanBatch, cpu, 100*s.ClientCPU, stable)
+				errorsLabel(s.Errors), split, meanBatch, busy, cpu, 100*s.ClientCPU, stable)
 		}
 	})
 	if err != nil {

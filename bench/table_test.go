@@ -24,7 +24,8 @@ func goldenSteps() []Step {
 			Latency: Latency{Mean: 37.1, P50: 36.42, P90: 44.1, P95: 47.9, P99: 58.27, P999: 91.3, Max: 130.55},
 			Errors:  map[string]int64{"transport": 1, "429": 3},
 			Windows: []float64{420, 422, 421}, Stable: true,
-			Server:    &ServerSplit{RequestMs: 35.2, PreprocessMs: 4.12, QueueMs: 12.5, ComputeMs: 17.83, MeanBatchSize: 7.6, Executions: 554, CPUMsPerRequest: 4.75, CPUShare: 0.9},
+			Server: &ServerSplit{RequestMs: 35.2, PreprocessMs: 4.12, QueueMs: 12.5, ComputeMs: 17.83, MeanBatchSize: 7.6, Executions: 554, CPUMsPerRequest: 4.75, CPUShare: 0.9,
+				InputMs: 0.42, OutputMs: 0.01, ExecutionsInFlight: 0.93, InstanceBusy: 0.465},
 			ClientCPU: 0.183,
 		},
 		{
@@ -85,8 +86,9 @@ func TestWriteTableCells(t *testing.T) {
 		{"open loop fractional rate", Step{Mode: ModeRate, Rate: 12.5, Arrivals: "constant", Stable: true}, []string{"r=12.5/s constant"}, nil},
 		{"errors sorted", Step{Errors: map[string]int64{"transport": 1, "503": 2, "429": 3}, Stable: true}, []string{"429:3 503:2 transport:1"}, nil},
 		{"zero error counts dropped", Step{Errors: map[string]int64{"429": 0}, Stable: true}, []string{" - "}, []string{"429"}},
-		{"server split", Step{Server: &ServerSplit{QueueMs: 1.5, PreprocessMs: 2.25, ComputeMs: 150, MeanBatchSize: 3.5}, Stable: true},
-			[]string{"1.50/2.25/150.0", "3.5"}, nil},
+		{"server split", Step{Server: &ServerSplit{QueueMs: 1.5, PreprocessMs: 2.25, InputMs: 0.5, ComputeMs: 150, OutputMs: 0.03, MeanBatchSize: 3.5}, Stable: true},
+			[]string{"1.50/2.25/0.50/150.0/0.03", "3.5"}, nil},
+		{"instances busy", Step{Server: &ServerSplit{InstanceBusy: 0.874}, Stable: true}, []string{" 87% "}, nil},
 		{"unstable", Step{Stable: false}, []string{"unstable"}, nil},
 		{"client cpu", Step{ClientCPU: 0.5, Stable: true}, []string{"50%"}, nil},
 	}

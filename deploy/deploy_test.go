@@ -379,7 +379,7 @@ func provisionedDatasource(t *testing.T) (uid, rawURL string) {
 }
 
 // modelLabelled reports whether the metric carries a model label.
-var modelLabelled = regexp.MustCompile(`\bfastinfer_(requests|request_duration|images|preprocess|queue_duration|compute_duration|batch_size|executions|execution_failures|rows|rejections|pending_rows|model_info|predictions|prediction_confidence|drift)_?`)
+var modelLabelled = regexp.MustCompile(`\bfastinfer_(requests|request_duration|images|preprocess|queue_duration|compute_duration|compute_input_duration|compute_output_duration|batch_size|executions|execution_failures|rows|rejections|pending_rows|model_info|predictions|prediction_confidence|drift)_?`)
 
 func TestDashboard(t *testing.T) {
 	d := loadDashboard(t)
@@ -478,6 +478,7 @@ func TestDashboard(t *testing.T) {
 		"histogram_quantile(0.99, sum by (le) (rate(fastinfer_request_duration_seconds_bucket",
 		"fastinfer_queue_duration_seconds_sum", "fastinfer_queue_duration_seconds_count",
 		"fastinfer_compute_duration_seconds_sum", "fastinfer_compute_duration_seconds_count",
+		"fastinfer_compute_input_duration_seconds_sum", "fastinfer_compute_input_duration_seconds_count",
 		"fastinfer_preprocess_duration_seconds_sum", "fastinfer_preprocess_duration_seconds_count",
 		"fastinfer_batch_size_sum", "fastinfer_batch_size_count", "fastinfer_pending_rows",
 		"sum by (reason) (rate(fastinfer_rejections_total", "sum by (class) (rate(fastinfer_predictions_total",

@@ -314,6 +314,7 @@ func benchLoads(c *benchConfig) ([]bench.Load, error) {
 // localCores is this machine's core count when the server runs on it,
 // else 0.
 func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, model string, loads []bench.Load, localCores int, emit func(bench.Step), progress io.Writer) error {
+	instances := client.Instances(model)
 	for _, l := range loads {
 		before, err := client.Scrape(model)
 		if err != nil {
@@ -332,6 +333,7 @@ func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, mode
 		// The scrape spans the warm-up too; the means are still the
 		// step's, as warm-up runs the same load.
 		st.Server = bench.Split(before, after)
+		st.Server.SetInstances(instances)
 		if st.ClientCPU > 0.25 {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("the load generator used %.0f%% of the machine: it may be the bottleneck", st.ClientCPU*100))
 		}
