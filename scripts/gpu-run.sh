@@ -159,6 +159,11 @@ graphs_stage() {
 # batcher's instance bucketed and pinned, as in the server).
 batcher_stage() {
 	[ -x "$B/bench/batching.test" ] || { mkdir -p "$B/bench" && extract "$B/bench" < "$ROOT/.gpu/bench.tar.xz"; } || return 1
+	# The batcher alone against a simulated device: how much of a GPU this
+	# host's cores leave idle while copying rows into batches.
+	log "BenchmarkSimulatedDevice (this host's CPU, no GPU)"
+	(cd "$ROOT/batching" && timeout 200 "$B/bench/batching.test" -test.run XXX -test.bench SimulatedDevice -test.benchtime 16000x -test.count "${COUNT:-3}" 2>&1 |
+		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/simdevice.txt")
 	# The benchmark builds its ResNets itself (seeded weights).
 	log "BenchmarkRawVsBatcher on CUDA"
 	(cd "$ROOT/batching" && FASTINFER_BENCH_PROVIDER=cuda FASTINFER_BENCH_BATCHES="${BATCHES:-1,8,32,64}" timeout 400 \
