@@ -34,6 +34,21 @@ func (d *deviceInstance) Run(rows int) error {
 	return nil
 }
 
+// stagedDevice is deviceInstance with a second input slot.
+type stagedDevice struct {
+	*deviceInstance
+	in1 []float32
+}
+
+func (d *stagedDevice) Slots() int { return 2 }
+func (d *stagedDevice) InputSlot(slot, rows int) []float32 {
+	if slot == 1 {
+		return d.in1[:rows*d.inLen]
+	}
+	return d.Input(rows)
+}
+func (d *stagedDevice) RunSlot(_, rows int) error { return d.Run(rows) }
+
 // BenchmarkSimulatedDevice is the batcher alone in front of a simulated
 // GPU shaped like ResNet-50 fp16 on an H100 (1 ms + 0.11 ms a row: 8 ms
 // for 64 rows, as raw measured 7.8 ms), with 256 closed-loop clients of
@@ -41,10 +56,12 @@ func (d *deviceInstance) Run(rows int) error {
 // the hand-offs without the copies). It needs no GPU and measures the
 // host: "device-busy" is the share of the time a batch held the device,
 // "of-device" images/s over the device's own rate at 64 rows (sleep
-// overshoot takes ~3 % off it). On the 2-core development machine, tiny
-// rows keep the device 99.5 % busy; ResNet rows 75 % with one instance and
-// 86 % with two or three, where copying 3.8 GB/s into batches and 256
-// clients share two cores.
+// overshoot takes ~3 % off it), each by instance count and with staged
+// instances (two input slots). On the 2-core development machine, tiny
+// rows keep the device 99.5 % busy; ResNet rows 76 % with one instance
+// and 87 % with two or three, while each batch's copy takes 3.4 ms, and
+// 99 % with one or two staged instances (7,262-7,462 against at most
+// 6,437 images/s).
 func BenchmarkSimulatedDevice(b *testing.B) {
 	const (
 		outLen    = 1000
@@ -62,8 +79,16 @@ func BenchmarkSimulatedDevice(b *testing.B) {
 		for i := range ins {
 			ins[i] = make([]float32, inLen)
 		}
-		for _, n := range []int{1, 2, 3} {
-			b.Run(fmt.Sprintf("%s/instances%d", tc.name, n), func(b *testing.B) {
+		for _, st := range []struct {
+			n      int
+			staged bool
+		}{{1, false}, {2, false}, {3, false}, {1, true}, {2, true}} {
+			n := st.n
+			name := fmt.Sprintf("%s/instances%d", tc.name, n)
+			if st.staged {
+				name += "/staged"
+			}
+			b.Run(name, func(b *testing.B) {
 				var (
 					dev  sync.Mutex
 					busy time.Duration
@@ -71,8 +96,12 @@ func BenchmarkSimulatedDevice(b *testing.B) {
 				)
 				insts := make([]Instance, n)
 				for i := range insts {
-					insts[i] = &deviceInstance{dev: &dev, a: a, b: perRow, in: make([]float32, maxBatch*inLen), out: make([]float32, maxBatch*outLen),
+					d := &deviceInstance{dev: &dev, a: a, b: perRow, in: make([]float32, maxBatch*inLen), out: make([]float32, maxBatch*outLen),
 						inLen: inLen, outLen: outLen, busy: &busy, runs: &runs}
+					insts[i] = d
+					if st.staged {
+						insts[i] = &stagedDevice{d, make([]float32, maxBatch*inLen)}
+					}
 				}
 				s, err := New(Config{MaxBatchSize: maxBatch, MaxQueueDelay: 2 * time.Millisecond}, inLen, outLen, insts, nil)
 				if err != nil {

@@ -1,0 +1,221 @@
+package batching
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stagedFake is a Staged instance computing what fakeInstance does, from
+// whichever slot runs. It records a copy into a slot whose batch is
+// running (the one thing staging must never do), the OS threads it ran
+// on, and can hold a run until released.
+type stagedFake struct {
+	in       [2][]float32
+	out      []float32
+	runSlot  atomic.Int32 // slot running, or -1
+	overlaps atomic.Int32 // InputSlot on the running slot
+	copied   chan int     // if non-nil, InputSlot announces its slot
+	hold     chan struct{}
+	started  chan int // if non-nil, RunSlot announces its rows
+	delay    time.Duration
+	failOn   float32
+	mu       sync.Mutex
+	threads  map[int]bool
+	batches  []int
+}
+
+func newStagedFake(maxRows int) *stagedFake {
+	f := &stagedFake{out: make([]float32, maxRows*outLen), failOn: float32(math.NaN()), threads: map[int]bool{}}
+	f.in[0], f.in[1] = make([]float32, maxRows*inLen), make([]float32, maxRows*inLen)
+	f.runSlot.Store(-1)
+	return f
+}
+
+func (f *stagedFake) Slots() int                { return 2 }
+func (f *stagedFake) Input(rows int) []float32  { return f.InputSlot(0, rows) }
+func (f *stagedFake) Output(rows int) []float32 { return f.out[:rows*outLen] }
+func (f *stagedFake) Run(int) error             { return errors.New("Run called on a staged instance") }
+func (f *stagedFake) Warmup() error             { f.note(0); return nil }
+func (f *stagedFake) note(rows int)             { f.mu.Lock(); f.threads[syscall.Gettid()] = true; f.mu.Unlock() }
+func (f *stagedFake) ranBatches() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.batches...)
+}
+func (f *stagedFake) threadCount() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.threads) }
+
+func (f *stagedFake) InputSlot(slot, rows int) []float32 {
+	if int(f.runSlot.Load()) == slot {
+		f.overlaps.Add(1)
+	}
+	if f.copied != nil {
+		f.copied <- slot
+	}
+	return f.in[slot][:rows*inLen]
+}
+
+func (f *stagedFake) RunSlot(slot, rows int) error {
+	f.runSlot.Store(int32(slot))
+	defer f.runSlot.Store(-1)
+	f.note(rows)
+	f.mu.Lock()
+	f.batches = append(f.batches, rows)
+	f.mu.Unlock()
+	if f.started != nil {
+		f.started <- rows
+	}
+	if f.hold != nil {
+		<-f.hold
+	}
+	time.Sleep(f.delay)
+	in := f.in[slot]
+	for r := range rows {
+		if in[r*inLen] == f.failOn {
+			return errors.New("injected failure")
+		}
+		f.out[r*outLen] = 2 * in[r*inLen]
+		f.out[r*outLen+1] = in[r*inLen+1] + in[r*inLen+2]
+	}
+	return nil
+}
+
+// Many clients through staged instances: every request gets exactly its
+// rows back, a slot is never written while it runs, and a pinned staged
+// instance runs on one OS thread.
+func TestStagedRowsAndSlots(t *testing.T) {
+	fakes := []*stagedFake{newStagedFake(8), newStagedFake(8)}
+	for _, f := range fakes {
+		f.delay = 300 * time.Microsecond // a copy into a running slot has time to happen
+	}
+	s, err := New(Config{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond}, inLen, outLen, []Instance{fakes[0], fakes[1]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	for id := range 64 {
+		wg.Go(func() {
+			for k := range 20 {
+				rows := 1 + (id+k)%11 // some larger than a batch: split across executions
+				in := rowsFor(id*20+k, rows)
+				out := make([]float32, rows*outLen)
+				if _, err := s.Do(context.Background(), in, rows, out, RequestOptions{}); err != nil {
+					t.Error(err)
+					return
+				}
+				checkRows(t, id*20+k, in, out, rows)
+			}
+		})
+	}
+	wg.Wait()
+	for i, f := range fakes {
+		if n := f.overlaps.Load(); n > 0 {
+			t.Errorf("instance %d: %d copies into the slot that was running", i, n)
+		}
+		if len(f.ranBatches()) == 0 {
+			t.Errorf("instance %d never ran", i)
+		}
+		if n := f.threadCount(); n != 1 {
+			t.Errorf("instance %d ran on %d OS threads, want 1", i, n)
+		}
+	}
+}
+
+// The next batch is copied in while one runs, when the queue holds a full
+// batch for it; with less, nothing is copied ahead, and the rows wait for
+// the run to end (another instance could have taken them).
+func TestStagedCopiesAhead(t *testing.T) {
+	f := newStagedFake(4)
+	f.hold = make(chan struct{})
+	f.started = make(chan int, 8)
+	f.copied = make(chan int, 8)
+	s, err := New(Config{MaxBatchSize: 4}, inLen, outLen, []Instance{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer close(f.hold) // on failure, let held runs end so Close returns
+	first := do(s, context.Background(), 1, 4, RequestOptions{})
+	if slot := <-f.copied; slot != 0 {
+		t.Fatalf("first batch copied into slot %d", slot)
+	}
+	<-f.started // batch 1 runs, held
+
+	// Three rows: not a full batch, so not copied ahead.
+	second := do(s, context.Background(), 2, 3, RequestOptions{})
+	waitPending(t, s, 3)
+	select {
+	case slot := <-f.copied:
+		t.Fatalf("a partial batch was copied ahead into slot %d", slot)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// One more row makes a full batch: copied into the other slot while
+	// batch 1 still runs.
+	third := do(s, context.Background(), 3, 1, RequestOptions{})
+	select {
+	case slot := <-f.copied:
+		if slot != 1 {
+			t.Errorf("copied ahead into slot %d, want 1", slot)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full batch was not copied ahead while the instance ran")
+	}
+	if f.runSlot.Load() != 0 {
+		t.Fatal("batch 1 is no longer running: the copy was not ahead")
+	}
+	f.hold <- struct{}{} // batch 1 ends
+	if rows := <-f.started; rows != 4 {
+		t.Errorf("second batch %d rows, want 4", rows)
+	}
+	f.hold <- struct{}{}
+	for _, ch := range []<-chan result{first, second, third} {
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkRows(t, r.id, r.in, r.out, r.rows)
+		if r.id == 2 && r.t.Queue < 50*time.Millisecond {
+			// Queued until its batch ran, not until it was copied in.
+			t.Errorf("request %d queued %s, but waited for batch 1's run", r.id, r.t.Queue)
+		}
+	}
+	if n := f.overlaps.Load(); n > 0 {
+		t.Errorf("%d copies into the running slot", n)
+	}
+}
+
+// A failed staged batch fails its requests only; a request split across
+// the failed batch and a staged one gets the error once, and the
+// scheduler serves on and closes.
+func TestStagedFailure(t *testing.T) {
+	f := newStagedFake(2)
+	f.failOn = 300 // request 3's first row
+	s, err := New(Config{MaxBatchSize: 2}, inLen, outLen, []Instance{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := <-do(s, context.Background(), 3, 5, RequestOptions{}); r.err == nil {
+		t.Fatal("a request whose batch failed succeeded")
+	}
+	r := <-do(s, context.Background(), 4, 5, RequestOptions{})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	checkRows(t, 4, r.in, r.out, 5)
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if _, err := s.Do(context.Background(), rowsFor(5, 1), 1, make([]float32, outLen), RequestOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do after Close: %v", err)
+	}
+}
