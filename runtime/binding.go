@@ -27,25 +27,31 @@ type Binding struct {
 	s       *Session
 	maxRows int
 	buf     *batchBuffers
-	owns    bool         // buf is this Binding's to free (not a Buckets')
-	sizes   []*boundSize // index rows-1; nil until that batch size first runs
-	graph   int          // the one batch size a CUDA-graph session runs; 0 until it has
-	closed  bool
+	owns    bool // buf is this Binding's to free (not a Buckets')
+	// sizes[slot][rows-1] is nil until that slot runs that batch size. A
+	// CUDA-graph session binds device buffers, the same for every slot,
+	// and uses sizes[0] only.
+	sizes  [][]*boundSize
+	graph  int // the one batch size a CUDA-graph session runs; 0 until it has
+	closed bool
 }
 
 // batchBuffers are an instance's batch memory: the host buffers the caller
-// fills and reads and, on a CUDA-graph session, the device buffers.
+// fills and reads (one input per slot: two for a staged instance, see
+// batching.Staged) and, on a CUDA-graph session, the device buffers.
 type batchBuffers struct {
-	in, out []float32
+	ins     [][]float32
+	out     []float32
 	pinned  bool
 	dev     *devIO
-	release func() error // frees in and out
+	release func() error // frees ins and out
 }
 
-// newBuffers allocates batch memory for up to maxRows rows.
-func (s *Session) newBuffers(maxRows int) (*batchBuffers, error) {
+// newBuffers allocates batch memory for up to maxRows rows, with slots
+// input buffers.
+func (s *Session) newBuffers(maxRows, slots int) (*batchBuffers, error) {
 	b := &batchBuffers{}
-	b.in, b.out, b.pinned, b.release = s.hostBuffers(maxRows)
+	b.ins, b.out, b.pinned, b.release = s.hostBuffers(maxRows, slots)
 	if s.graph {
 		var err error
 		if b.dev, err = s.newDevIO(maxRows); err != nil {
@@ -66,7 +72,7 @@ func (b *batchBuffers) free() error {
 		errs = append(errs, b.release())
 		b.release = nil
 	}
-	b.in, b.out = nil, nil
+	b.ins, b.out = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -85,11 +91,18 @@ var errBindingClosed = errors.New("binding is closed")
 // NewBinding allocates buffers for up to maxRows batch rows
 // (maxRows*InputLen and maxRows*OutputLen float32s). No ORT object is
 // created until Run.
-func (s *Session) NewBinding(maxRows int) (*Binding, error) {
+func (s *Session) NewBinding(maxRows int) (*Binding, error) { return s.newBinding(maxRows, 1) }
+
+// NewStagedBinding is NewBinding with a second input buffer, so the next
+// batch can be filled while one runs (batching.Staged: InputSlot and
+// RunSlot).
+func (s *Session) NewStagedBinding(maxRows int) (*Binding, error) { return s.newBinding(maxRows, 2) }
+
+func (s *Session) newBinding(maxRows, slots int) (*Binding, error) {
 	if maxRows < 1 {
 		return nil, fmt.Errorf("%w: binding needs at least one row, got %d", ErrShape, maxRows)
 	}
-	buf, err := s.newBuffers(maxRows)
+	buf, err := s.newBuffers(maxRows, slots)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +117,15 @@ func (b *Binding) Pinned() bool { return b.buf.pinned }
 // bindingOver is a Binding of up to maxRows rows over the given buffers,
 // which may be shared with other Bindings (Buckets shares them).
 func (s *Session) bindingOver(buf *batchBuffers, maxRows int) *Binding {
-	return &Binding{s: s, maxRows: maxRows, buf: buf, sizes: make([]*boundSize, maxRows)}
+	b := &Binding{s: s, maxRows: maxRows, buf: buf, sizes: make([][]*boundSize, len(buf.ins))}
+	for i := range b.sizes {
+		b.sizes[i] = make([]*boundSize, maxRows)
+	}
+	return b
 }
+
+// Slots is how many input buffers the Binding has: 2 when staged.
+func (b *Binding) Slots() int { return len(b.buf.ins) }
 
 // MaxRows is the largest batch the Binding holds.
 func (b *Binding) MaxRows() int { return b.maxRows }
@@ -113,7 +133,10 @@ func (b *Binding) MaxRows() int { return b.maxRows }
 // Input is the first rows*InputLen floats of the input buffer, for the
 // caller to fill before Run(rows). It panics when rows is outside
 // 0..MaxRows, as slicing past a buffer does.
-func (b *Binding) Input(rows int) []float32 { return b.buf.in[:rows*b.s.inLen] }
+func (b *Binding) Input(rows int) []float32 { return b.InputSlot(0, rows) }
+
+// InputSlot is Input of one slot's buffer (0 or, when staged, 1).
+func (b *Binding) InputSlot(slot, rows int) []float32 { return b.buf.ins[slot][:rows*b.s.inLen] }
 
 // Output is the first rows*OutputLen floats of the output buffer, valid
 // after Run(rows) until the next Run. It panics when rows is outside
@@ -123,9 +146,15 @@ func (b *Binding) Output(rows int) []float32 { return b.buf.out[:rows*b.s.outLen
 // Run executes the first rows rows of the input buffer and writes their
 // results to the output buffer, creating that batch size's tensors on its
 // first use and reusing them afterwards.
-func (b *Binding) Run(rows int) error {
+func (b *Binding) Run(rows int) error { return b.RunSlot(0, rows) }
+
+// RunSlot is Run on one slot's input buffer.
+func (b *Binding) RunSlot(slot, rows int) error {
 	if b.closed {
 		return errBindingClosed
+	}
+	if slot < 0 || slot >= len(b.sizes) {
+		return fmt.Errorf("%w: input slot %d of %d", ErrShape, slot, len(b.sizes))
 	}
 	if rows < 1 || rows > b.maxRows {
 		return fmt.Errorf("%w: batch %d outside 1..%d rows of this binding", ErrShape, rows, b.maxRows)
@@ -141,20 +170,24 @@ func (b *Binding) Run(rows int) error {
 			return fmt.Errorf("%w: this CUDA-graph session runs batches of %d rows, not %d (one session per batch size)", ErrShape, b.graph, rows)
 		}
 	}
-	bs := b.sizes[rows-1]
+	dev := b.buf.dev
+	k := slot
+	if dev != nil {
+		k = 0
+	}
+	bs := b.sizes[k][rows-1]
 	if bs == nil {
 		var err error
-		if bs, err = b.bind(rows); err != nil {
+		if bs, err = b.bind(k, rows); err != nil {
 			return err
 		}
-		b.sizes[rows-1] = bs
+		b.sizes[k][rows-1] = bs
 		if b.s.graph {
 			b.graph = rows
 		}
 	}
-	dev := b.buf.dev
 	if dev != nil {
-		if err := dev.in.CopyIn(b.Input(rows)); err != nil {
+		if err := dev.in.CopyIn(b.InputSlot(slot, rows)); err != nil {
 			return fmt.Errorf("copying batch %d to the device: %w", rows, err)
 		}
 	}
@@ -169,8 +202,8 @@ func (b *Binding) Run(rows int) error {
 	return nil
 }
 
-// bind creates the tensors and I/O binding for one batch size.
-func (b *Binding) bind(rows int) (_ *boundSize, err error) {
+// bind creates the tensors and I/O binding for one slot and batch size.
+func (b *Binding) bind(slot, rows int) (_ *boundSize, err error) {
 	bs := &boundSize{}
 	defer func() {
 		if err != nil {
@@ -184,7 +217,7 @@ func (b *Binding) bind(rows int) (_ *boundSize, err error) {
 		bs.dIn, bs.dOut, err = b.buf.dev.bind(b.s, rows, bs.io)
 		return bs, err
 	}
-	if bs.in, err = ort.NewTensor(batchShape(rows, b.s.inRow), b.Input(rows)); err != nil {
+	if bs.in, err = ort.NewTensor(batchShape(rows, b.s.inRow), b.InputSlot(slot, rows)); err != nil {
 		return nil, fmt.Errorf("input tensor (batch %d): %w", rows, err)
 	}
 	if bs.out, err = ort.NewTensor(batchShape(rows, b.s.outRow), b.Output(rows)); err != nil {
@@ -228,10 +261,12 @@ func (b *Binding) Close() error {
 		return nil
 	}
 	b.closed = true
-	for i, bs := range b.sizes {
-		if bs != nil {
-			bs.destroy()
-			b.sizes[i] = nil
+	for _, sizes := range b.sizes {
+		for i, bs := range sizes {
+			if bs != nil {
+				bs.destroy()
+				sizes[i] = nil
+			}
 		}
 	}
 	if b.owns {

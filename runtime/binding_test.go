@@ -267,7 +267,7 @@ func TestBindingClose(t *testing.T) {
 		}
 	}
 	var tensors []*ort.Tensor[float32]
-	for _, bs := range b.sizes {
+	for _, bs := range b.sizes[0] {
 		if bs != nil {
 			tensors = append(tensors, bs.in, bs.out)
 		}
@@ -289,7 +289,7 @@ func TestBindingClose(t *testing.T) {
 			t.Errorf("tensor %d not destroyed by Close", i)
 		}
 	}
-	for i, bs := range b.sizes {
+	for i, bs := range b.sizes[0] {
 		if bs != nil {
 			t.Errorf("size %d still cached after Close", i+1)
 		}
@@ -389,7 +389,7 @@ func TestBindingRunAllocs(t *testing.T) {
 			runErr = err
 		}
 	})
-	bs := b.sizes[3]
+	bs := b.sizes[0][3]
 	ins, outs := []ort.Value{bs.in}, []ort.Value{bs.out}
 	valuesAllocs := testing.AllocsPerRun(200, func() {
 		if err := runWithValues(s, ins, outs); err != nil {
@@ -526,7 +526,7 @@ func benchBinding(b *testing.B, path string, batches []int) {
 			if err := bd.Run(rows); err != nil {
 				b.Fatal(err)
 			}
-			bs := bd.sizes[rows-1]
+			bs := bd.sizes[0][rows-1]
 			ins, outs := []ort.Value{bs.in}, []ort.Value{bs.out}
 			b.ReportAllocs()
 			for b.Loop() {

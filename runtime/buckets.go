@@ -54,6 +54,16 @@ func BucketSizes(maxRows int) []int {
 // runs sizes[i] rows. sizes must ascend; the sessions must take rows of
 // the same length (the same model).
 func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
+	return newBuckets(sessions, sizes, 1)
+}
+
+// NewStagedBuckets is NewBuckets with two input slots (see
+// NewStagedBinding).
+func NewStagedBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
+	return newBuckets(sessions, sizes, 2)
+}
+
+func newBuckets(sessions []*Session, sizes []int, slots int) (*Buckets, error) {
 	if len(sessions) == 0 || len(sessions) != len(sizes) {
 		return nil, fmt.Errorf("%w: %d sessions for %d bucket sizes", ErrShape, len(sessions), len(sizes))
 	}
@@ -67,7 +77,7 @@ func NewBuckets(sessions []*Session, sizes []int) (*Buckets, error) {
 			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, first.inLen, first.outLen)
 		}
 	}
-	buf, err := first.newBuffers(maxRows)
+	buf, err := first.newBuffers(maxRows, slots)
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +110,14 @@ func (b *Buckets) Pinned() bool { return b.buf.pinned }
 // MaxRows is the largest batch.
 func (b *Buckets) MaxRows() int { return b.sizes[len(b.sizes)-1] }
 
+// Slots is how many input buffers the Buckets has: 2 when staged.
+func (b *Buckets) Slots() int { return len(b.buf.ins) }
+
 // Input is the first rows*InputLen floats of the shared input buffer.
-func (b *Buckets) Input(rows int) []float32 { return b.buf.in[:rows*b.inLen] }
+func (b *Buckets) Input(rows int) []float32 { return b.InputSlot(0, rows) }
+
+// InputSlot is Input of one slot's buffer.
+func (b *Buckets) InputSlot(slot, rows int) []float32 { return b.buf.ins[slot][:rows*b.inLen] }
 
 // Output is the first rows*OutputLen floats of the shared output buffer,
 // valid after Run(rows).
@@ -110,17 +126,23 @@ func (b *Buckets) Output(rows int) []float32 { return b.buf.out[:rows*b.outLen] 
 // Run executes the first rows rows on the session of the smallest size
 // that holds them. The padding rows are zeroed first, so a padded batch
 // computes the same thing every time.
-func (b *Buckets) Run(rows int) error {
-	if b.buf.in == nil {
+func (b *Buckets) Run(rows int) error { return b.RunSlot(0, rows) }
+
+// RunSlot is Run on one slot's input buffer.
+func (b *Buckets) RunSlot(slot, rows int) error {
+	if b.buf.ins == nil {
 		return errBindingClosed
 	}
 	if rows < 1 || rows > len(b.pick) {
 		return fmt.Errorf("%w: batch %d outside 1..%d rows", ErrShape, rows, len(b.pick))
 	}
+	if slot < 0 || slot >= len(b.buf.ins) {
+		return fmt.Errorf("%w: input slot %d of %d", ErrShape, slot, len(b.buf.ins))
+	}
 	i := b.pick[rows-1]
 	size := b.sizes[i]
-	clear(b.buf.in[rows*b.inLen : size*b.inLen])
-	return b.bind[i].Run(size)
+	clear(b.buf.ins[slot][rows*b.inLen : size*b.inLen])
+	return b.bind[i].RunSlot(slot, size)
 }
 
 // Close destroys every Binding's ORT objects, then frees the buffers. It

@@ -55,8 +55,8 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 	defer exact.Close()
 
 	inLen, outLen := sessions[0].InputLen(), sessions[0].OutputLen()
-	for i := range b.buf.in {
-		b.buf.in[i] = 7 // stale rows from an earlier, larger batch
+	for i := range b.buf.ins[0] {
+		b.buf.ins[0][i] = 7 // stale rows from an earlier, larger batch
 	}
 	const rows = 3
 	for i := range b.Input(rows) {
@@ -70,7 +70,7 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 	if err := exact.Run(rows); err != nil {
 		t.Fatal(err)
 	}
-	if pad := b.buf.in[rows*inLen : 4*inLen]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
+	if pad := b.buf.ins[0][rows*inLen : 4*inLen]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
 		t.Error("padding row not zeroed")
 	}
 	got, want := b.Output(rows), exact.Output(rows)
@@ -80,7 +80,7 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 		}
 	}
 	// The size-4 session ran; the others were never bound.
-	if b.bind[2].sizes[3] == nil || b.bind[0].sizes[0] != nil || b.bind[1].sizes[1] != nil {
+	if b.bind[2].sizes[0][3] == nil || b.bind[0].sizes[0][0] != nil || b.bind[1].sizes[0][1] != nil {
 		t.Error("rows=3 did not run on the size-4 bucket alone")
 	}
 	for _, rows := range []int{0, 5} {

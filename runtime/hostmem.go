@@ -28,36 +28,62 @@ type pinnedMem interface {
 // allocPinned allocates page-locked memory on device dev; tests replace it.
 var allocPinned = func(dev, bytes int) (pinnedMem, error) { return cuda.AllocHost(dev, bytes) }
 
-// hostBuffers returns the input and output buffers for maxRows rows,
-// whether they are pinned, and a function that releases them. They are pinned when the session runs on a
-// GPU and the Env asks for pinned memory. When pinning fails (a driver
-// without the calls, say, or no page-locked memory left) the buffers are
-// Go memory, the reason is logged once, and the session still works, only
-// with slower copies.
-func (s *Session) hostBuffers(maxRows int) (in, out []float32, pinned bool, release func() error) {
+// hostBuffers returns slots input buffers and one output buffer for
+// maxRows rows, whether they are pinned, and a function that releases
+// them. They are pinned when the session runs on a GPU and the Env asks
+// for pinned memory. When pinning fails (a driver without the calls, say,
+// or no page-locked memory left) the buffers are Go memory, the reason is
+// logged once, and the session still works, only with slower copies.
+func (s *Session) hostBuffers(maxRows, slots int) (ins [][]float32, out []float32, pinned bool, release func() error) {
 	nIn, nOut := maxRows*s.inLen, maxRows*s.outLen
-	if !s.pin {
-		return make([]float32, nIn), make([]float32, nOut), false, func() error { return nil }
-	}
-	pi, err := allocPinned(s.device, 4*nIn)
-	if err == nil {
-		var po pinnedMem
-		if po, err = allocPinned(s.device, 4*nOut); err == nil {
-			in, out = pi.Float32s()[:nIn], po.Float32s()[:nOut]
-			// The driver does not zero what it hands out; Go memory is.
-			clear(in)
-			clear(out)
-			return in, out, true, func() error { return errors.Join(pi.Free(), po.Free()) }
+	goMem := func() ([][]float32, []float32, bool, func() error) {
+		ins := make([][]float32, slots)
+		for i := range ins {
+			ins[i] = make([]float32, nIn)
 		}
-		pi.Free()
+		return ins, make([]float32, nOut), false, func() error { return nil }
 	}
+	if !s.pin {
+		return goMem()
+	}
+	var held []pinnedMem
+	freeAll := func() error {
+		var errs []error
+		for _, m := range held {
+			errs = append(errs, m.Free())
+		}
+		return errors.Join(errs...)
+	}
+	var err error
+	for i := range slots + 1 {
+		n := nIn
+		if i == slots {
+			n = nOut
+		}
+		var m pinnedMem
+		if m, err = allocPinned(s.device, 4*n); err != nil {
+			break
+		}
+		held = append(held, m)
+		f := m.Float32s()[:n]
+		clear(f) // the driver does not zero what it hands out; Go memory is
+		if i < slots {
+			ins = append(ins, f)
+		} else {
+			out = f
+		}
+	}
+	if err == nil {
+		return ins, out, true, freeAll
+	}
+	freeAll()
 	if s.env != nil {
 		s.env.noteOnce("pinned:"+err.Error(), func() {
 			s.env.logger.Warn("pinned host memory unavailable; batch copies to the GPU use pageable memory (slower)",
 				"model", s.path, "error", err)
 		})
 	}
-	return make([]float32, nIn), make([]float32, nOut), false, func() error { return nil }
+	return goMem()
 }
 
 // validHostMemory checks CUDAOptions.HostMemory.

@@ -13,6 +13,7 @@ type fakePinned struct {
 	allocs, frees int
 	sizes         []int
 	fail          error
+	failAfter     int // allocations that succeed before fail applies
 }
 
 type fakeBuf struct {
@@ -35,7 +36,7 @@ func (p *fakePinned) alloc(dev, bytes int) (pinnedMem, error) {
 	if dev != 3 {
 		return nil, errors.New("wrong device")
 	}
-	if p.fail != nil {
+	if p.fail != nil && p.allocs >= p.failAfter {
 		return nil, p.fail
 	}
 	p.allocs++
