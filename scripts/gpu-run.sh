@@ -17,6 +17,9 @@
 #                                 BenchmarkCopies, then raw and the tensor
 #                                 path for fp32 and fp16 with each (never
 #                                 run yet)
+#   scripts/gpu-run.sh staged     staged instances (--stage-batches) on
+#                                 against off, 1 and 2 instances, c=256
+#                                 (never run yet)
 #   scripts/gpu-run.sh graphs     CUDA graphs: their GPU test, then raw and
 #                                 the tensor path with --cuda-graphs (never
 #                                 run yet; compare with pinned's figures)
@@ -138,7 +141,22 @@ pinned_stage() {
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
 		for h in pageable pinned; do
 			bench pin-raw-$p-$h --model $m --targets raw --provider cuda --gpu-host-memory $h --raw-batches "${RAW_BATCHES:-1,8,64,128}"
-			bench pin-tensor-$p-$h --model $m --targets tensor --concurrency "${CONC:-1,256}" --serve-flags "$SERVE --instances 3 --gpu-host-memory $h"
+			bench pin-tensor-$p-$h --model $m --targets tensor --concurrency "${CONC:-1,256}" --serve-flags "$SERVE --instances 3 --gpu-host-memory $h --stage-batches off"
+		done
+	done
+}
+
+# staged: each instance copying the next batch into a second input
+# buffer while one runs (--stage-batches, on by default on GPUs) against
+# not, with 1 and 2 instances, at saturation; the split's in ms and busy
+# say how much of the device the copy left idle.
+staged_stage() {
+	for p in fp16 fp32; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		for i in 1 2; do
+			for st in off on; do
+				bench staged-$p-i$i-$st --model $m --targets tensor --concurrency "${CONC:-256}" --serve-flags "$SERVE --instances $i --stage-batches $st"
+			done
 		done
 	done
 }
@@ -207,6 +225,7 @@ tensor) setup && facts && tensor_stage ;;
 tune) setup && facts && tune_stage ;;
 pinned) setup && facts && pinned_stage ;;
 graphs) setup && facts && graphs_stage ;;
+staged) setup && facts && staged_stage ;;
 batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"

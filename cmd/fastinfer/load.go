@@ -177,7 +177,8 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			first = sess
 		}
 		// CUDA graphs always take buckets: serve refuses them without.
-		inst, err := newInstance(sess, open, maxRows, (cfg.gpuBuckets || sess.Graphs()) && runtime.OnGPU(sess.Provider()))
+		onGPU := runtime.OnGPU(sess.Provider())
+		inst, err := newInstance(sess, open, maxRows, (cfg.gpuBuckets || sess.Graphs()) && onGPU, staged(cfg.stage, onGPU))
 		if err != nil {
 			return fail(v.Path, err)
 		}
@@ -195,6 +196,13 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 					clear(inst.Input(rows))
 					if err := inst.Run(rows); err != nil {
 						return fmt.Errorf("warm-up at batch %d: %w", rows, err)
+					}
+				}
+				// The second slot's tensors are made on its first run.
+				for slot := 1; slot < inst.Slots(); slot++ {
+					clear(inst.InputSlot(slot, rows))
+					if err := inst.RunSlot(slot, rows); err != nil {
+						return fmt.Errorf("warm-up at batch %d (input slot %d): %w", rows, slot, err)
 					}
 				}
 			}
@@ -359,8 +367,34 @@ func float16Model(data []byte, o fp16.Options) ([]byte, fp16.Report, error) {
 // size bucket (see runtime.Buckets for why).
 type instance struct {
 	batching.Instance
-	Close func() error
-	sizes []int // the batch sizes it runs: every size up to the largest, or the buckets
+	Close  func() error
+	sizes  []int           // the batch sizes it runs: every size up to the largest, or the buckets
+	staged batching.Staged // the executor again when it has two input slots, else nil
+}
+
+// instance is a batching.Staged; with one slot the scheduler runs it as
+// a plain Instance.
+func (i instance) Slots() int {
+	if i.staged == nil {
+		return 1
+	}
+	return i.staged.Slots()
+}
+func (i instance) InputSlot(slot, rows int) []float32 { return i.staged.InputSlot(slot, rows) }
+func (i instance) RunSlot(slot, rows int) error       { return i.staged.RunSlot(slot, rows) }
+
+// Values of --stage-batches.
+const (
+	stageAuto = "auto"
+	stageOn   = "on"
+	stageOff  = "off"
+)
+
+// staged decides --stage-batches for an instance. auto stages GPU
+// instances only: there the copy into the batch is time the device idles,
+// while on the CPU it competes with the run for the same cores.
+func staged(mode string, onGPU bool) bool {
+	return mode == stageOn || (mode == stageAuto && onGPU)
 }
 
 // pinnedInstance is a CUDA instance: its scheduler worker locks an OS
@@ -374,9 +408,13 @@ func (p pinnedInstance) Warmup() error { return p.warm() }
 
 // newInstance builds the executor over sess; open makes the further
 // sessions buckets need.
-func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), maxRows int, buckets bool) (instance, error) {
+func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), maxRows int, buckets, staged bool) (instance, error) {
 	if !buckets || maxRows == 1 {
-		b, err := sess.NewBinding(maxRows)
+		newB := sess.NewBinding
+		if staged {
+			newB = sess.NewStagedBinding
+		}
+		b, err := newB(maxRows)
 		if err != nil {
 			return instance{}, err
 		}
@@ -384,7 +422,11 @@ func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), m
 		for i := range sizes {
 			sizes[i] = i + 1
 		}
-		return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
+		inst := instance{Instance: b, Close: b.Close, sizes: sizes}
+		if staged {
+			inst.staged = b
+		}
+		return inst, nil
 	}
 	sizes := runtime.BucketSizes(maxRows)
 	sessions := []*runtime.Session{sess}
@@ -398,11 +440,19 @@ func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), m
 		}
 		sessions = append(sessions, s)
 	}
-	b, err := runtime.NewBuckets(sessions, sizes)
+	newB := runtime.NewBuckets
+	if staged {
+		newB = runtime.NewStagedBuckets
+	}
+	b, err := newB(sessions, sizes)
 	if err != nil {
 		return instance{}, err
 	}
-	return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
+	inst := instance{Instance: b, Close: b.Close, sizes: sizes}
+	if staged {
+		inst.staged = b
+	}
+	return inst, nil
 }
 
 // warmupSizes are the batch sizes an instance runs before it takes

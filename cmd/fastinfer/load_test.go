@@ -110,7 +110,7 @@ func TestNewInstanceBuckets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := newInstance(first, open, 12, false)
+	plain, err := newInstance(first, open, 12, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +118,32 @@ func TestNewInstanceBuckets(t *testing.T) {
 	if len(opened) != 1 || len(plain.sizes) != 12 {
 		t.Fatalf("without buckets: %d sessions, sizes %v", len(opened), plain.sizes)
 	}
-	inst, err := newInstance(first, open, 12, true)
+	inst, err := newInstance(first, open, 12, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer inst.Close()
 	if want := []int{1, 2, 4, 8, 12}; !slices.Equal(inst.sizes, want) || len(opened) != 1+len(want)-1 {
 		t.Fatalf("with buckets: sizes %v (want %v), %d sessions opened", inst.sizes, want, len(opened))
+	}
+	if plain.Slots() != 1 || inst.Slots() != 1 {
+		t.Fatalf("unstaged instances have %d and %d input slots", plain.Slots(), inst.Slots())
+	}
+	// Staged, plain and bucketed: slot 1 runs like slot 0.
+	stagedPlain, err := newInstance(first, open, 12, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stagedPlain.Close()
+	stagedBuckets, err := newInstance(first, open, 12, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stagedBuckets.Close()
+	for _, st := range []instance{stagedPlain, stagedBuckets} {
+		if st.Slots() != 2 {
+			t.Fatalf("a staged instance has %d input slots", st.Slots())
+		}
 	}
 	n := first.InputLen()
 	for _, rows := range []int{1, 3, 5, 12, 2} {
@@ -139,11 +158,42 @@ func TestNewInstanceBuckets(t *testing.T) {
 		if err := plain.Run(rows); err != nil {
 			t.Fatal(err)
 		}
-		got, want := inst.Output(rows), plain.Output(rows)
-		for i := range want {
-			if d := got[i] - want[i]; d > 1e-4 || d < -1e-4 || got[i] != got[i] {
-				t.Fatalf("rows %d, output %d: bucketed %v, plain %v", rows, i, got[i], want[i])
+		want := plain.Output(rows)
+		same := func(what string, got []float32) {
+			t.Helper()
+			for i := range want {
+				if d := got[i] - want[i]; d > 1e-4 || d < -1e-4 || got[i] != got[i] {
+					t.Fatalf("rows %d, output %d: %s %v, plain %v", rows, i, what, got[i], want[i])
+				}
 			}
+		}
+		same("bucketed", inst.Output(rows))
+		for _, st := range []struct {
+			name string
+			inst instance
+		}{{"staged", stagedPlain}, {"staged bucketed", stagedBuckets}} {
+			copy(st.inst.InputSlot(1, rows), plain.Input(rows))
+			clear(st.inst.InputSlot(0, rows)) // slot 0 holds other rows
+			if err := st.inst.RunSlot(1, rows); err != nil {
+				t.Fatal(err)
+			}
+			same(st.name+" slot 1", st.inst.Output(rows))
+		}
+	}
+}
+
+func TestStagedChoice(t *testing.T) {
+	for _, tc := range []struct {
+		mode  string
+		onGPU bool
+		want  bool
+	}{
+		{stageAuto, true, true}, {stageAuto, false, false},
+		{stageOn, false, true}, {stageOn, true, true},
+		{stageOff, true, false}, {stageOff, false, false},
+	} {
+		if got := staged(tc.mode, tc.onGPU); got != tc.want {
+			t.Errorf("staged(%q, GPU %v) = %v, want %v", tc.mode, tc.onGPU, got, tc.want)
 		}
 	}
 }

@@ -465,6 +465,7 @@ func TestServeRejectsBadSettings(t *testing.T) {
 		{[]string{"--gpu-mem-limit", "-5"}, "memory limit"},
 		{[]string{"--gpu-host-memory", "locked"}, "host memory"},
 		{[]string{"--cuda-graphs", "--gpu-buckets=false"}, "--cuda-graphs needs --gpu-buckets"},
+		{[]string{"--stage-batches", "yes"}, "--stage-batches must be"},
 		{[]string{"--model-control", "auto"}, "--model-control"},
 		{[]string{"--models", filepath.Join(repo, "missing")}, "not a folder"},
 	}

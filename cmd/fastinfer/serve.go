@@ -63,6 +63,7 @@ type serveConfig struct {
 	goProcs         int
 	cuda            runtime.CUDAOptions
 	gpuBuckets      bool
+	stage           string
 	tensorrt        string
 	tensorrtCache   string
 }
@@ -104,6 +105,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.tensorrt, "tensorrt", runtime.TensorRTAuto, "auto: try ONNX Runtime's TensorRT provider before CUDA when libonnxruntime_providers_tensorrt.so is beside the ONNX Runtime library (falling back to CUDA, with the reason logged); off: never")
 	fs.StringVar(&c.tensorrtCache, "tensorrt-cache", "", "folder for TensorRT's engines and timing cache, so a restart does not rebuild them (default DATA-DIR/tensorrt)")
 	fs.BoolVar(&c.gpuBuckets, "gpu-buckets", true, "on CUDA, run each batch-size bucket (1, 2, 4, 8, 12, 16, 24, …, max) on its own session and pad batches up to one: ONNX Runtime's CUDA convolutions set themselves up again whenever the batch size changes (100 ms for ResNet-50)")
+	fs.StringVar(&c.stage, "stage-batches", stageAuto, "give each instance a second input buffer and copy the next batch into it while one runs, so the copy leaves the instance's critical path: auto (on GPU instances), on or off")
 	fs.StringVar(&c.cuda.HostMemory, "gpu-host-memory", runtime.HostPinned, "where a GPU instance keeps its batch buffers: pinned (page-locked; each batch goes to the GPU by one DMA) or pageable (ordinary memory, which the driver copies through a staging buffer first)")
 	fs.BoolVar(&c.cuda.Graphs, "cuda-graphs", false, "capture each CUDA bucket session's kernels into a CUDA graph during warm-up and replay it for every batch (one launch instead of one per kernel); batches then go through device buffers at fixed addresses")
 	fs.StringVar(&c.cuda.ArenaExtend, "cuda-arena", runtime.ArenaPowerOfTwo, "how the GPU arena grows: power-of-two or requested (tighter, for several models per GPU)")
@@ -180,6 +182,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	}
 	if err := cfg.cuda.Validate(); err != nil {
 		return err
+	}
+	switch cfg.stage {
+	case stageAuto, stageOn, stageOff:
+	default:
+		return fmt.Errorf("--stage-batches must be %s, %s or %s, got %q", stageAuto, stageOn, stageOff, cfg.stage)
 	}
 	if cfg.cuda.Graphs && !cfg.gpuBuckets {
 		// A captured graph replays one batch shape; buckets give each
