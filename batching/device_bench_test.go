@@ -58,10 +58,10 @@ func (d *stagedDevice) RunSlot(_, rows int) error { return d.Run(rows) }
 // "of-device" images/s over the device's own rate at 64 rows (sleep
 // overshoot takes ~3 % off it), each by instance count and with staged
 // instances (two input slots). On the 2-core development machine, tiny
-// rows keep the device 99.5 % busy; ResNet rows 76 % with one instance
-// and 87 % with two or three, while each batch's copy takes 3.4 ms, and
-// 99 % with one or two staged instances (7,262-7,462 against at most
-// 6,437 images/s).
+// rows keep the device 99.5 % busy; ResNet rows 74 % with one instance
+// and 86 % with two or three, while each batch's copy takes 3.4 ms, and
+// 99 % with one or two staged instances (7,321-7,423 against at most
+// 6,417 images/s).
 func BenchmarkSimulatedDevice(b *testing.B) {
 	const (
 		outLen    = 1000
