@@ -16,6 +16,13 @@
 //     batcher keeps a moving average of the gap between arrivals, and an
 //     idle instance does not wait for company that will arrive too late.
 //
+// An instance with two input buffers (Staged) gets two goroutines: one
+// runs batches, the other forms the next batch and copies its rows into
+// the free buffer meanwhile, so on a GPU the copy does not leave the
+// device idle between runs. It copies ahead only when the queue holds a
+// full batch beyond one for every idle instance; otherwise it waits for
+// the running batch to end, as a plain worker does.
+//
 // Overload is refused, never queued without bound: past MaxQueueRows
 // waiting rows a request gets ErrQueueFull (HTTP 429). A request may carry a
 // timeout: if it is still waiting when the timeout passes it gets
