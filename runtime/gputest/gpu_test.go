@@ -225,6 +225,48 @@ func TestPinnedBindingMatchesCPU(t *testing.T) {
 // BenchmarkCopies runs ResNet-18 at batch 64 on CUDA from pageable Go
 // memory (Session.Run) and from a pinned Binding: the difference is the
 // cost of copying 38 MB to the GPU through the driver's staging buffer.
+// A staged Binding on CUDA: each slot's batch gives the CPU's answer
+// while the other slot is being refilled during the run, as the
+// scheduler's stager does.
+func TestStagedBindingMatchesCPU(t *testing.T) {
+	e := gpuEnv(t)
+	path := resnet18(t)
+	gpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindGPU}, runtime.ProviderCUDA)
+	cpu := session(t, e, path, runtime.SessionOptions{Kind: runtime.KindCPU}, runtime.ProviderCPU)
+	const rows = 16
+	b, err := gpu.NewStagedBinding(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Slots() != 2 || !b.Pinned() {
+		t.Fatalf("staged Binding: %d slots, pinned %v", b.Slots(), b.Pinned())
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	fillRandom := func(x []float32) {
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+	}
+	fillRandom(b.InputSlot(0, rows))
+	for round := range 4 {
+		cur := round % 2
+		want := make([]float32, rows*gpu.OutputLen())
+		if err := cpu.Run(b.InputSlot(cur, rows), rows, want); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- b.RunSlot(cur, rows) }()
+		fillRandom(b.InputSlot(1-cur, rows)) // the next batch, during the run
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(b.Output(rows), want); !(e <= 1e-2) {
+			t.Errorf("round %d (slot %d): relative error %.2g", round, cur, e)
+		}
+	}
+}
+
 func BenchmarkCopies(b *testing.B) {
 	anyEnv(b)
 	if graphsMode {
