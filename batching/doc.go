@@ -21,7 +21,9 @@
 // the free buffer meanwhile, so on a GPU the copy does not leave the
 // device idle between runs. It copies ahead only when the queue holds a
 // full batch beyond one for every idle instance; otherwise it waits for
-// the running batch to end, as a plain worker does.
+// the running batch to end, as a plain worker does. A batch copied ahead
+// is settled: a higher-priority request arriving meanwhile waits for it,
+// and its requests' callers are not asked again whether they left.
 //
 // Overload is refused, never queued without bound: past MaxQueueRows
 // waiting rows a request gets ErrQueueFull (HTTP 429). A request may carry a

@@ -219,3 +219,40 @@ func TestStagedFailure(t *testing.T) {
 		t.Errorf("Do after Close: %v", err)
 	}
 }
+
+// Close with a batch running and one copied ahead: everything queued
+// before still completes, and Close returns.
+func TestStagedCloseDrains(t *testing.T) {
+	f := newStagedFake(2)
+	f.hold = make(chan struct{})
+	f.started = make(chan int, 8)
+	s, err := New(Config{MaxBatchSize: 2, MaxQueueDelay: time.Hour}, inLen, outLen, []Instance{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := do(s, context.Background(), 9, 2, RequestOptions{})
+	<-f.started
+	var chans []<-chan result
+	for id := range 5 {
+		chans = append(chans, do(s, context.Background(), id, 1, RequestOptions{}))
+	}
+	waitPending(t, s, 3) // two rows copied ahead
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	close(f.hold)
+	for _, ch := range append(chans, blocked) {
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		checkRows(t, r.id, r.in, r.out, r.rows)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if n := f.overlaps.Load(); n > 0 {
+		t.Errorf("%d copies into the running slot", n)
+	}
+}
