@@ -73,8 +73,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// instances opens n sessions with a binding of maxRows each.
-func instances(t testing.TB, e *runtime.Env, path string, n, maxRows, threads int) (*runtime.Session, []batching.Instance) {
+// instances opens n sessions with a binding of maxRows each (staged:
+// with two input slots).
+func instances(t testing.TB, e *runtime.Env, path string, n, maxRows, threads int, staged bool) (*runtime.Session, []batching.Instance) {
 	t.Helper()
 	var first *runtime.Session
 	var insts []batching.Instance
@@ -83,7 +84,11 @@ func instances(t testing.TB, e *runtime.Env, path string, n, maxRows, threads in
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := s.NewBinding(maxRows)
+		newB := s.NewBinding
+		if staged {
+			newB = s.NewStagedBinding
+		}
+		b, err := newB(maxRows)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,9 +104,15 @@ func instances(t testing.TB, e *runtime.Env, path string, n, maxRows, threads in
 // Rows batched with other requests' rows (and split across executions)
 // give the same outputs as each row run alone.
 func TestBatchedEqualsUnbatched(t *testing.T) {
+	for _, staged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("staged=%v", staged), func(t *testing.T) { batchedEqualsUnbatched(t, staged) })
+	}
+}
+
+func batchedEqualsUnbatched(t *testing.T, staged bool) {
 	e := openEnv(t)
 	path := model(t, "resnet18")
-	ref, insts := instances(t, e, path, 2, 4, 1)
+	ref, insts := instances(t, e, path, 2, 4, 1, staged)
 	const images = 10
 	in := make([]float32, images*ref.InputLen())
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -161,14 +172,16 @@ type bucketed struct{ *runtime.Buckets }
 
 func (b bucketed) Warmup() error {
 	for _, n := range b.Sizes() {
-		if err := b.Run(n); err != nil {
-			return err
+		for slot := range b.Slots() {
+			if err := b.RunSlot(slot, n); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func bucketedInstance(t testing.TB, e *runtime.Env, path string, maxRows int) batching.Instance {
+func bucketedInstance(t testing.TB, e *runtime.Env, path string, maxRows int, staged bool) batching.Instance {
 	sizes := runtime.BucketSizes(maxRows)
 	var sessions []*runtime.Session
 	for range sizes {
@@ -179,7 +192,11 @@ func bucketedInstance(t testing.TB, e *runtime.Env, path string, maxRows int) ba
 		t.Cleanup(func() { s.Close() })
 		sessions = append(sessions, s)
 	}
-	bk, err := runtime.NewBuckets(sessions, sizes)
+	newB := runtime.NewBuckets
+	if staged {
+		newB = runtime.NewStagedBuckets
+	}
+	bk, err := newB(sessions, sizes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,18 +224,23 @@ func benchBatches(t testing.TB) []int {
 
 // BenchmarkRawVsBatcher compares images/s of the raw binding at batch B
 // with the batcher fed by B concurrent single-image requests, on one
-// instance with all cores. On a GPU (FASTINFER_BENCH_PROVIDER=cuda), or
-// with FASTINFER_BENCH_BUCKETS=1, the batcher's instance is bucketed as
-// the server's is there.
+// instance with all cores, and by 2B requests on a plain and on a staged
+// instance. On a GPU (FASTINFER_BENCH_PROVIDER=cuda), or with
+// FASTINFER_BENCH_BUCKETS=1, the batcher's instances are bucketed as the
+// server's are there.
 func BenchmarkRawVsBatcher(b *testing.B) {
 	for _, arch := range []string{"resnet18", "resnet50"} {
 		for _, batch := range benchBatches(b) {
 			e := openEnv(b)
 			path := model(b, arch)
-			ref, insts := instances(b, e, path, 1, batch, 0)
+			ref, insts := instances(b, e, path, 1, batch, 0, false)
 			bind := insts[0].(*runtime.Binding)
+			// The staged batcher's instance: one more session, since a
+			// staged instance is not shared with the plain one.
+			_, stagedInsts := instances(b, e, path, 1, batch, 0, true)
 			if runtime.OnGPU(ref.Provider()) || os.Getenv("FASTINFER_BENCH_BUCKETS") == "1" {
-				insts = []batching.Instance{bucketedInstance(b, e, path, batch)}
+				insts = []batching.Instance{bucketedInstance(b, e, path, batch, false)}
+				stagedInsts = []batching.Instance{bucketedInstance(b, e, path, batch, true)}
 			}
 			b.Run(fmt.Sprintf("%s/batch%d/raw", arch, batch), func(b *testing.B) {
 				for b.Loop() {
@@ -249,34 +271,47 @@ func BenchmarkRawVsBatcher(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "images/s")
 			})
-			b.Run(fmt.Sprintf("%s/batch%d/batcher", arch, batch), func(b *testing.B) {
-				s, err := batching.New(batching.Config{MaxBatchSize: batch, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{batch}},
-					ref.InputLen(), ref.OutputLen(), insts, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				// batch clients (at least), whatever GOMAXPROCS is
-				b.SetParallelism(max((batch+goruntime.GOMAXPROCS(0)-1)/goruntime.GOMAXPROCS(0), 1))
-				var computeNS atomic.Int64
-				b.RunParallel(func(pb *testing.PB) {
-					in := make([]float32, ref.InputLen())
-					out := make([]float32, ref.OutputLen())
-					for pb.Next() {
-						tm, err := s.Do(context.Background(), in, 1, out, batching.RequestOptions{})
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						computeNS.Add(int64(tm.Compute) / int64(max(tm.BatchRows, 1)))
-					}
-				})
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")
-				// Execution time per image inside the batcher: compared with
-				// the raw ns/op ÷ batch it separates slower executions
-				// (interference) from gaps between them (hand-off).
-				b.ReportMetric(float64(computeNS.Load())/float64(b.N)/1e6, "exec-ms/image")
-			})
+			// batch clients fill one batch; twice as many keep a second
+			// batch queued, which a staged instance copies in during the
+			// run (and which a saturated server always has).
+			for _, v := range []struct {
+				name    string
+				insts   []batching.Instance
+				clients int
+			}{{"batcher", insts, batch}, {"batcher-2x", insts, 2 * batch}, {"staged-2x", stagedInsts, 2 * batch}} {
+				b.Run(fmt.Sprintf("%s/batch%d/%s", arch, batch, v.name), func(b *testing.B) { benchBatcher(b, ref, v.insts, batch, v.clients) })
+			}
 		}
 	}
+}
+
+// benchBatcher is BenchmarkRawVsBatcher's batcher side: at least clients
+// concurrent single-row clients on one instance.
+func benchBatcher(b *testing.B, ref *runtime.Session, insts []batching.Instance, batch, clients int) {
+	s, err := batching.New(batching.Config{MaxBatchSize: batch, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{batch}},
+		ref.InputLen(), ref.OutputLen(), insts, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	// clients (at least), whatever GOMAXPROCS is
+	b.SetParallelism(max((clients+goruntime.GOMAXPROCS(0)-1)/goruntime.GOMAXPROCS(0), 1))
+	var computeNS atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		in := make([]float32, ref.InputLen())
+		out := make([]float32, ref.OutputLen())
+		for pb.Next() {
+			tm, err := s.Do(context.Background(), in, 1, out, batching.RequestOptions{})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			computeNS.Add(int64(tm.Compute) / int64(max(tm.BatchRows, 1)))
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")
+	// Execution time per image inside the batcher: compared with
+	// the raw ns/op ÷ batch it separates slower executions
+	// (interference) from gaps between them (hand-off).
+	b.ReportMetric(float64(computeNS.Load())/float64(b.N)/1e6, "exec-ms/image")
 }

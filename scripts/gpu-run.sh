@@ -185,7 +185,7 @@ batcher_stage() {
 	# The benchmark builds its ResNets itself (seeded weights).
 	log "BenchmarkRawVsBatcher on CUDA"
 	(cd "$ROOT/batching" && FASTINFER_BENCH_PROVIDER=cuda FASTINFER_BENCH_BATCHES="${BATCHES:-1,8,32,64}" timeout 400 \
-		"$B/bench/batching.test" -test.run XXX -test.bench 'RawVsBatcher/resnet50/batch[0-9]+/(raw|batcher)$' -test.count "${COUNT:-3}" 2>&1 |
+		"$B/bench/batching.test" -test.run XXX -test.bench 'RawVsBatcher/resnet50/batch[0-9]+/(raw|batcher|batcher-2x|staged-2x)$' -test.count "${COUNT:-3}" 2>&1 |
 		grep -E '^(Benchmark|ok|FAIL|panic)' | tee "$OUT/batcher.txt")
 }
 
