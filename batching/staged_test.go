@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -255,4 +257,74 @@ func TestStagedCloseDrains(t *testing.T) {
 	if n := f.overlaps.Load(); n > 0 {
 		t.Errorf("%d copies into the running slot", n)
 	}
+}
+
+// Staged instances under a random mix of request sizes, priorities,
+// timeouts, cancellations and departed clients, with a bounded queue:
+// every request either gets exactly its rows or one of the batcher's
+// errors, no slot is written while it runs, and Close returns.
+func TestStagedChaos(t *testing.T) {
+	fakes := []*stagedFake{newStagedFake(6), newStagedFake(6), newStagedFake(6)}
+	insts := make([]Instance, len(fakes))
+	for i, f := range fakes {
+		f.delay = 200 * time.Microsecond
+		insts[i] = f
+	}
+	s, err := New(Config{MaxBatchSize: 6, MaxQueueDelay: 300 * time.Microsecond, MaxQueueRows: 300, PriorityLevels: 2}, inLen, outLen, insts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := []error{ErrQueueFull, ErrQueueTimeout, ErrDeadlineUnmeetable, ErrClientGone, context.Canceled, context.DeadlineExceeded}
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 48 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for k := range 40 {
+				id := g*100 + k
+				rows := 1 + rng.IntN(10)
+				o := RequestOptions{Priority: 1 + rng.IntN(2)}
+				if rng.IntN(4) == 0 {
+					o.Timeout = time.Duration(1+rng.IntN(5)) * time.Millisecond
+				}
+				if rng.IntN(8) == 0 {
+					o.Gone = func() bool { return true }
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				if rng.IntN(8) == 0 {
+					time.AfterFunc(time.Duration(rng.IntN(2000))*time.Microsecond, cancel)
+				}
+				in := rowsFor(id, rows)
+				out := make([]float32, rows*outLen)
+				_, err := s.Do(ctx, in, rows, out, o)
+				cancel()
+				if err == nil {
+					ok.Add(1)
+					checkRows(t, id, in, out, rows)
+					continue
+				}
+				failed.Add(1)
+				if !slices.ContainsFunc(known, func(e error) bool { return errors.Is(err, e) }) {
+					t.Errorf("request %d: unexpected error %v", id, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	for i, f := range fakes {
+		if n := f.overlaps.Load(); n > 0 {
+			t.Errorf("instance %d: %d copies into the running slot", i, n)
+		}
+	}
+	if ok.Load() == 0 {
+		t.Fatal("no request succeeded")
+	}
+	t.Logf("%d answered, %d refused or dropped", ok.Load(), failed.Load())
 }
