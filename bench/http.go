@@ -176,22 +176,26 @@ func (c *Client) Metadata(model string) (*ModelMetadata, error) {
 	return &m, nil
 }
 
-// Instances is how many instances serve model, from fastinfer's own
-// metadata (GET /v1/models/{m}); 0 when the server does not say.
-func (c *Client) Instances(model string) int {
+// ModelBatching is what fastinfer's own metadata (GET /v1/models/{m})
+// says of a model's batching: zeros when the server does not say.
+type ModelBatching struct {
+	Instances    int `json:"instances"`
+	MaxBatchSize int `json:"max_batch_size"`
+}
+
+// Batching fetches a model's ModelBatching.
+func (c *Client) Batching(model string) ModelBatching {
 	b, err := c.Get("/v1/models/" + url.PathEscape(model))
 	if err != nil {
-		return 0
+		return ModelBatching{}
 	}
 	var m struct {
-		Batching struct {
-			Instances int `json:"instances"`
-		} `json:"batching"`
+		Batching ModelBatching `json:"batching"`
 	}
 	if json.Unmarshal(b, &m) != nil {
-		return 0
+		return ModelBatching{}
 	}
-	return m.Batching.Instances
+	return m.Batching
 }
 
 // TensorTarget posts pre-made FP32 tensors with the binary tensor

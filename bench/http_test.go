@@ -592,12 +592,12 @@ func TestLoadImages(t *testing.T) {
 	}
 }
 
-func TestClientInstances(t *testing.T) {
+func TestClientBatching(t *testing.T) {
 	f := startFakeServer(t)
 	c := newTestClient(t, f.url)
-	for model, want := range map[string]int{"toy": 3, "garbled": 0, "absent": 0} {
-		if got := c.Instances(model); got != want {
-			t.Errorf("Instances(%q) = %d, want %d", model, got, want)
+	for model, want := range map[string]ModelBatching{"toy": {Instances: 3, MaxBatchSize: 8}, "garbled": {}, "absent": {}} {
+		if got := c.Batching(model); got != want {
+			t.Errorf("Batching(%q) = %+v, want %+v", model, got, want)
 		}
 	}
 }

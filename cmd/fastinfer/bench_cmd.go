@@ -314,7 +314,7 @@ func benchLoads(c *benchConfig) ([]bench.Load, error) {
 // localCores is this machine's core count when the server runs on it,
 // else 0.
 func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, model string, loads []bench.Load, localCores int, emit func(bench.Step), progress io.Writer) error {
-	instances := client.Instances(model)
+	mb := client.Batching(model)
 	for _, l := range loads {
 		before, err := client.Scrape(model)
 		if err != nil {
@@ -333,11 +333,12 @@ func sweep(ctx context.Context, client *bench.Client, t bench.Target, kind, mode
 		// The scrape spans the warm-up too; the means are still the
 		// step's, as warm-up runs the same load.
 		st.Server = bench.Split(before, after)
-		st.Server.SetInstances(instances)
+		st.Server.SetInstances(mb.Instances)
 		if st.ClientCPU > 0.25 {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("the load generator used %.0f%% of the machine: it may be the bottleneck", st.ClientCPU*100))
 		}
 		noteCPUShare(&st, localCores)
+		noteIdleInstances(&st, mb.MaxBatchSize)
 		emit(st)
 	}
 	return nil
@@ -460,6 +461,19 @@ func noteCPUShare(st *bench.Step, localCores int) {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("the server (%.0f%% of this machine's cores) and the load generator (%.0f%%) used %.0f%% of the CPU: the CPU bounds this step",
 			st.Server.CPUShare*100, st.ClientCPU*100, total*100))
 	}
+}
+
+// noteIdleInstances warns when batches left full but the instances ran
+// under 85 % of the time: then neither the load nor the model bounds the
+// step, but the work between runs (the copy into the batch, the hand-off
+// of results) does.
+func noteIdleInstances(st *bench.Step, maxBatch int) {
+	sv := st.Server
+	if sv == nil || sv.InstanceBusy <= 0 || sv.InstanceBusy >= 0.85 || maxBatch <= 1 || sv.MeanBatchSize < 0.9*float64(maxBatch) {
+		return
+	}
+	st.Warnings = append(st.Warnings, fmt.Sprintf("batches were full (%.1f of %d rows) but the instances ran only %.0f%% of the time: the work between runs bounds this step (copying into the batch took %.2f ms a batch), not the model; --stage-batches=on or more --instances may help",
+		sv.MeanBatchSize, maxBatch, 100*sv.InstanceBusy, sv.InputMs))
 }
 
 // isLoopbackURL reports whether a server URL names this machine.

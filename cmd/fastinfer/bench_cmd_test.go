@@ -149,3 +149,30 @@ func TestNoteCPUShare(t *testing.T) {
 	st := bench.Step{Throughput: 100} // no server split at all (raw)
 	noteCPUShare(&st, 16)
 }
+
+func TestNoteIdleInstances(t *testing.T) {
+	tests := []struct {
+		name        string
+		busy, batch float64
+		maxBatch    int
+		warn        bool
+	}{
+		{"full batches, idle instances", 0.69, 63.2, 64, true},
+		{"full batches, busy instances", 0.97, 64, 64, false},
+		{"small batches: the load bounds it", 0.3, 7.5, 64, false},
+		{"busy unknown", 0, 64, 64, false},
+		{"max batch unknown", 0.5, 8, 0, false},
+		{"no batching", 0.5, 1, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := bench.Step{Server: &bench.ServerSplit{InstanceBusy: tt.busy, MeanBatchSize: tt.batch, InputMs: 2.5}}
+			noteIdleInstances(&st, tt.maxBatch)
+			warned := len(st.Warnings) == 1 && strings.Contains(st.Warnings[0], "the work between runs bounds this step") && strings.Contains(st.Warnings[0], "2.50 ms")
+			if warned != tt.warn || (!tt.warn && len(st.Warnings) != 0) {
+				t.Errorf("warnings %q, want the idle-instances warning: %v", st.Warnings, tt.warn)
+			}
+		})
+	}
+	noteIdleInstances(&bench.Step{}, 64) // raw: no server split
+}
