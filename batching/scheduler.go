@@ -433,7 +433,7 @@ func (s *Scheduler) worker(inst Instance) {
 	for {
 		s.formMu.Lock()
 		var ok bool
-		parts, ok = s.form(parts[:0], timer)
+		parts, ok = s.form(parts[:0], timer, false)
 		s.formMu.Unlock()
 		if !ok {
 			s.wake() // let the next worker see the closed, empty queue too
@@ -445,9 +445,17 @@ func (s *Scheduler) worker(inst Instance) {
 
 // form waits until a batch should leave, then takes it from the queue.
 // It returns false when the scheduler is closed and the queue empty.
-func (s *Scheduler) form(parts []part, timer *time.Timer) ([]part, bool) {
+//
+// ahead is a stager's formation while its instance runs: it takes a batch
+// only if aheadRoomLocked allows, checked under the same lock as the
+// take, and otherwise returns no parts (and true) at once.
+func (s *Scheduler) form(parts []part, timer *time.Timer, ahead bool) ([]part, bool) {
 	for {
 		s.mu.Lock()
+		if ahead && !s.aheadRoomLocked() {
+			s.mu.Unlock()
+			return parts, true
+		}
 		if s.pendingRows == 0 {
 			closed := s.closed
 			s.mu.Unlock()
@@ -730,13 +738,18 @@ func (s *Scheduler) stagedWorker(inst Staged) {
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
 		for slot := range free {
-			s.awaitRoom(&queued, done)
-			s.formMu.Lock()
-			parts, ok := s.form(bufs[slot][:0], timer)
-			s.formMu.Unlock()
-			if !ok {
-				s.wake()
-				return
+			var parts []part
+			for len(parts) == 0 {
+				ahead := s.awaitRoom(&queued, done)
+				var ok bool
+				s.formMu.Lock()
+				parts, ok = s.form(bufs[slot][:0], timer, ahead)
+				s.formMu.Unlock()
+				if !ok {
+					s.wake()
+					return
+				}
+				// No parts: the room went to another stager first.
 			}
 			bufs[slot] = parts
 			total := batchRows(parts)
@@ -761,27 +774,32 @@ func (s *Scheduler) stagedWorker(inst Staged) {
 
 // awaitRoom returns when a stager may form its next batch: at once if its
 // runner has nothing to run, else once the queue holds a batch to copy
-// ahead (see aheadRoom) or the runner has finished. It never takes the
-// workers' arrival signal.
-func (s *Scheduler) awaitRoom(queued *atomic.Int32, done <-chan struct{}) {
+// ahead (see aheadRoom) or the runner has finished. It reports whether
+// the batch would be copied ahead (its runner still busy). It never takes
+// the workers' arrival signal.
+func (s *Scheduler) awaitRoom(queued *atomic.Int32, done <-chan struct{}) (ahead bool) {
 	select {
 	case <-done: // a finish already seen by the check below
 	default:
 	}
-	for queued.Load() > 0 && !s.aheadRoom() {
+	for queued.Load() > 0 {
+		if s.aheadRoom() {
+			return true
+		}
 		s.stagers.Add(1)
 		if s.aheadRoom() { // rows that arrived before the count was up
 			s.stagers.Add(-1)
-			return
+			return true
 		}
 		select {
 		case <-done:
 			s.stagers.Add(-1)
-			return
+			return false
 		case <-s.stageWake:
 		}
 		s.stagers.Add(-1)
 	}
+	return false
 }
 
 // aheadRoom reports whether the queue holds a full batch beyond one for
@@ -789,6 +807,11 @@ func (s *Scheduler) awaitRoom(queued *atomic.Int32, done <-chan struct{}) {
 func (s *Scheduler) aheadRoom() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.aheadRoomLocked()
+}
+
+// aheadRoomLocked is aheadRoom with s.mu held.
+func (s *Scheduler) aheadRoomLocked() bool {
 	idle := s.instances - s.running
 	return s.pendingRows >= s.cfg.MaxBatchSize*(idle+1)
 }
