@@ -104,6 +104,9 @@ type BatchingInfo struct {
 	PriorityLevels      int   `json:"priority_levels"`
 	Instances           int   `json:"instances"`
 	ThreadsPerInstance  int   `json:"threads_per_instance,omitempty"`
+	// StagedBatches: each instance copies the next batch into a second
+	// input buffer while one runs (--stage-batches).
+	StagedBatches bool `json:"staged_batches,omitempty"`
 }
 
 // registry maps names to the versions served. Reads far outnumber writes

@@ -158,6 +158,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	}
 	var first *runtime.Session
 	var instances []batching.Instance
+	stagedAll := true // every instance has two input slots
 	for _, dev := range plan.devices {
 		open := func() (*runtime.Session, error) {
 			sess, err := env.NewSession(v.Path, runtime.SessionOptions{
@@ -183,6 +184,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			return fail(v.Path, err)
 		}
 		cleanup = append(cleanup, inst.Close)
+		stagedAll = stagedAll && inst.Slots() >= 2
 		// Warm-up: the first run of a batch size allocates arenas and, on
 		// CUDA, picks kernels; with CUDA graphs the second captures the
 		// graph. No request should pay for either.
@@ -239,7 +241,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
 			PreferredBatchSizes: sc.PreferredBatchSizes, MaxQueueSize: sc.MaxQueueRows,
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
-			Instances: len(instances), ThreadsPerInstance: plan.threads,
+			Instances: len(instances), ThreadsPerInstance: plan.threads, StagedBatches: stagedAll,
 		},
 		Preprocess: func(img []byte, dst []float32, stats bool) (server.ImageStats, error) {
 			info, err := pre.Into(img, dst)
