@@ -783,11 +783,9 @@ func (s *Scheduler) awaitRoom(queued *atomic.Int32, done <-chan struct{}) (ahead
 	default:
 	}
 	for queued.Load() > 0 {
-		if s.aheadRoom() {
-			return true
-		}
+		// Counted before the check: rows arriving after it signal stageWake.
 		s.stagers.Add(1)
-		if s.aheadRoom() { // rows that arrived before the count was up
+		if s.aheadRoom() {
 			s.stagers.Add(-1)
 			return true
 		}

@@ -544,8 +544,7 @@ func decodeFP32(dst []float32, src []byte) int {
 		}
 		return firstNonFinite(dst)
 	}
-	// The exponent test of checkFinite, on the words as they are copied.
-	const exp, step, tops = exp2, step2, tops2
+	// checkFinite's exponent test, on the words as they are copied.
 	// The destination is float32-aligned, so viewing it as words is too
 	// when its start is 8-aligned, as Go's allocations of 8 bytes and more
 	// are; the source is read a byte slice at a time, at any offset.
@@ -561,19 +560,19 @@ func decodeFP32(dst []float32, src []byte) int {
 		a, b := binary.LittleEndian.Uint64(s), binary.LittleEndian.Uint64(s[8:])
 		c, e := binary.LittleEndian.Uint64(s[16:]), binary.LittleEndian.Uint64(s[24:])
 		d[i], d[i+1], d[i+2], d[i+3] = a, b, c, e
-		acc |= (a&exp + step) | (b&exp + step) | (c&exp + step) | (e&exp + step)
+		acc |= (a&exp2 + step2) | (b&exp2 + step2) | (c&exp2 + step2) | (e&exp2 + step2)
 	}
 	for ; i < len(d); i++ {
 		a := binary.LittleEndian.Uint64(src[8*i:])
 		d[i] = a
-		acc |= a&exp + step
+		acc |= a&exp2 + step2
 	}
 	for j := 2 * len(d); j < len(dst); j++ {
 		u := binary.LittleEndian.Uint32(src[4*j:])
 		dst[j] = math.Float32frombits(u)
 		acc |= uint64(u&0x7f800000 + 0x00800000)
 	}
-	if acc&tops == 0 {
+	if acc&tops2 == 0 {
 		return -1
 	}
 	return firstNonFinite(dst)

@@ -368,22 +368,20 @@ func float16Model(data []byte, o fp16.Options) ([]byte, fp16.Report, error) {
 // CUDA (unless --gpu-buckets=false) Buckets over one session per batch
 // size bucket (see runtime.Buckets for why).
 type instance struct {
-	batching.Instance
-	Close  func() error
-	sizes  []int           // the batch sizes it runs: every size up to the largest, or the buckets
-	staged batching.Staged // the executor again when it has two input slots, else nil
+	batching.Instance // a *runtime.Binding or *runtime.Buckets: both batching.Staged
+	Close             func() error
+	sizes             []int // the batch sizes it runs: every size up to the largest, or the buckets
 }
 
-// instance is a batching.Staged; with one slot the scheduler runs it as
-// a plain Instance.
-func (i instance) Slots() int {
-	if i.staged == nil {
-		return 1
-	}
-	return i.staged.Slots()
+// instance is a batching.Staged, passing on its executor's slots; with
+// one slot the scheduler runs it as a plain Instance.
+func (i instance) Slots() int { return i.Instance.(batching.Staged).Slots() }
+func (i instance) InputSlot(slot, rows int) []float32 {
+	return i.Instance.(batching.Staged).InputSlot(slot, rows)
 }
-func (i instance) InputSlot(slot, rows int) []float32 { return i.staged.InputSlot(slot, rows) }
-func (i instance) RunSlot(slot, rows int) error       { return i.staged.RunSlot(slot, rows) }
+func (i instance) RunSlot(slot, rows int) error {
+	return i.Instance.(batching.Staged).RunSlot(slot, rows)
+}
 
 // Values of --stage-batches.
 const (
@@ -424,11 +422,7 @@ func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), m
 		for i := range sizes {
 			sizes[i] = i + 1
 		}
-		inst := instance{Instance: b, Close: b.Close, sizes: sizes}
-		if staged {
-			inst.staged = b
-		}
-		return inst, nil
+		return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
 	}
 	sizes := runtime.BucketSizes(maxRows)
 	sessions := []*runtime.Session{sess}
@@ -450,11 +444,7 @@ func newInstance(sess *runtime.Session, open func() (*runtime.Session, error), m
 	if err != nil {
 		return instance{}, err
 	}
-	inst := instance{Instance: b, Close: b.Close, sizes: sizes}
-	if staged {
-		inst.staged = b
-	}
-	return inst, nil
+	return instance{Instance: b, Close: b.Close, sizes: sizes}, nil
 }
 
 // warmupSizes are the batch sizes an instance runs before it takes
