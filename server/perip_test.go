@@ -2,6 +2,9 @@ package server
 
 import (
 	"bufio"
+	"context"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"syscall"
@@ -9,12 +12,12 @@ import (
 	"time"
 )
 
-func TestPerIPListener(t *testing.T) {
+func TestConnListenerCapsPerIP(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := newPerIPListener(raw, 2)
+	ln := newConnListener(raw, 2)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 8)
 	go func() {
@@ -74,4 +77,69 @@ func TestPerIPListener(t *testing.T) {
 		t.Errorf("over the cap again: %v, %v", resp, err)
 	}
 	second.Close()
+}
+
+// A connection that never sends a byte (a preconnect) is closed at
+// shutdown once UnusedConnGrace old, instead of holding Shutdown until
+// ReadTimeout; one that has begun its request is let finish.
+func TestShutdownClosesUnusedConns(t *testing.T) {
+	s := New(Options{
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ReadTimeout: time.Hour, UnusedConnGrace: 100 * time.Millisecond,
+	})
+	s.SetReady(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	unused, partial := dial(), dial()
+	if _, err := io.WriteString(partial, "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // both accepted, the bytes read
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	unused.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := unused.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("unused connection at shutdown: read %d, %v; want it closed (EOF)", n, err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with a request half sent", err)
+	default:
+	}
+	if _, err := io.WriteString(partial, "\r\n"); err != nil {
+		t.Fatalf("finishing the request: %v", err)
+	}
+	partial.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(partial), nil)
+	if err != nil {
+		t.Fatalf("request begun before shutdown: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("request begun before shutdown: %d", resp.StatusCode)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
 }

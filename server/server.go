@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,7 +30,11 @@ type Options struct {
 	// MaxConnsPerIP caps concurrent connections from one client address
 	// (0 = no cap).
 	MaxConnsPerIP int
-	Logger        *slog.Logger
+	// UnusedConnGrace is how long Shutdown lets a connection that has not
+	// sent a byte live before closing it (0 = 5 s, net/http's figure: a
+	// request may be on its way on a connection just opened).
+	UnusedConnGrace time.Duration
+	Logger          *slog.Logger
 	// Registerer receives the server's metrics; nil = a fresh registry,
 	// served at /metrics.
 	Registry *prometheus.Registry
@@ -63,6 +68,9 @@ type Server struct {
 
 	adminToken, apiToken token
 	started              time.Time
+
+	connsMu sync.Mutex
+	conns   []*connListener // one per Serve
 }
 
 // New builds a Server with no models; add them with AddModel and call
@@ -79,6 +87,9 @@ func New(o Options) *Server {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 30 * time.Second
+	}
+	if o.UnusedConnGrace <= 0 {
+		o.UnusedConnGrace = 5 * time.Second
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 120 * time.Second
@@ -172,15 +183,40 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 
 // Serve answers requests on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.opts.MaxConnsPerIP > 0 {
-		ln = newPerIPListener(ln, s.opts.MaxConnsPerIP)
-	}
-	return s.http.Serve(ln)
+	cl := newConnListener(ln, s.opts.MaxConnsPerIP)
+	s.connsMu.Lock()
+	s.conns = append(s.conns, cl)
+	s.connsMu.Unlock()
+	return s.http.Serve(cl)
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests to
-// finish, or for ctx to end.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.ShutdownWithContext(ctx) }
+// finish, or for ctx to end. Connections that have sent nothing are closed
+// once UnusedConnGrace old; idle keep-alive ones at once (fasthttp).
+func (s *Server) Shutdown(ctx context.Context) error {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			s.connsMu.Lock()
+			for _, cl := range s.conns {
+				cl.closeUnused(time.Now().Add(-s.opts.UnusedConnGrace))
+			}
+			s.connsMu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := s.http.ShutdownWithContext(ctx)
+	close(stop)
+	<-stopped
+	return err
+}
 
 var (
 	pathV1Models = []byte("/v1/models")
