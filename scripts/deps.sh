@@ -27,7 +27,9 @@ ORT_GPU_SRI=sha512-FopIhNE/Ng+v2X65wVc9clPCBCvhvA53Hxo2U0Kf5fGdVsC7iCA+mZ0KLWggc
 # postgresql: its server binaries (/usr/lib/postgresql/*/bin) let the
 # prediction-log tests start a throw-away server of their own
 # (monitor/predlog); they never use the cluster Debian may start on 5432.
-APT_PACKAGES=(libopencv-dev libjpeg-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql)
+# curl and python3: the README's API examples run as written
+# (cmd/fastinfer/readme_test.go), and a minimal Debian has neither.
+APT_PACKAGES=(libopencv-dev libjpeg-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql curl python3)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
