@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strings"
 	"sync"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -26,8 +27,12 @@ type Config struct {
 	Lib            string // path to libonnxruntime.so (see ResolveLib)
 	Provider       string // auto | cpu | cuda; "" = auto
 	IntraOpThreads int    // per-session compute threads; 0 = number of cores
-	OptLevel       string // disable | basic | extended | all; "" = all
-	CUDA           CUDAOptions
+	// IntraOpSpin is how long a session's idle compute threads spin
+	// before they sleep: a duration ("0" = never spin), SpinORT for ONNX
+	// Runtime's own, or "" for DefaultSpin.
+	IntraOpSpin string
+	OptLevel    string // disable | basic | extended | all; "" = all
+	CUDA        CUDAOptions
 	// TensorRT is auto (tried before CUDA when its provider library is
 	// beside Lib) or off; "" = auto. TensorRTCache is where its engines
 	// are kept between runs ("" = not kept).
@@ -44,6 +49,7 @@ type Config struct {
 type Env struct {
 	cfg     Config
 	opt     ort.GraphOptimizationLevel
+	spin    time.Duration // < 0: ONNX Runtime's own
 	logger  *slog.Logger
 	gpus    cuda.Info
 	reasons sync.Map // fallback reasons already logged, so each is said once
@@ -62,6 +68,10 @@ var (
 // Open initialises ONNX Runtime from cfg.Lib, or returns the environment
 // already open on the same library.
 func Open(cfg Config) (*Env, error) {
+	spin, err := ParseSpin(cfg.IntraOpSpin)
+	if err != nil {
+		return nil, err
+	}
 	envMu.Lock()
 	defer envMu.Unlock()
 	if shared != nil {
@@ -111,7 +121,7 @@ func Open(cfg Config) (*Env, error) {
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
 		return nil, fmt.Errorf("initialising ONNX Runtime from %s: %w", cfg.Lib, err)
 	}
-	e := &Env{cfg: cfg, opt: opt, logger: cfg.Logger, refs: 1}
+	e := &Env{cfg: cfg, opt: opt, spin: spin, logger: cfg.Logger, refs: 1}
 	if cfg.Provider != ProviderCPU {
 		e.gpus = cfg.GPUs()
 	}

@@ -161,17 +161,11 @@ func (e *Env) sessionProvider(kind string) (string, error) {
 // open creates the ORT session on the CPU (ep "" or ProviderCPU), CUDA or
 // TensorRT.
 func (e *Env) open(path string, model []byte, s *Session, ep string, device int) (*ort.DynamicAdvancedSession, error) {
-	opts, err := ort.NewSessionOptions()
+	opts, err := newSessionOptions(s.threads, e.opt, e.spin)
 	if err != nil {
-		return nil, fmt.Errorf("session options: %w", err)
+		return nil, err
 	}
 	defer opts.Destroy()
-	if err := opts.SetIntraOpNumThreads(s.threads); err != nil {
-		return nil, fmt.Errorf("intra-op threads: %w", err)
-	}
-	if err := opts.SetGraphOptimizationLevel(e.opt); err != nil {
-		return nil, fmt.Errorf("graph optimisation level: %w", err)
-	}
 	switch ep {
 	case ProviderCUDA:
 		if err := e.appendCUDA(opts, device, e.cfg.CUDA.Graphs); err != nil {

@@ -459,6 +459,7 @@ func TestServeRejectsBadSettings(t *testing.T) {
 		want string
 	}{
 		{[]string{"--sched", "fifo"}, "--sched"},
+		{[]string{"--intra-op-spin", "fast"}, "intra-op spin"},
 		{[]string{"--tensorrt", "sometimes"}, "--tensorrt"},
 		{[]string{"--cuda-conv-search", "fastest"}, "conv algorithm search"},
 		{[]string{"--cuda-arena", "double"}, "arena extend"},

@@ -34,6 +34,7 @@ type serveConfig struct {
 	ortLib          string
 	provider        string
 	threads         int
+	intraOpSpin     string
 	optLevel        string
 	instances       int
 	maxBatch        int
@@ -75,6 +76,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.ortLib, "ort-lib", "", "path to libonnxruntime.so (else $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+runtime.ORTVersion+"/)")
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider: auto (CUDA if usable, else CPU), cuda or cpu")
 	fs.IntVar(&c.threads, "threads", 0, "ONNX Runtime intra-op threads per session (0 = number of cores)")
+	fs.StringVar(&c.intraOpSpin, "intra-op-spin", runtime.DefaultSpin.String(), "how long idle ONNX Runtime compute threads spin before sleeping: a duration (0 = never), or ort for ONNX Runtime's own (tens of ms)")
 	fs.StringVar(&c.optLevel, "opt-level", "all", "graph optimisation level: disable, basic, extended or all")
 	fs.IntVar(&c.instances, "instances", 0, "execution instances per model (per GPU on GPU); 0 = 1 on CPU, 2 per GPU")
 	fs.IntVar(&c.maxBatch, "max-batch-size", 8, "default rows per execution (config.yaml batching.max_batch_size wins); 1 disables batching")
@@ -198,7 +200,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		return err
 	}
 	env, err := runtime.Open(runtime.Config{
-		Lib: lib, Provider: cfg.provider, IntraOpThreads: cfg.threads, OptLevel: cfg.optLevel, Logger: log,
+		Lib: lib, Provider: cfg.provider, IntraOpThreads: cfg.threads, IntraOpSpin: cfg.intraOpSpin, OptLevel: cfg.optLevel, Logger: log,
 		CUDA: cfg.cuda, TensorRT: cfg.tensorrt, TensorRTCache: cfg.tensorrtCache,
 	})
 	if err != nil {
