@@ -33,6 +33,8 @@ var aptExceptions = map[string]string{
 	"dataset-fashion-mnist": "training data only",
 	"prometheus":            "metrics tests only",
 	"postgresql":            "the prediction-log tests start their own server",
+	"curl":                  "the README examples' test only",
+	"python3":               "the README examples' test only",
 }
 
 // opencvSoVersion is the soname suffix of OpenCV 4.6 (libopencv_core.so.406),
