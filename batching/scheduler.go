@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Instance is one execution instance of a model (an ONNX Runtime session
@@ -232,7 +233,8 @@ func (s *Scheduler) Config() Config { return s.cfg }
 // request is one caller's rows. It is pooled: Do returns it to the pool
 // only when no worker and no queue refers to it any more.
 type request struct {
-	in, out  []float32
+	in       []byte // rows × inLen float32s in the host's byte order, at any alignment
+	out      []float32
 	rows     int
 	next     int // next row to dispatch
 	inflight int // executions carrying its rows, not yet finished
@@ -262,6 +264,23 @@ func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float3
 		return Timing{}, fmt.Errorf("%w: %d rows need %d input and %d output floats, got %d and %d",
 			ErrBadRequest, rows, rows*s.inLen, rows*s.outLen, len(in), len(out))
 	}
+	return s.do(ctx, floatBytes(in), rows, out, o)
+}
+
+// DoBytes is Do for input given as bytes: rows × inLen float32s in the
+// host's byte order, at any alignment. A binary tensor in an HTTP body
+// starts wherever its JSON header ends, so it can be copied from the body
+// straight into the batch even when it does not start at a multiple of
+// four bytes.
+func (s *Scheduler) DoBytes(ctx context.Context, in []byte, rows int, out []float32, o RequestOptions) (Timing, error) {
+	if rows <= 0 || len(in) < rows*s.inLen*4 || len(out) < rows*s.outLen {
+		return Timing{}, fmt.Errorf("%w: %d rows need %d input bytes and %d output floats, got %d and %d",
+			ErrBadRequest, rows, rows*s.inLen*4, rows*s.outLen, len(in), len(out))
+	}
+	return s.do(ctx, in, rows, out, o)
+}
+
+func (s *Scheduler) do(ctx context.Context, in []byte, rows int, out []float32, o RequestOptions) (Timing, error) {
 	prio := o.Priority
 	if prio == 0 {
 		prio = s.cfg.DefaultPriority
@@ -626,12 +645,13 @@ func (s *Scheduler) gather(in []float32, parts []part, total int) {
 // copyRows copies batch rows lo..hi-1 (numbered across the parts in
 // order) into their places in in.
 func copyRows(in []float32, parts []part, inLen, lo, hi int) {
-	row := 0 // batch row of the current part's first row
+	dst := floatBytes(in)
+	n := 4 * inLen // bytes a row
+	row := 0       // batch row of the current part's first row
 	for _, p := range parts {
 		a, b := max(lo, row), min(hi, row+p.rows)
 		if a < b {
-			src := p.r.in[(p.from+a-row)*inLen : (p.from+b-row)*inLen]
-			copy(in[a*inLen:b*inLen], src)
+			copy(dst[a*n:b*n], p.r.in[(p.from+a-row)*n:(p.from+b-row)*n])
 		}
 		row += p.rows
 		if row >= hi {
@@ -888,3 +908,8 @@ func (f *linearFit) add(x, y float64) {
 }
 
 func (f *linearFit) at(x float64) float64 { return f.a + f.b*x }
+
+// floatBytes is x's memory as bytes.
+func floatBytes(x []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
+}

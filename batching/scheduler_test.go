@@ -178,7 +178,19 @@ func everyRequestGetsItsOwnRows(t *testing.T) {
 			rows := 1 + rand.IntN(12) // some larger than a batch: split
 			in := rowsFor(id, rows)
 			out := make([]float32, rows*outLen)
-			if _, err := s.Do(context.Background(), in, rows, out, RequestOptions{Priority: 1 + id%2}); err != nil {
+			o := RequestOptions{Priority: 1 + id%2}
+			var err error
+			if id%3 == 0 {
+				_, err = s.Do(context.Background(), in, rows, out, o)
+			} else {
+				// As bytes, starting 1, 2 or 3 bytes into a buffer
+				// (an HTTP body's tensor after its header).
+				off := id%3 + id%2
+				buf := make([]byte, off+4*len(in))
+				copy(buf[off:], floatBytes(in))
+				_, err = s.DoBytes(context.Background(), buf[off:], rows, out, o)
+			}
+			if err != nil {
 				errs <- err
 				return
 			}
@@ -615,6 +627,13 @@ func TestBadRequests(t *testing.T) {
 		if _, err := s.Do(context.Background(), make([]float32, tt.in), tt.rows, make([]float32, tt.out), RequestOptions{}); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("%s: %v", tt.name, err)
 		}
+		if _, err := s.DoBytes(context.Background(), make([]byte, 4*tt.in), tt.rows, make([]float32, tt.out), RequestOptions{}); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%s, as bytes: %v", tt.name, err)
+		}
+	}
+	// A byte short of a row is short too.
+	if _, err := s.DoBytes(context.Background(), make([]byte, 4*3-1), 1, make([]float32, 2), RequestOptions{}); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("input a byte short: %v", err)
 	}
 	if _, err := New(Config{}, 3, 2, nil, nil); err == nil {
 		t.Error("New without instances succeeded")
@@ -696,7 +715,7 @@ func TestCopyRowsInPieces(t *testing.T) {
 		if i == 2 {
 			from = 4
 		}
-		parts = append(parts, part{r: &request{in: rowsFor(i, from+n)}, from: from, rows: n})
+		parts = append(parts, part{r: &request{in: floatBytes(rowsFor(i, from+n))}, from: from, rows: n})
 	}
 	const total = 11
 	want := make([]float32, total*inLen)

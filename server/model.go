@@ -55,6 +55,12 @@ type Model struct {
 	// Infer runs rows images: in has rows*InputLen floats, out receives
 	// rows*Classes. batching.Scheduler.Do fits.
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
+	// InferBytes, when set, is Infer for input given as the host's float32
+	// bytes at any alignment (batching.Scheduler.DoBytes fits): a binary
+	// FP32 tensor then goes from the request body into the batch in one
+	// copy, wherever the client's JSON header made it start. Without it
+	// such tensors are decoded into a buffer for Infer.
+	InferBytes func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
 
 	// Drift, when set, watches this version's predictions against its
 	// reference profile (GET /v1/models/{m}/drift).

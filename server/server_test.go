@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,6 +74,14 @@ func fakeModel(name string, version int) *Model {
 
 		}
 		return batching.Timing{Queue: time.Millisecond, Compute: 2 * time.Millisecond}, nil
+	}
+	// As the scheduler's DoBytes: the same rows, handed over as bytes.
+	m.InferBytes = func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		f := make([]float32, len(in)/4)
+		for i := range f {
+			f[i] = math.Float32frombits(binary.NativeEndian.Uint32(in[4*i:]))
+		}
+		return m.Infer(ctx, f, rows, out, o)
 	}
 	return m
 }

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
+
+	"fastinfer/batching"
 )
 
 // The Open Inference Protocol (KServe v2) over HTTP: model metadata and
@@ -221,7 +223,8 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		return *buf
 	}
 	var dst []float32
-	bad := -1 // the first element that is not a finite number
+	var raw []byte // the body's FP32 tensor, for m.InferBytes
+	bad := -1      // the first element that is not a finite number
 	switch {
 	case in.Parameters.BinaryDataSize != nil:
 		size := *in.Parameters.BinaryDataSize
@@ -231,11 +234,12 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 		if int64(len(blobs)) != size {
 			return errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
 		}
-		if view, ok := viewFP32(in.Datatype, blobs); ok {
-			// The body is the tensor: check it, and the batcher copies it
-			// straight into the batch (the handler holds the body until
-			// Infer returns, and nothing writes to it).
-			dst, bad = view, checkFinite(view)
+		if in.Datatype == "FP32" && hostLittleEndian && m.InferBytes != nil {
+			// The body is the tensor: check it where it lies, and the
+			// batcher copies it straight into the batch (the handler
+			// holds the body until InferBytes returns, and nothing writes
+			// to it).
+			raw, bad = blobs, checkFiniteLE(blobs)
 		} else {
 			dst = take()
 			bad = dt.decode(dst, blobs)
@@ -269,7 +273,13 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	defer m.release(out)
 	g := watchClient(ctx)
 	opts.Gone = g.fn
-	tm, err := m.Infer(context.Background(), dst, rows, *out, opts)
+	var tm batching.Timing
+	var err error
+	if raw != nil {
+		tm, err = m.InferBytes(context.Background(), raw, rows, *out, opts)
+	} else {
+		tm, err = m.Infer(context.Background(), dst, rows, *out, opts)
+	}
 	unwatchClient(g)
 	if err != nil {
 		return s.inferError(m, err)
@@ -474,58 +484,48 @@ var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 // Exponent masks for two float32s in a little-endian word: for each half,
 // (bits & exp) + step carries into the half's top bit only when the
 // exponent was all ones (NaN or ±Inf), so OR-ing those over many words
-// flags a run holding one, and firstNonFinite then finds it.
+// flags a run holding one, which is then searched element by element.
 const (
 	exp2  = 0x7f8000007f800000
 	step2 = 0x0080000000800000
 	tops2 = 0x8000000080000000
 )
 
-// viewFP32 returns binary FP32 tensor bytes as float32s without a copy,
-// when they are the host's layout and start 4-aligned in the body (a
-// header whose length is a multiple of 4 after an aligned body start).
-// Otherwise the tensor is decoded into a buffer: that copy of a 602 KB
-// ResNet input was a tenth of the tensor path's CPU per request.
-func viewFP32(datatype string, b []byte) ([]float32, bool) {
-	if datatype != "FP32" || !hostLittleEndian || len(b)%4 != 0 ||
-		uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
-		return nil, false
+// checkFinite is firstNonFinite at the rate of a read, for a tensor
+// parsed from JSON.
+func checkFinite(x []float32) int {
+	if !hostLittleEndian {
+		return firstNonFinite(x)
 	}
-	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4), true
+	return checkFiniteLE(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x)))
 }
 
-// checkFinite is firstNonFinite over eight bytes at a time with the
-// carry test, at the rate of a read: the aliased body is checked, not
-// copied.
-func checkFinite(x []float32) int {
-	head := 0 // elements before the first 8-aligned one
-	if p := uintptr(unsafe.Pointer(unsafe.SliceData(x))); p%8 != 0 {
-		head = len(x)
-		if p%4 == 0 {
-			head = min(1, len(x))
-		}
-	}
-	if j := firstNonFinite(x[:head]); j >= 0 {
-		return j
-	}
-	var w []uint64
-	if n := (len(x) - head) / 2; n > 0 {
-		w = unsafe.Slice((*uint64)(unsafe.Pointer(&x[head])), n)
-	}
+// checkFiniteLE returns the index of the first little-endian float32 in b
+// that is not finite, or -1: a binary tensor checked where it lies in the
+// body, at whatever offset the JSON header left it. It tests eight bytes
+// (two exponents) at a time with the carry test below and looks for the
+// element only if one fails: 27 µs for a 602 KB ResNet input
+// (BenchmarkCheckFinite), where converting it costs 38 (decodeFP32).
+func checkFiniteLE(b []byte) int {
+	n := 4 * (len(b) / 4)
 	var acc uint64
 	i := 0
-	for ; i+4 <= len(w); i += 4 {
-		acc |= (w[i]&exp2 + step2) | (w[i+1]&exp2 + step2) | (w[i+2]&exp2 + step2) | (w[i+3]&exp2 + step2)
+	for ; i+32 <= n; i += 32 {
+		s := b[i : i+32]
+		w0, w1 := binary.LittleEndian.Uint64(s), binary.LittleEndian.Uint64(s[8:])
+		w2, w3 := binary.LittleEndian.Uint64(s[16:]), binary.LittleEndian.Uint64(s[24:])
+		acc |= (w0&exp2 + step2) | (w1&exp2 + step2) | (w2&exp2 + step2) | (w3&exp2 + step2)
 	}
-	for ; i < len(w); i++ {
-		acc |= w[i]&exp2 + step2
+	for ; i+4 <= n; i += 4 {
+		acc |= uint64(binary.LittleEndian.Uint32(b[i:])&0x7f800000 + 0x00800000)
 	}
-	if acc&tops2 != 0 {
-		return head + firstNonFinite(x[head:])
+	if acc&tops2 == 0 {
+		return -1
 	}
-	tail := head + 2*len(w)
-	if j := firstNonFinite(x[tail:]); j >= 0 {
-		return tail + j
+	for j := 0; j < n; j += 4 {
+		if binary.LittleEndian.Uint32(b[j:])&0x7f800000 == 0x7f800000 {
+			return j / 4
+		}
 	}
 	return -1
 }

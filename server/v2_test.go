@@ -1,15 +1,18 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
+
+	"fastinfer/batching"
 )
 
 // binaryBody builds a binary-extension request: JSON header then tensors.
@@ -100,7 +103,17 @@ func TestV2Golden(t *testing.T) {
 }
 
 func TestV2InferBinary(t *testing.T) {
-	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	// toy takes FP32 tensors as body bytes (InferBytes, as served);
+	// plain has only Infer, so they are decoded into a buffer first.
+	toy, plain := fakeModel("toy", 1), fakeModel("plain", 1)
+	plain.InferBytes = nil
+	var asBytes atomic.Int64
+	inferBytes := toy.InferBytes
+	toy.InferBytes = func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		asBytes.Add(1)
+		return inferBytes(ctx, in, rows, out, o)
+	}
+	ts := newTestServer(t, Options{}, toy, plain)
 	want := []float32{3, 2, -1, 3, 0.5, 0.07, -1, 0} // (300·200)%7=3, (50·7)%7=0
 	tests := []struct {
 		name     string
@@ -112,7 +125,7 @@ func TestV2InferBinary(t *testing.T) {
 		{"int64", "INT64", binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, 300), 200), 50), 7)},
 	}
 	// Trailing spaces put the tensor at every offset from an aligned body:
-	// FP32 at a multiple of 4 is read in place, elsewhere decoded.
+	// FP32 is read in place at any of them.
 	for pad := range 4 {
 		tests = append(tests, struct {
 			name     string
@@ -128,38 +141,52 @@ func TestV2InferBinary(t *testing.T) {
 				pad, _ := strconv.Atoi(p)
 				h += strings.Repeat(" ", (4-len(h)%4)%4+pad)
 			}
-			hl, body := binaryBody(h, tt.blob)
-			r := ts.doInfer(t, "/v2/models/toy/infer", hl, body)
-			if r.status != 200 {
-				t.Fatalf("status %d: %s", r.status, r.body)
-			}
-			n, err := strconv.Atoi(r.header[headerInferLength])
-			if err != nil || n > len(r.body) {
-				t.Fatalf("%s = %q", headerInferLength, r.header[headerInferLength])
-			}
-			var head struct {
-				Outputs []struct {
-					Name       string
-					Shape      []int
-					Datatype   string
-					Parameters struct {
-						BinaryDataSize int `json:"binary_data_size"`
-					}
-				}
-			}
-			if err := json.Unmarshal([]byte(r.body[:n]), &head); err != nil {
-				t.Fatalf("header %q: %v", r.body[:n], err)
-			}
-			blob := []byte(r.body[n:])
-			if o := head.Outputs[0]; o.Datatype != "FP32" || len(o.Shape) != 2 || o.Shape[0] != 2 || o.Shape[1] != 4 || o.Parameters.BinaryDataSize != len(blob) {
-				t.Fatalf("output header %+v, %d bytes", o, len(blob))
-			}
-			for i, w := range want {
-				if got := math.Float32frombits(binary.LittleEndian.Uint32(blob[4*i:])); math.Abs(float64(got-w)) > 1e-6 {
-					t.Errorf("out[%d] = %v, want %v", i, got, w)
+			for _, model := range []string{"toy", "plain"} {
+				before := asBytes.Load()
+				hl, body := binaryBody(h, tt.blob)
+				r := ts.doInfer(t, "/v2/models/"+model+"/infer", hl, body)
+				checkBinaryAnswer(t, r, want)
+				viaBytes := asBytes.Load() > before
+				if wantBytes := model == "toy" && tt.datatype == "FP32"; viaBytes != wantBytes {
+					t.Errorf("%s: tensor handed over as body bytes: %v, want %v", model, viaBytes, wantBytes)
 				}
 			}
 		})
+	}
+}
+
+// checkBinaryAnswer checks a binary-extension answer's header and its
+// FP32 output against want.
+func checkBinaryAnswer(t *testing.T, r response, want []float32) {
+	t.Helper()
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	n, err := strconv.Atoi(r.header[headerInferLength])
+	if err != nil || n > len(r.body) {
+		t.Fatalf("%s = %q", headerInferLength, r.header[headerInferLength])
+	}
+	var head struct {
+		Outputs []struct {
+			Name       string
+			Shape      []int
+			Datatype   string
+			Parameters struct {
+				BinaryDataSize int `json:"binary_data_size"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.body[:n]), &head); err != nil {
+		t.Fatalf("header %q: %v", r.body[:n], err)
+	}
+	blob := []byte(r.body[n:])
+	if o := head.Outputs[0]; o.Datatype != "FP32" || len(o.Shape) != 2 || o.Shape[0] != 2 || o.Shape[1] != 4 || o.Parameters.BinaryDataSize != len(blob) {
+		t.Fatalf("output header %+v, %d bytes", o, len(blob))
+	}
+	for i, w := range want {
+		if got := math.Float32frombits(binary.LittleEndian.Uint32(blob[4*i:])); math.Abs(float64(got-w)) > 1e-6 {
+			t.Errorf("out[%d] = %v, want %v", i, got, w)
+		}
 	}
 }
 
@@ -331,60 +358,36 @@ func TestDecodeFP32(t *testing.T) {
 	}
 }
 
-func TestViewFP32(t *testing.T) {
-	words := make([]uint64, 4) // 8-aligned backing
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 32)
-	tests := []struct {
-		name     string
-		datatype string
-		b        []byte
-		ok       bool
-	}{
-		{"aligned", "FP32", b[:16], true},
-		{"4-aligned", "FP32", b[4:20], true},
-		{"empty", "FP32", b[:0], true},
-		{"offset 1", "FP32", b[1:17], false},
-		{"offset 2", "FP32", b[2:18], false},
-		{"offset 3", "FP32", b[3:19], false},
-		{"ragged length", "FP32", b[:15], false},
-		{"FP16", "FP16", b[:16], false},
-		{"INT32", "INT32", b[:16], false},
-	}
-	for _, tt := range tests {
-		v, ok := viewFP32(tt.datatype, tt.b)
-		if ok != tt.ok {
-			t.Errorf("%s: ok = %v, want %v", tt.name, ok, tt.ok)
-			continue
-		}
-		if !ok {
-			continue
-		}
-		if len(v) != len(tt.b)/4 {
-			t.Errorf("%s: %d floats from %d bytes", tt.name, len(v), len(tt.b))
-		}
-		if len(v) > 0 && unsafe.Pointer(&v[0]) != unsafe.Pointer(&tt.b[0]) {
-			t.Errorf("%s: the view is a copy", tt.name)
-		}
-	}
-}
-
 // checkFinite agrees with firstNonFinite for every length, position and
-// kind of non-finite value, from 8-aligned and 4-aligned starts.
+// kind of non-finite value, from 8-aligned and 4-aligned starts; and
+// checkFiniteLE on the same values as little-endian bytes, from every
+// byte offset (a binary tensor starts wherever its header ends).
 func TestCheckFinite(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 3, 7, 8, 9, 16, 17, 1001} {
-		for _, shift := range []int{0, 1} {
-			for bad := -1; bad < n; bad++ {
-				for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		for bad := -1; bad < n; bad++ {
+			for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+				vals := make([]float32, n)
+				for i := range vals {
+					vals[i] = float32(i) - 3.5
+				}
+				if bad >= 0 {
+					vals[bad] = v
+				}
+				for shift := range 2 {
 					buf := make([]float32, n+1)
 					x := buf[shift : shift+n]
-					for i := range x {
-						x[i] = float32(i) - 3.5
-					}
-					if bad >= 0 {
-						x[bad] = v
-					}
+					copy(x, vals)
 					if got := checkFinite(x); got != bad {
 						t.Fatalf("%d floats, shift %d, %v at %d: checkFinite = %d", n, shift, v, bad, got)
+					}
+				}
+				for off := range 8 {
+					buf := make([]byte, off+4*n+3) // ragged bytes past the last float are ignored
+					for i, f := range vals {
+						binary.LittleEndian.PutUint32(buf[off+4*i:], math.Float32bits(f))
+					}
+					if got := checkFiniteLE(buf[off : off+4*n+off%4]); got != bad {
+						t.Fatalf("%d floats at byte %d, %v at %d: checkFiniteLE = %d", n, off, v, bad, got)
 					}
 				}
 			}
@@ -431,18 +434,22 @@ func BenchmarkDecodeFP32(b *testing.B) {
 }
 
 // BenchmarkCheckFinite is the check of a tensor read in place: the same
-// 602 KB input as BenchmarkDecodeFP32, 4-aligned as it sits in a body.
+// 602 KB input as BenchmarkDecodeFP32, at the body offsets a header
+// leaves.
 func BenchmarkCheckFinite(b *testing.B) {
 	const n = 3 * 224 * 224
-	buf := make([]float32, n+1)
-	x := buf[1:]
-	for i := range x {
-		x[i] = float32(i%255) / 255
-	}
-	b.SetBytes(4 * n)
-	for b.Loop() {
-		if checkFinite(x) >= 0 {
-			b.Fatal("non-finite")
+	for _, off := range []int{0, 1, 4} {
+		src := make([]byte, 4*n+off)
+		for i := range n {
+			binary.LittleEndian.PutUint32(src[off+4*i:], math.Float32bits(float32(i%255)/255))
 		}
+		b.Run("offset"+strconv.Itoa(off), func(b *testing.B) {
+			b.SetBytes(4 * n)
+			for b.Loop() {
+				if checkFiniteLE(src[off:]) >= 0 {
+					b.Fatal("non-finite")
+				}
+			}
+		})
 	}
 }

@@ -252,7 +252,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			st.Brightness, st.Contrast = spec.Stats(dst)
 			return st, nil
 		},
-		Infer: sched.Do,
+		Infer: sched.Do, InferBytes: sched.DoBytes,
 		Drift: mon,
 	}
 	closeAll := func() error {
