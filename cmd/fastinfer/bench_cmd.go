@@ -41,6 +41,7 @@ type benchConfig struct {
 	serveFlags                   string
 	ortLib, provider             string
 	hostMemory                   string
+	intraOpSpin                  string
 	graphs                       bool
 	repeat                       int
 	out, svg, description        string
@@ -69,6 +70,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.ortLib, "ort-lib", "", "libonnxruntime.so for the raw target")
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider for the raw target: auto, cuda or cpu")
 	fs.BoolVar(&c.graphs, "cuda-graphs", false, "the raw target with CUDA graphs, one session per batch size (as serve's flag)")
+	fs.StringVar(&c.intraOpSpin, "intra-op-spin", runtime.DefaultSpin.String(), "how long the raw target's idle ONNX Runtime threads spin before sleeping (as serve's flag; give the started server its own in --serve-flags)")
 	fs.StringVar(&c.hostMemory, "gpu-host-memory", runtime.HostPinned, "the raw target's batch buffers on a GPU: pinned or pageable (as serve's flag; give the started server its own in --serve-flags)")
 	fs.StringVar(&c.out, "out", "", "write results as JSON to this file, or into this folder (ending in /) as DATE-DEVICE-MODEL.json with its .svg")
 	fs.StringVar(&c.svg, "svg", "", "write a latency/throughput plot to this SVG file")
@@ -366,7 +368,7 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 	if err != nil {
 		return err
 	}
-	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider, CUDA: runtime.CUDAOptions{HostMemory: c.hostMemory, Graphs: c.graphs}})
+	env, err := runtime.Open(runtime.Config{Lib: lib, Provider: c.provider, IntraOpSpin: c.intraOpSpin, CUDA: runtime.CUDAOptions{HostMemory: c.hostMemory, Graphs: c.graphs}})
 	if err != nil {
 		return err
 	}
