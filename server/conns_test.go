@@ -107,7 +107,15 @@ func TestShutdownClosesUnusedConns(t *testing.T) {
 	if _, err := io.WriteString(partial, "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // both accepted, the bytes read
+	// Wait until both are accepted and the partial request's bytes read
+	// (a sleep would race a loaded machine).
+	deadline := time.Now().Add(20 * time.Second)
+	for !connsSeen(s, 2, 1) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two connections were not accepted and read in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	shut := make(chan error, 1)
 	go func() {
@@ -142,4 +150,23 @@ func TestShutdownClosesUnusedConns(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// connsSeen says whether s's listeners hold live connections in all, used
+// of them having sent a byte.
+func connsSeen(s *Server, live, used int) bool {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	n, u := 0, 0
+	for _, cl := range s.conns {
+		cl.mu.Lock()
+		for st := range cl.live {
+			n++
+			if st.used.Load() {
+				u++
+			}
+		}
+		cl.mu.Unlock()
+	}
+	return n == live && u == used
 }
