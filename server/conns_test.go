@@ -88,15 +88,10 @@ func TestShutdownClosesUnusedConns(t *testing.T) {
 		ReadTimeout: time.Hour, UnusedConnGrace: 100 * time.Millisecond,
 	})
 	s.SetReady(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	addr, served := serveLoopback(t, s)
 	dial := func() net.Conn {
 		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,4 +164,17 @@ func connsSeen(s *Server, live, used int) bool {
 		cl.mu.Unlock()
 	}
 	return n == live && u == used
+}
+
+// serveLoopback serves s on a loopback port of its own and returns the
+// address and what Serve returns.
+func serveLoopback(t *testing.T, s *Server) (string, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	return ln.Addr().String(), served
 }

@@ -420,13 +420,8 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	s := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s.AddModel(m)
 	s.SetReady(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	url := "http://" + ln.Addr().String()
+	addr, served := serveLoopback(t, s)
+	url := "http://" + addr
 
 	type result struct {
 		status int
@@ -449,7 +444,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	// Once shutdown has begun, new connections are refused.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", ln.Addr().String(), 100*time.Millisecond)
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err != nil {
 			break
 		}
