@@ -139,20 +139,7 @@ func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
 	if len(pix) < (th-1)*stride+tw*ch || x0 < 0 || y0 < 0 {
 		return fmt.Errorf("vision: resized Mat is %dx%d with %d bytes; cannot crop %d", src.Cols(), src.Rows(), len(pix), crop)
 	}
-	plane := crop * crop
-	for c := range ch {
-		lut := &p.lut[c]
-		sc := p.srcChan[c]
-		out := dst[c*plane : (c+1)*plane]
-		for y := range crop {
-			start := (y0+y)*stride + x0*ch + sc
-			row := pix[start : start+(crop-1)*ch+1]
-			o := out[y*crop : (y+1)*crop]
-			for x := range o {
-				o[x] = lut[row[x*ch]]
-			}
-		}
-	}
+	p.normalize(dst, pix[y0*stride+x0*ch:], stride, crop)
 	return nil
 }
 

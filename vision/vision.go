@@ -250,3 +250,44 @@ func fitShorter(w, h, side int) (int, int) {
 }
 
 func roundDiv(a, b int64) int { return int((2*a + b) / (2 * b)) }
+
+// normalize writes the crop×crop pixels at the start of pix (8-bit, one
+// or three interleaved channels, rows stride bytes apart) into dst as
+// normalised CHW planes, through the per-channel lookup tables. Three
+// channels go in one pass over each row, each byte read once (the pixel's
+// bytes at constant offsets, one bounds check a pixel): 54 µs for
+// ImageNet's 224×224 crop against 64 for a strided pass per channel
+// (BenchmarkNormalize). What is left is writing the 602 KB of floats.
+func (p *Preprocessor) normalize(dst []float32, pix []byte, stride, crop int) {
+	plane := crop * crop
+	if p.spec.Channels() == 1 {
+		lut := &p.lut[0]
+		for y := range crop {
+			row := pix[y*stride : y*stride+crop]
+			o := dst[y*crop : (y+1)*crop]
+			for x := range o {
+				o[x] = lut[row[x]]
+			}
+		}
+		return
+	}
+	// By source byte: the plane and table each of a pixel's three bytes
+	// feeds (BGR bytes to RGB planes swap 0 and 2).
+	var planes [3][]float32
+	var luts [3]*[256]float32
+	for c := range 3 {
+		planes[p.srcChan[c]] = dst[c*plane : (c+1)*plane]
+		luts[p.srcChan[c]] = &p.lut[c]
+	}
+	l0, l1, l2 := luts[0], luts[1], luts[2]
+	for y := range crop {
+		row := pix[y*stride : y*stride+3*crop]
+		o0 := planes[0][y*crop : (y+1)*crop]
+		o1 := planes[1][y*crop : (y+1)*crop]
+		o2 := planes[2][y*crop : (y+1)*crop]
+		for x := range o0 {
+			px := row[3*x : 3*x+3 : 3*x+3]
+			o0[x], o1[x], o2[x] = l0[px[0]], l1[px[1]], l2[px[2]]
+		}
+	}
+}
