@@ -1,6 +1,8 @@
 package batching
 
 import (
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +87,32 @@ type Observer struct {
 	executions, failures, rows prometheus.Counter
 	pendingGauge               prometheus.Gauge
 	rejectionsBy               func(reason string) prometheus.Counter
+
+	// Successful executions by batch size, for Stats (Triton's statistics
+	// extension): one lock per execution, not per request.
+	mu    sync.Mutex
+	sizes map[int]*SizeStats
+}
+
+// SizeStats are the successful executions of one batch size: how many,
+// and their copies in, runs and copies out, summed.
+type SizeStats struct {
+	BatchSize              int
+	Count                  int64
+	Input, Compute, Output time.Duration
+}
+
+// Stats returns the successful executions so far, by batch size, smallest
+// first.
+func (o *Observer) Stats() []SizeStats {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]SizeStats, 0, len(o.sizes))
+	for _, st := range o.sizes {
+		out = append(out, *st)
+	}
+	slices.SortFunc(out, func(a, b SizeStats) int { return a.BatchSize - b.BatchSize })
+	return out
 }
 
 // For returns the Observer of one model version.
@@ -149,4 +177,18 @@ func (o *Observer) executed(rows int, in, d, out time.Duration, err error) {
 		return
 	}
 	o.output.Observe(out.Seconds())
+	o.mu.Lock()
+	st := o.sizes[rows]
+	if st == nil {
+		if o.sizes == nil {
+			o.sizes = map[int]*SizeStats{}
+		}
+		st = &SizeStats{BatchSize: rows}
+		o.sizes[rows] = st
+	}
+	st.Count++
+	st.Input += in
+	st.Compute += d
+	st.Output += out
+	o.mu.Unlock()
 }

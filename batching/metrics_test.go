@@ -43,6 +43,16 @@ func TestMetricsTimeCopiesApart(t *testing.T) {
 		if (r.err != nil) != (id == 3) {
 			t.Fatalf("request %d: %v", id, r.err)
 		}
+		// Each request's own timing carries its execution's copies.
+		if r.err == nil && (r.t.Input < in || r.t.Output < out || r.t.Compute >= r.t.Input) {
+			t.Errorf("request %d: timing %+v, want input ≥ %s and output ≥ %s apart from compute", id, r.t, in, out)
+		}
+	}
+	// The successful executions by batch size (the statistics extension's
+	// batch_stats): three of two rows, the failed one not counted.
+	if st := s.obs.Stats(); len(st) != 1 || st[0].BatchSize != 2 || st[0].Count != 3 ||
+		st[0].Input < 3*in || st[0].Output < 3*out || st[0].Compute >= st[0].Input {
+		t.Errorf("Stats() = %+v, want one size (2) of three executions with their copies apart", st)
 	}
 	fams, err := reg.Gather()
 	if err != nil {

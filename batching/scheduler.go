@@ -73,6 +73,9 @@ type Timing struct {
 	Compute    time.Duration // executions its rows were part of, summed
 	Executions int           // how many executions carried its rows
 	BatchRows  int           // rows in the largest of those executions
+	// Input and Output are those executions' copies into the batch and
+	// back out, summed (Triton's compute_input and compute_output).
+	Input, Output time.Duration
 }
 
 // Errors returned by Do (wrapped; test with errors.Is).
@@ -707,6 +710,8 @@ func (s *Scheduler) runBatch(inst Instance, slot int, parts []part, total int, i
 		r := p.r
 		r.inflight--
 		r.timing.Compute += dur
+		r.timing.Input += inDur
+		r.timing.Output += outDur
 		r.timing.Executions++
 		r.timing.BatchRows = max(r.timing.BatchRows, total)
 		if slot >= 0 && p.from == 0 {

@@ -43,6 +43,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bo
 			defer m.refs.Done() // even if the handler panics, or Drain hangs
 			aerr = handle(ctx, m, start)
 		}()
+		m.stats.finished(aerr == nil && ctx.Response.StatusCode() == fasthttp.StatusOK, time.Since(start))
 	}
 	if aerr != nil {
 		if v2 {
@@ -94,6 +95,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	if err != nil {
 		return s.inferError(m, err)
 	}
+	m.stats.ran(rows, tm)
 	m.imagesCtr.Add(float64(rows))
 	var smBuf [8]rowSoftmax
 	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])

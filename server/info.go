@@ -88,7 +88,7 @@ func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
 		Extensions []string `json:"extensions"`
 		Runtime    string   `json:"runtime,omitempty"`
 		Models     []served `json:"models"`
-	}{Name: "fastinfer", Version: s.opts.Version, Extensions: []string{"classification", "binary_tensor_data"}, Runtime: s.opts.Runtime, Models: []served{}}
+	}{Name: "fastinfer", Version: s.opts.Version, Extensions: []string{"classification", "binary_tensor_data", "statistics"}, Runtime: s.opts.Runtime, Models: []served{}}
 	for _, m := range s.models.list() {
 		out.Models = append(out.Models, served{m.Name, strconv.Itoa(m.Version), m.Provider})
 	}

@@ -62,11 +62,18 @@ type Model struct {
 	// such tensors are decoded into a buffer for Infer.
 	InferBytes func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
 
+	// ExecutionStats, when set, reports the version's successful
+	// executions by batch size (batching.Observer.Stats fits), for
+	// GET /v2/models/{m}/stats.
+	ExecutionStats func() []batching.SizeStats
+
 	// Drift, when set, watches this version's predictions against its
 	// reference profile (GET /v1/models/{m}/drift).
 	Drift *drift.Monitor
 
 	pool sync.Pool // *[]float32 scratch for inputs and outputs
+
+	stats requestStats // for GET /v2/models/{m}/stats
 
 	// refs counts requests using the model, so a replaced or removed
 	// version is closed only after its last request (see Drain).

@@ -35,6 +35,16 @@ func (s *Server) v2Models(ctx *fasthttp.RequestCtx, rest []byte) {
 		return
 	}
 	switch {
+	case len(parts) == 1 && name == "stats" && version == "":
+		// GET /v2/models/stats is the statistics of every model, as in
+		// Triton (a model named "stats" keeps its other endpoints).
+		if allowV2(ctx, "GET") {
+			s.v2Stats(ctx, "", "")
+		}
+	case len(parts) == 2 && string(parts[1]) == "stats":
+		if allowV2(ctx, "GET") {
+			s.v2Stats(ctx, name, version)
+		}
 	case len(parts) == 1:
 		if allowV2(ctx, "GET") {
 			s.v2Metadata(ctx, name, version)
@@ -284,6 +294,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	if err != nil {
 		return s.inferError(m, err)
 	}
+	m.stats.ran(rows, tm)
 	var smBuf [8]rowSoftmax
 	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])
 	if s.opts.PredictionLog != nil {

@@ -226,7 +226,8 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	if len(m.Labels) > 0 && len(m.Labels) != first.OutputLen() {
 		return fail(filepath.Join(m.Dir, m.Config.Labels), fmt.Errorf("%d labels for %d model outputs", len(m.Labels), first.OutputLen()))
 	}
-	sched, err := batching.New(bc, first.InputLen(), first.OutputLen(), instances, metrics.For(m.Name, fmt.Sprint(v.Number)))
+	obs := metrics.For(m.Name, fmt.Sprint(v.Number))
+	sched, err := batching.New(bc, first.InputLen(), first.OutputLen(), instances, obs)
 	if err != nil {
 		return fail(cfgPath, err)
 	}
@@ -252,7 +253,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			st.Brightness, st.Contrast = spec.Stats(dst)
 			return st, nil
 		},
-		Infer: sched.Do, InferBytes: sched.DoBytes,
+		Infer: sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
 		Drift: mon,
 	}
 	closeAll := func() error {

@@ -1,0 +1,142 @@
+package server
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fastinfer/batching"
+)
+
+// Triton's statistics extension: GET /v2/models[/{m}[/versions/{v}]]/stats,
+// cumulative counts and durations per model version since it was loaded.
+// perf_analyzer reads it before and after each measurement for its
+// server-side split (and stops when the endpoint is missing).
+
+// requestStats are a version's inference requests, counted by the
+// inference endpoints: atomics, since every request adds to them.
+type requestStats struct {
+	success, fail durationStat
+	// Of the requests whose rows ran: their time in the queue, and the
+	// copies in, runs and copies out of the executions that carried them.
+	queue, input, infer, output durationStat
+	inferences                  atomic.Int64 // images (rows) answered
+	last                        atomic.Int64 // Unix ms of the last answer
+}
+
+type durationStat struct{ count, ns atomic.Int64 }
+
+func (d *durationStat) add(t time.Duration) {
+	d.count.Add(1)
+	d.ns.Add(int64(t))
+}
+
+// ran records a request whose rows ran, with the batcher's timing.
+func (st *requestStats) ran(rows int, t batching.Timing) {
+	st.queue.add(t.Queue)
+	st.input.add(t.Input)
+	st.infer.add(t.Compute)
+	st.output.add(t.Output)
+	st.inferences.Add(int64(rows))
+}
+
+// finished records a request's outcome and its whole time in the server.
+func (st *requestStats) finished(ok bool, d time.Duration) {
+	if ok {
+		st.success.add(d)
+		st.last.Store(time.Now().UnixMilli())
+		return
+	}
+	st.fail.add(d)
+}
+
+type statDuration struct {
+	Count int64 `json:"count"`
+	Ns    int64 `json:"ns"`
+}
+
+func (d *durationStat) json() statDuration { return statDuration{d.count.Load(), d.ns.Load()} }
+
+type modelStat struct {
+	Name           string `json:"name"`
+	Version        string `json:"version"`
+	LastInference  int64  `json:"last_inference"`
+	InferenceCount int64  `json:"inference_count"`
+	ExecutionCount int64  `json:"execution_count"`
+	InferenceStats struct {
+		Success       statDuration `json:"success"`
+		Fail          statDuration `json:"fail"`
+		Queue         statDuration `json:"queue"`
+		ComputeInput  statDuration `json:"compute_input"`
+		ComputeInfer  statDuration `json:"compute_infer"`
+		ComputeOutput statDuration `json:"compute_output"`
+		CacheHit      statDuration `json:"cache_hit"`
+		CacheMiss     statDuration `json:"cache_miss"`
+	} `json:"inference_stats"`
+	BatchStats []batchStat `json:"batch_stats"`
+}
+
+type batchStat struct {
+	BatchSize     int          `json:"batch_size"`
+	ComputeInput  statDuration `json:"compute_input"`
+	ComputeInfer  statDuration `json:"compute_infer"`
+	ComputeOutput statDuration `json:"compute_output"`
+}
+
+func (m *Model) statistics() modelStat {
+	st := &m.stats
+	out := modelStat{Name: m.Name, Version: strconv.Itoa(m.Version), LastInference: st.last.Load(),
+		InferenceCount: st.inferences.Load(), BatchStats: []batchStat{}}
+	is := &out.InferenceStats
+	is.Success, is.Fail = st.success.json(), st.fail.json()
+	is.Queue, is.ComputeInput, is.ComputeInfer, is.ComputeOutput = st.queue.json(), st.input.json(), st.infer.json(), st.output.json()
+	if m.ExecutionStats != nil {
+		for _, b := range m.ExecutionStats() {
+			out.ExecutionCount += b.Count
+			out.BatchStats = append(out.BatchStats, batchStat{
+				BatchSize:     b.BatchSize,
+				ComputeInput:  statDuration{b.Count, int64(b.Input)},
+				ComputeInfer:  statDuration{b.Count, int64(b.Compute)},
+				ComputeOutput: statDuration{b.Count, int64(b.Output)},
+			})
+		}
+	}
+	return out
+}
+
+// v2Stats answers GET /v2/models[/{m}[/versions/{v}]]/stats: every served
+// version, every version of one model, or one version.
+func (s *Server) v2Stats(ctx *fasthttp.RequestCtx, name, version string) {
+	var models []*Model
+	switch {
+	case name == "":
+		models = s.models.list()
+	case version != "":
+		m, aerr := s.models.get(name, version)
+		if aerr != nil {
+			writeV2Error(ctx, aerr)
+			return
+		}
+		models = []*Model{m}
+	default:
+		for _, m := range s.models.list() {
+			if m.Name == name {
+				models = append(models, m)
+			}
+		}
+		if len(models) == 0 {
+			_, aerr := s.models.get(name, "")
+			writeV2Error(ctx, aerr)
+			return
+		}
+	}
+	out := struct {
+		ModelStats []modelStat `json:"model_stats"`
+	}{ModelStats: []modelStat{}}
+	for _, m := range models {
+		out.ModelStats = append(out.ModelStats, m.statistics())
+	}
+	writeJSON(ctx, out)
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"encoding/json"
+	"regexp"
+	"testing"
+	"time"
+
+	"fastinfer/batching"
+)
+
+// wallRE masks the statistics that depend on the clock: every duration
+// stat's ns except the batcher's own (queue and compute, from the fake's
+// fixed timing), and last_inference.
+var wallRE = regexp.MustCompile(`("(?:success|fail)":\{"count":\d+,"ns":)\d+|("last_inference":)\d+`)
+
+func TestV2Stats(t *testing.T) {
+	toy := fakeModel("toy", 1)
+	toy.ExecutionStats = func() []batching.SizeStats {
+		return []batching.SizeStats{
+			{BatchSize: 1, Count: 3, Input: 30 * time.Microsecond, Compute: 6 * time.Millisecond, Output: 3 * time.Microsecond},
+			{BatchSize: 4, Count: 2, Input: 80 * time.Microsecond, Compute: 5 * time.Millisecond, Output: 4 * time.Microsecond},
+		}
+	}
+	ts := newTestServer(t, Options{}, toy, fakeModel("toy", 2), fakeModel("other", 7))
+	baboon := fixture(t, "baboon.jpg")
+	// Two answered requests of toy v1 (one image, then two), one refused.
+	for _, r := range []struct {
+		path string
+		body []byte
+		want int
+	}{
+		{"/v1/models/toy/versions/1/classify", baboon, 200},
+		{"/v2/models/toy/versions/1/infer", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":[1,2,3,4]}]}`), 200},
+		{"/v2/models/toy/versions/1/infer", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`), 400},
+	} {
+		if got := ts.do(t, "POST", r.path, "application/octet-stream", r.body); got.status != r.want {
+			t.Fatalf("%s: %d %s, want %d", r.path, got.status, got.body, r.want)
+		}
+	}
+
+	var one struct{ ModelStats []modelStat `json:"model_stats"` }
+	r := ts.do(t, "GET", "/v2/models/toy/versions/1/stats", "", nil)
+	if err := json.Unmarshal([]byte(r.body), &one); r.status != 200 || err != nil || len(one.ModelStats) != 1 {
+		t.Fatalf("stats of toy v1: %d %s (%v)", r.status, r.body, err)
+	}
+	st := one.ModelStats[0]
+	is := st.InferenceStats
+	if st.Name != "toy" || st.Version != "1" || st.InferenceCount != 3 || st.ExecutionCount != 5 ||
+		is.Success.Count != 2 || is.Success.Ns <= 0 || is.Fail.Count != 1 ||
+		is.Queue != (statDuration{2, int64(2 * time.Millisecond)}) || is.ComputeInfer != (statDuration{2, int64(4 * time.Millisecond)}) ||
+		st.LastInference < time.Now().Add(-time.Minute).UnixMilli() {
+		t.Errorf("stats of toy v1: %+v", st)
+	}
+	if len(st.BatchStats) != 2 || st.BatchStats[1].BatchSize != 4 || st.BatchStats[1].ComputeInfer != (statDuration{2, int64(5 * time.Millisecond)}) {
+		t.Errorf("batch stats of toy v1: %+v", st.BatchStats)
+	}
+	golden(t, "v2_stats_version.golden", response{status: r.status, body: wallRE.ReplaceAllString(r.body, "${1}${2}0")})
+
+	for _, tt := range []struct {
+		path   string
+		status int
+		models int
+	}{
+		{"/v2/models/stats", 200, 3},
+		{"/v2/models/toy/stats", 200, 2},
+		{"/v2/models/other/versions/7/stats", 200, 1},
+		{"/v2/models/nope/stats", 404, 0},
+		{"/v2/models/toy/versions/9/stats", 404, 0},
+	} {
+		r := ts.do(t, "GET", tt.path, "", nil)
+		var got struct {
+			ModelStats []modelStat `json:"model_stats"`
+			Error      string      `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &got); err != nil || r.status != tt.status || len(got.ModelStats) != tt.models ||
+			(tt.status != 200 && got.Error == "") {
+			t.Errorf("GET %s: %d %s; want %d with %d models", tt.path, r.status, r.body, tt.status, tt.models)
+		}
+	}
+	if r := ts.do(t, "POST", "/v2/models/stats", "", nil); r.status != 405 {
+		t.Errorf("POST /v2/models/stats: %d", r.status)
+	}
+	// A model's metadata is still at /v2/models/{m}.
+	if r := ts.do(t, "GET", "/v2/models/toy", "", nil); r.status != 200 {
+		t.Errorf("GET /v2/models/toy: %d", r.status)
+	}
+}
