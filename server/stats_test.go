@@ -86,3 +86,30 @@ func TestV2Stats(t *testing.T) {
 		t.Errorf("GET /v2/models/toy: %d", r.status)
 	}
 }
+
+// GET /v2/models/{m}/config: Triton's configuration shape, with dims that
+// leave out the batch dimension when the model batches.
+func TestV2Config(t *testing.T) {
+	batched := fakeModel("batched", 3)
+	batched.Provider = "cuda"
+	batched.Batching = BatchingInfo{MaxBatchSize: 8, MaxQueueDelayUS: 2000, PreferredBatchSizes: []int{4, 8},
+		MaxQueueSize: 256, PriorityLevels: 2, Instances: 2}
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1), batched)
+	for _, tt := range []struct{ name, path string }{
+		{"v2_config_batched", "/v2/models/batched/config"},
+		{"v2_config_unbatched_version", "/v2/models/toy/versions/1/config"},
+		{"v2_config_not_found", "/v2/models/nope/config"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			golden(t, tt.name+".golden", ts.do(t, "GET", tt.path, "", nil))
+		})
+	}
+	var c struct {
+		MaxBatchSize int `json:"max_batch_size"`
+		Input        []struct{ Dims []int64 }
+	}
+	r := ts.do(t, "GET", "/v2/models/batched/config", "", nil)
+	if err := json.Unmarshal([]byte(r.body), &c); err != nil || c.MaxBatchSize != 8 || len(c.Input) != 1 || len(c.Input[0].Dims) != 1 || c.Input[0].Dims[0] != 2 {
+		t.Errorf("batched config: %s (%v); want max_batch_size 8 and input dims [2]", r.body, err)
+	}
+}

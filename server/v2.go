@@ -41,6 +41,10 @@ func (s *Server) v2Models(ctx *fasthttp.RequestCtx, rest []byte) {
 		if allowV2(ctx, "GET") {
 			s.v2Stats(ctx, "", "")
 		}
+	case len(parts) == 2 && string(parts[1]) == "config":
+		if allowV2(ctx, "GET") {
+			s.v2Config(ctx, name, version)
+		}
 	case len(parts) == 2 && string(parts[1]) == "stats":
 		if allowV2(ctx, "GET") {
 			s.v2Stats(ctx, name, version)
