@@ -39,7 +39,9 @@ func TestV2Stats(t *testing.T) {
 		}
 	}
 
-	var one struct{ ModelStats []modelStat `json:"model_stats"` }
+	var one struct {
+		ModelStats []modelStat `json:"model_stats"`
+	}
 	r := ts.do(t, "GET", "/v2/models/toy/versions/1/stats", "", nil)
 	if err := json.Unmarshal([]byte(r.body), &one); r.status != 200 || err != nil || len(one.ModelStats) != 1 {
 		t.Fatalf("stats of toy v1: %d %s (%v)", r.status, r.body, err)
