@@ -43,7 +43,6 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bo
 			defer m.refs.Done() // even if the handler panics, or Drain hangs
 			aerr = handle(ctx, m, start)
 		}()
-		m.stats.finished(aerr == nil && ctx.Response.StatusCode() == fasthttp.StatusOK, time.Since(start))
 	}
 	if aerr != nil {
 		if v2 {
@@ -52,9 +51,13 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bo
 			writeError(ctx, aerr)
 		}
 	}
-	code := strconv.Itoa(ctx.Response.StatusCode())
+	status, elapsed := ctx.Response.StatusCode(), time.Since(start)
+	if m != nil {
+		m.stats.finished(status == fasthttp.StatusOK, elapsed)
+	}
+	code := strconv.Itoa(status)
 	s.metrics.requests.WithLabelValues(label, ver, code).Inc()
-	s.metrics.duration.WithLabelValues(label, ver, code).Observe(time.Since(start).Seconds())
+	s.metrics.duration.WithLabelValues(label, ver, code).Observe(elapsed.Seconds())
 }
 
 func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {

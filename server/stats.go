@@ -52,12 +52,12 @@ func (st *requestStats) finished(ok bool, d time.Duration) {
 	st.fail.add(d)
 }
 
-type statDuration struct {
+type durationJSON struct { // a durationStat as the protocol writes it
 	Count int64 `json:"count"`
 	Ns    int64 `json:"ns"`
 }
 
-func (d *durationStat) json() statDuration { return statDuration{d.count.Load(), d.ns.Load()} }
+func (d *durationStat) json() durationJSON { return durationJSON{d.count.Load(), d.ns.Load()} }
 
 type modelStat struct {
 	Name           string `json:"name"`
@@ -66,23 +66,23 @@ type modelStat struct {
 	InferenceCount int64  `json:"inference_count"`
 	ExecutionCount int64  `json:"execution_count"`
 	InferenceStats struct {
-		Success       statDuration `json:"success"`
-		Fail          statDuration `json:"fail"`
-		Queue         statDuration `json:"queue"`
-		ComputeInput  statDuration `json:"compute_input"`
-		ComputeInfer  statDuration `json:"compute_infer"`
-		ComputeOutput statDuration `json:"compute_output"`
-		CacheHit      statDuration `json:"cache_hit"`
-		CacheMiss     statDuration `json:"cache_miss"`
+		Success       durationJSON `json:"success"`
+		Fail          durationJSON `json:"fail"`
+		Queue         durationJSON `json:"queue"`
+		ComputeInput  durationJSON `json:"compute_input"`
+		ComputeInfer  durationJSON `json:"compute_infer"`
+		ComputeOutput durationJSON `json:"compute_output"`
+		CacheHit      durationJSON `json:"cache_hit"`
+		CacheMiss     durationJSON `json:"cache_miss"`
 	} `json:"inference_stats"`
 	BatchStats []batchStat `json:"batch_stats"`
 }
 
 type batchStat struct {
 	BatchSize     int          `json:"batch_size"`
-	ComputeInput  statDuration `json:"compute_input"`
-	ComputeInfer  statDuration `json:"compute_infer"`
-	ComputeOutput statDuration `json:"compute_output"`
+	ComputeInput  durationJSON `json:"compute_input"`
+	ComputeInfer  durationJSON `json:"compute_infer"`
+	ComputeOutput durationJSON `json:"compute_output"`
 }
 
 func (m *Model) statistics() modelStat {
@@ -97,9 +97,9 @@ func (m *Model) statistics() modelStat {
 			out.ExecutionCount += b.Count
 			out.BatchStats = append(out.BatchStats, batchStat{
 				BatchSize:     b.BatchSize,
-				ComputeInput:  statDuration{b.Count, int64(b.Input)},
-				ComputeInfer:  statDuration{b.Count, int64(b.Compute)},
-				ComputeOutput: statDuration{b.Count, int64(b.Output)},
+				ComputeInput:  durationJSON{b.Count, int64(b.Input)},
+				ComputeInfer:  durationJSON{b.Count, int64(b.Compute)},
+				ComputeOutput: durationJSON{b.Count, int64(b.Output)},
 			})
 		}
 	}

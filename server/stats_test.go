@@ -50,11 +50,11 @@ func TestV2Stats(t *testing.T) {
 	is := st.InferenceStats
 	if st.Name != "toy" || st.Version != "1" || st.InferenceCount != 3 || st.ExecutionCount != 5 ||
 		is.Success.Count != 2 || is.Success.Ns <= 0 || is.Fail.Count != 1 ||
-		is.Queue != (statDuration{2, int64(2 * time.Millisecond)}) || is.ComputeInfer != (statDuration{2, int64(4 * time.Millisecond)}) ||
+		is.Queue != (durationJSON{2, int64(2 * time.Millisecond)}) || is.ComputeInfer != (durationJSON{2, int64(4 * time.Millisecond)}) ||
 		st.LastInference < time.Now().Add(-time.Minute).UnixMilli() {
 		t.Errorf("stats of toy v1: %+v", st)
 	}
-	if len(st.BatchStats) != 2 || st.BatchStats[1].BatchSize != 4 || st.BatchStats[1].ComputeInfer != (statDuration{2, int64(5 * time.Millisecond)}) {
+	if len(st.BatchStats) != 2 || st.BatchStats[1].BatchSize != 4 || st.BatchStats[1].ComputeInfer != (durationJSON{2, int64(5 * time.Millisecond)}) {
 		t.Errorf("batch stats of toy v1: %+v", st.BatchStats)
 	}
 	golden(t, "v2_stats_version.golden", response{status: r.status, body: wallRE.ReplaceAllString(r.body, "${1}${2}0")})

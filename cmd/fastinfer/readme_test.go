@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -215,7 +217,7 @@ func exampleDocs(s string) ([]any, error) {
 		var v any
 		err := dec.Decode(&v)
 		if err != nil {
-			if err.Error() == "EOF" {
+			if errors.Is(err, io.EOF) {
 				return docs, nil
 			}
 			return nil, err
