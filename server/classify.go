@@ -98,6 +98,9 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	if err != nil {
 		return s.inferError(m, err)
 	}
+	if aerr := s.checkOutputs(m, *out, rows, false); aerr != nil {
+		return aerr
+	}
 	m.stats.ran(rows, tm)
 	m.imagesCtr.Add(float64(rows))
 	var smBuf [8]rowSoftmax
@@ -264,6 +267,32 @@ func (s *Server) inferError(m *Model, err error) *apiError {
 	}
 	s.log.Error("inference failed", "model", m.Name, "version", m.Version, "err", err)
 	return errorf(500, codeInternal, "inference failed: "+err.Error())
+}
+
+// checkOutputs fails a request whose logits hold NaN or ±Inf. JSON cannot
+// carry them (strconv writes NaN, which no JSON parser reads), softmax and
+// top-k over them are arbitrary, and a client's argmax over a NaN row picks
+// a class without a word; so the request fails in every encoding, and
+// nothing of it reaches the prediction log or the drift window. From a
+// tensor, the input is to blame (values far outside what the model was
+// trained on overflow it: 422); from an image, preprocessing bounds the
+// input, so the model is (500, logged).
+func (s *Server) checkOutputs(m *Model, out []float32, rows int, tensor bool) *apiError {
+	i := firstNonFinite(out[:rows*m.Classes])
+	if i < 0 {
+		return nil
+	}
+	what := "NaN"
+	if v := float64(out[i]); math.IsInf(v, 0) {
+		what = strconv.FormatFloat(v, 'g', -1, 32)
+	}
+	msg := "model " + m.Name + " gave " + what + " for row " + strconv.Itoa(i/m.Classes) +
+		" (output element " + strconv.Itoa(i%m.Classes) + " of " + strconv.Itoa(m.Classes) + ")"
+	if tensor {
+		return errorf(422, codeNonFinite, msg+": the input is outside the range the model computes in")
+	}
+	s.log.Error("model output is not finite", "model", m.Name, "version", m.Version, "row", i/m.Classes, "element", i%m.Classes)
+	return errorf(500, codeNonFinite, msg+" on a preprocessed image: the model is broken")
 }
 
 type timings struct{ preprocess, queue, infer, total time.Duration }

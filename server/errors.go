@@ -22,6 +22,7 @@ const (
 	codeUnmeetable      = "deadline_unmeetable"
 	codeClientGone      = "client_gone"
 	codeUnavailable     = "unavailable"
+	codeNonFinite       = "non_finite_output"
 	codeInternal        = "internal"
 )
 

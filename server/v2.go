@@ -298,6 +298,9 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	if err != nil {
 		return s.inferError(m, err)
 	}
+	if aerr := s.checkOutputs(m, *out, rows, true); aerr != nil {
+		return aerr
+	}
 	m.stats.ran(rows, tm)
 	var smBuf [8]rowSoftmax
 	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])

@@ -453,3 +453,72 @@ func BenchmarkCheckFinite(b *testing.B) {
 		})
 	}
 }
+
+// A model whose output overflows answers an error, not NaN: JSON cannot
+// carry it, and a client's argmax over a NaN row would pick a class
+// silently. Tensors blame the input (422); images, whose values
+// preprocessing bounds, blame the model (500, logged). Nothing of a failed
+// request reaches the prediction log.
+func TestNonFiniteOutputFails(t *testing.T) {
+	m := fakeModel("toy", 1)
+	m.Infer = func(_ context.Context, in []float32, rows int, out []float32, _ batching.RequestOptions) (batching.Timing, error) {
+		for r := range rows {
+			x := in[r*2]
+			o := out[r*4 : r*4+4]
+			// 1e30·x overflows to +Inf from x ≈ 3.4e8, and Inf-Inf is NaN.
+			o[0], o[1], o[2], o[3] = 1e30*x, 0, 1, 0
+			o[3] = o[0] - o[0]
+		}
+		return batching.Timing{}, nil
+	}
+	log := &fakeLog{}
+	ts := newTestServer(t, Options{PredictionLog: log}, m)
+	const big = `[[1,2],[4e8,1]]`
+	tests := []struct {
+		name, body string
+		header     string // the binary body's JSON length; "" for JSON
+		status     int
+		want       string
+	}{
+		{"finite", `{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":[[1,2],[2,4]]}]}`, "", 200, `"data":[1e+30,0,1,0,2e+30,0,1,0]`},
+		{"json", `{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":` + big + `}]}`, "", 422,
+			`{"error":"model toy gave +Inf for row 1 (output element 0 of 4): the input is outside the range the model computes in"}`},
+		{"binary output", `{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":` + big + `}],"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}`, "", 422, `+Inf for row 1`},
+		{"classification", `{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":` + big + `}],"outputs":[{"name":"logits","parameters":{"classification":2}}]}`, "", 422, `+Inf for row 1`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.doInfer(t, "/v2/models/toy/infer", tt.header, []byte(tt.body))
+			if r.status != tt.status || !strings.Contains(r.body, tt.want) {
+				t.Errorf("got %d %s, want %d with %s", r.status, r.body, tt.status, tt.want)
+			}
+			recs := log.take()
+			if tt.status == 200 && len(recs) != 2 || tt.status != 200 && len(recs) != 0 {
+				t.Errorf("%d prediction log records", len(recs))
+			}
+		})
+	}
+	// The binary input path, with NaN from Inf-Inf in the first row.
+	hdr, body := binaryBody(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}`, fp32Bytes(3e38, 1))
+	if r := ts.doInfer(t, "/v2/models/toy/infer", hdr, body); r.status != 422 || !strings.Contains(r.body, "gave +Inf for row 0") {
+		t.Errorf("binary input: %d %s", r.status, r.body)
+	}
+
+	// An image: the fake's preprocessing writes the width, 512 for the baboon.
+	m.Infer = func(_ context.Context, in []float32, rows int, out []float32, _ batching.RequestOptions) (batching.Timing, error) {
+		for i := range out[:rows*4] {
+			out[i] = float32(math.NaN())
+		}
+		return batching.Timing{}, nil
+	}
+	r := ts.do(t, "POST", "/v1/models/toy/classify", "image/jpeg", fixture(t, "baboon.jpg"))
+	if r.status != 500 || !strings.Contains(r.body, `"code":"non_finite_output"`) || !strings.Contains(r.body, "gave NaN for row 0 (output element 0 of 4)") {
+		t.Errorf("image: %d %s", r.status, r.body)
+	}
+	if !strings.Contains(ts.logs.String(), "model output is not finite") {
+		t.Errorf("a broken model's output was not logged: %s", ts.logs.String())
+	}
+	if recs := log.take(); len(recs) != 0 {
+		t.Errorf("%d prediction log records for a failed image", len(recs))
+	}
+}
