@@ -54,6 +54,10 @@ type Config struct {
 	// outputs kept). Meant for GPUs, where float16 halves memory traffic;
 	// on the CPU, ONNX Runtime runs it through float32 casts, slower.
 	Precision string `yaml:"precision" json:"precision,omitempty"`
+	// Scores is logits (the server applies softmax) or probabilities (the
+	// output values are the scores); "" detects it from the graph
+	// (DetectScores).
+	Scores string `yaml:"scores" json:"scores,omitempty"`
 	// VersionPolicy chooses the versions served; the zero value serves
 	// the latest.
 	VersionPolicy VersionPolicy `yaml:"version_policy" json:"version_policy,omitzero"`
@@ -139,6 +143,11 @@ func (c Config) validate() error {
 	case "", PrecisionFP32, PrecisionFP16:
 	default:
 		errs = append(errs, fmt.Errorf("precision %q: want fp32 or fp16", c.Precision))
+	}
+	switch c.Scores {
+	case "", ScoresLogits, ScoresProbabilities:
+	default:
+		errs = append(errs, fmt.Errorf("scores %q: want logits or probabilities", c.Scores))
 	}
 	// A control character (a newline, NUL) names no sensible file, and
 	// YAML cannot write a name that is only a newline back (found by

@@ -104,7 +104,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	m.stats.ran(rows, tm)
 	m.imagesCtr.Add(float64(rows))
 	var smBuf [8]rowSoftmax
-	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])
+	sm := softmaxRows(m, *out, rows, smBuf[:0])
 	m.observePredictions(*out, rows, stats, sm)
 
 	t := timings{preprocess: preDur, queue: tm.Queue, infer: tm.Compute, total: time.Since(start)}
@@ -312,7 +312,6 @@ func appendClassification(b []byte, m *Model, logits []float32, rows, topK int, 
 		}
 		row := logits[r*m.Classes : (r+1)*m.Classes]
 		top := topIndices(row, topK, idxBuf[:0])
-		maxLogit, sum := sm[r].max, sm[r].sum
 		b = append(b, `{"predictions":[`...)
 		for i, idx := range top {
 			if i > 0 {
@@ -325,7 +324,7 @@ func appendClassification(b []byte, m *Model, logits []float32, rows, topK int, 
 				b = appendJSONString(b, m.Labels[idx])
 			}
 			b = append(b, `,"score":`...)
-			b = appendFloat(b, math.Exp(float64(row[idx])-maxLogit)/sum, 32)
+			b = appendFloat(b, sm[r].score(row[idx]), 32)
 			b = append(b, '}')
 		}
 		b = append(b, "]}"...)
@@ -345,16 +344,33 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', -1, 64)
 }
 
-// rowSoftmax is a row's softmax normaliser: a score is exp(x-max)/sum.
-type rowSoftmax struct{ max, sum float64 }
+// rowSoftmax is a row's softmax normaliser: a score is exp(x-max)/sum,
+// or x itself for a model whose outputs are probabilities (probs).
+type rowSoftmax struct {
+	max, sum float64
+	probs    bool
+}
+
+// score is the score of an output value x of the row.
+func (s rowSoftmax) score(x float32) float64 {
+	if s.probs {
+		return float64(x)
+	}
+	return math.Exp(float64(x)-s.max) / s.sum
+}
 
 // softmaxRows appends each row's normaliser to dst. A request computes
 // them once for the response, the prediction metrics and the log: with
 // 1,000 classes a row's exponentials take about 10 µs.
-func softmaxRows(logits []float32, classes, rows int, dst []rowSoftmax) []rowSoftmax {
+func softmaxRows(m *Model, logits []float32, rows int, dst []rowSoftmax) []rowSoftmax {
+	probs := m.Scores == "probabilities"
 	for r := range rows {
-		m, s := softmaxDenominator(logits[r*classes : (r+1)*classes])
-		dst = append(dst, rowSoftmax{m, s})
+		if probs {
+			dst = append(dst, rowSoftmax{probs: true})
+			continue
+		}
+		mx, s := softmaxDenominator(logits[r*m.Classes : (r+1)*m.Classes])
+		dst = append(dst, rowSoftmax{max: mx, sum: s})
 	}
 	return dst
 }

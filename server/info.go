@@ -18,6 +18,7 @@ type modelJSON struct {
 	Provider      string       `json:"provider"`
 	ProviderNote  string       `json:"provider_note,omitempty"`
 	Precision     string       `json:"precision"`
+	Scores        string       `json:"scores"`
 	Inputs        []Tensor     `json:"inputs"`
 	Outputs       []Tensor     `json:"outputs"`
 	Classes       int          `json:"classes"`
@@ -39,6 +40,7 @@ func (s *Server) describe(m *Model) modelJSON {
 	return modelJSON{
 		Name: m.Name, Version: strconv.Itoa(m.Version), Versions: versions,
 		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote, Precision: cmp.Or(m.Precision, "fp32"),
+		Scores: cmp.Or(m.Scores, "logits"),
 		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
 		Preprocessing: m.Preprocessing, Batching: m.Batching, Card: card(m.Card),
 	}

@@ -63,7 +63,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		}, []string{"model", "version", "class"}),
 		confidence: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "fastinfer_prediction_confidence",
-			Help:    "Top-1 softmax probability of each prediction.",
+			Help:    "Top-1 score of each prediction: its softmax probability, or the output itself for a model ending in Softmax or Sigmoid.",
 			Buckets: []float64{.1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .99},
 		}, []string{"model", "version"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
@@ -79,8 +79,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 
 func (m *metrics) serve(ctx *fasthttp.RequestCtx) { m.handler(ctx) }
 
-// observePredictions counts each row's top-1 class and its softmax
-// probability, and feeds the drift monitor when the version has one
+// observePredictions counts each row's top-1 class and its score, and feeds the drift monitor when the version has one
 // (stats may be nil: image facts unknown). The per-class counters are
 // resolved at AddModel, so this is a few atomic adds per image.
 func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStats, sm []rowSoftmax) {
@@ -92,8 +91,7 @@ func (m *Model) observePredictions(logits []float32, rows int, stats []ImageStat
 				best = i
 			}
 		}
-		// The best logit is the max, so its probability is exp(0)/sum.
-		conf := 1 / sm[r].sum
+		conf := sm[r].score(row[best])
 		m.classCtrs[best].Inc()
 		m.confidenceObs.Observe(conf)
 		if m.Drift != nil {

@@ -32,11 +32,15 @@ type Model struct {
 	// ProviderNote says why the model is on the CPU when a GPU was wanted.
 	ProviderNote string
 	Precision    string // "fp32" (or "") or "fp16": config.yaml's precision
-	Inputs       []Tensor
-	Outputs      []Tensor
-	Labels       []string
-	Classes      int // output floats per image
-	InputLen     int // input floats per image
+	// Scores is "logits" (or ""): a score is the softmax of the outputs;
+	// or "probabilities": the model ends in Softmax or Sigmoid, and a
+	// score is the output value itself (models.DetectScores).
+	Scores   string
+	Inputs   []Tensor
+	Outputs  []Tensor
+	Labels   []string
+	Classes  int // output floats per image
+	InputLen int // input floats per image
 	// Preprocessing and Batching are echoed by GET /v1/models (the
 	// configuration in force).
 	Preprocessing any

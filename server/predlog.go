@@ -57,12 +57,11 @@ func (s *Server) logPredictions(m *Model, id string, logits []float32, rows int,
 	var idx [logTopK]int
 	for r := range rows {
 		row := logits[r*m.Classes : (r+1)*m.Classes]
-		maxLogit, sum := sm[r].max, sm[r].sum
 		top := topIndices(row, min(logTopK, m.Classes), idx[:0])
 		rec := predlog.Record{Time: now, RequestID: id, Model: m.Name, Version: m.Version, Latency: lat,
 			TopK: make([]predlog.Class, len(top)), Brightness: math.NaN(), Contrast: math.NaN()}
 		for i, k := range top {
-			rec.TopK[i] = predlog.Class{Index: k, Score: math.Exp(float64(row[k])-maxLogit) / sum}
+			rec.TopK[i] = predlog.Class{Index: k, Score: sm[r].score(row[k])}
 			if k < len(m.Labels) {
 				rec.TopK[i].Label = m.Labels[k]
 			}

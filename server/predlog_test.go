@@ -104,7 +104,7 @@ func BenchmarkLogPredictions(b *testing.B) {
 	logits := []float32{0.1, -2, 3.5, 0.7, 1.1, -0.3, 2.2, -1, 0.05, 1.9}
 	stats := []ImageStats{{Width: 28, Height: 28, Brightness: 0.3, Contrast: 0.2}}
 	s := &Server{opts: Options{PredictionLog: discardLog{}}}
-	sm := softmaxRows(logits, m.Classes, 1, nil) // computed once per request, for the response too
+	sm := softmaxRows(m, logits, 1, nil) // computed once per request, for the response too
 	b.ReportAllocs()
 	for b.Loop() {
 		s.logPredictions(m, "abc-1", logits, 1, nil, stats, timings{}, sm)

@@ -3,8 +3,10 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -515,7 +517,7 @@ func BenchmarkAppendClassification(b *testing.B) {
 	var smBuf [1]rowSoftmax
 	b.ReportAllocs()
 	for b.Loop() {
-		sm := softmaxRows(logits, m.Classes, 1, smBuf[:0])
+		sm := softmaxRows(m, logits, 1, smBuf[:0])
 		buf = appendClassification(buf[:0], m, logits, 1, 5, timings{}, sm)
 	}
 }
@@ -540,4 +542,60 @@ func (ts *testServer) doHeaders(t testing.TB, method, path string, header map[st
 		h[string(k)] = string(v)
 	}
 	return response{status: resp.StatusCode(), body: string(resp.Body()), header: h}
+}
+
+// A model whose outputs are probabilities already is scored by them, not
+// by their softmax: in the answer, the metrics, the prediction log and the
+// model listing. Logits are softmaxed as before.
+func TestProbabilityScores(t *testing.T) {
+	probs := []float32{0.7, 0.2, 0.1, 0}
+	for _, tt := range []struct {
+		scores string
+		want   float64  // the top score
+		metric []string // the confidence histogram's buckets around it
+	}{
+		{"probabilities", 0.7, []string{`le="0.6"} 0`, `le="0.7"} 1`}},
+		{"", 0.3771, []string{`le="0.3"} 0`, `le="0.4"} 1`}}, // softmax(0.7, 0.2, 0.1, 0)[0]
+	} {
+		t.Run(cmp.Or(tt.scores, "logits"), func(t *testing.T) {
+			m := fakeModel("toy", 1)
+			m.Scores = tt.scores
+			m.Infer = func(_ context.Context, _ []float32, rows int, out []float32, _ batching.RequestOptions) (batching.Timing, error) {
+				for r := range rows {
+					copy(out[r*4:], probs)
+				}
+				return batching.Timing{}, nil
+			}
+			log := &fakeLog{}
+			ts := newTestServer(t, Options{PredictionLog: log}, m)
+			r := ts.do(t, "POST", "/v1/models/toy/classify?top_k=1", "image/jpeg", fixture(t, "baboon.jpg"))
+			var got struct {
+				Results []struct {
+					Predictions []struct {
+						Index int
+						Score float64
+					}
+				}
+			}
+			if r.status != 200 || json.Unmarshal([]byte(r.body), &got) != nil || len(got.Results) != 1 || len(got.Results[0].Predictions) != 1 {
+				t.Fatalf("classify: %d %s", r.status, r.body)
+			}
+			if p := got.Results[0].Predictions[0]; p.Index != 0 || math.Abs(p.Score-tt.want) > 1e-4 {
+				t.Errorf("top prediction %+v, want class 0 at %.4f", p, tt.want)
+			}
+			if recs := log.take(); len(recs) != 1 || math.Abs(recs[0].TopK[0].Score-tt.want) > 1e-4 {
+				t.Errorf("prediction log %+v, want the top score %.4f", recs, tt.want)
+			}
+			metrics := ts.do(t, "GET", "/metrics", "", nil).body
+			for _, b := range tt.metric {
+				if !strings.Contains(metrics, `fastinfer_prediction_confidence_bucket{model="toy",version="1",`+b) {
+					t.Errorf("confidence histogram lacks %s", b)
+				}
+			}
+			info := ts.do(t, "GET", "/v1/models/toy", "", nil).body
+			if want := `"scores":"` + cmp.Or(tt.scores, "logits") + `"`; !strings.Contains(info, want) {
+				t.Errorf("model info lacks %s: %s", want, info)
+			}
+		})
+	}
 }

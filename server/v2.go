@@ -303,7 +303,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	}
 	m.stats.ran(rows, tm)
 	var smBuf [8]rowSoftmax
-	sm := softmaxRows(*out, m.Classes, rows, smBuf[:0])
+	sm := softmaxRows(m, *out, rows, smBuf[:0])
 	if s.opts.PredictionLog != nil {
 		id := req.ID
 		if id == "" {

@@ -226,6 +226,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	if len(m.Labels) > 0 && len(m.Labels) != first.OutputLen() {
 		return fail(filepath.Join(m.Dir, m.Config.Labels), fmt.Errorf("%d labels for %d model outputs", len(m.Labels), first.OutputLen()))
 	}
+	scores, err := modelScores(m.Config, v.Path, first.Output().Name)
+	if err != nil {
+		return fail(v.Path, err)
+	}
 	obs := metrics.For(m.Name, fmt.Sprint(v.Number))
 	sched, err := batching.New(bc, first.InputLen(), first.OutputLen(), instances, obs)
 	if err != nil {
@@ -235,6 +239,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	sm := &server.Model{
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
 		Provider: first.Provider(), ProviderNote: first.FallbackReason(), Precision: cmp.Or(m.Config.Precision, models.PrecisionFP32),
+		Scores: scores,
 		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
 		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
@@ -265,6 +270,19 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		return errors.Join(errs...)
 	}
 	return loadedModel{model: sm, closer: closerFunc(closeAll)}, nil
+}
+
+// modelScores is config.yaml's scores, or what the graph says
+// (models.DetectScores) when it is not set.
+func modelScores(c models.Config, path, output string) (string, error) {
+	if c.Scores != "" {
+		return c.Scores, nil
+	}
+	s, err := models.DetectScores(path, output)
+	if err != nil {
+		return "", fmt.Errorf("reading whether the outputs are logits or probabilities (set scores in config.yaml): %w", err)
+	}
+	return s, nil
 }
 
 type closerFunc func() error

@@ -205,6 +205,10 @@ func buildReference(env *runtime.Env, m models.Model, v models.Version, src samp
 	if n == 0 {
 		return nil, errors.New("no images to profile")
 	}
+	scores, err := modelScores(m.Config, v.Path, sess.Output().Name)
+	if err != nil {
+		return nil, err
+	}
 	b := drift.NewBuilder(m.Name, v.Number, src.Describe(), m.Labels)
 	in := make([]float32, sess.InputLen())
 	out := make([]float32, sess.OutputLen())
@@ -223,17 +227,25 @@ func buildReference(env *runtime.Env, m models.Model, v models.Version, src samp
 				best, maxv = j, float64(x)
 			}
 		}
-		var sum float64
-		for j, x := range out {
-			e := math.Exp(float64(x) - maxv)
-			probs[j] = float32(e)
-			sum += e
-		}
-		for j := range probs {
-			probs[j] = float32(float64(probs[j]) / sum)
+		// As the server scores (server.rowSoftmax): the softmax of logits,
+		// or a probability output as it is.
+		conf := maxv
+		if scores == models.ScoresProbabilities {
+			copy(probs, out)
+		} else {
+			var sum float64
+			for j, x := range out {
+				e := math.Exp(float64(x) - maxv)
+				probs[j] = float32(e)
+				sum += e
+			}
+			for j := range probs {
+				probs[j] = float32(float64(probs[j]) / sum)
+			}
+			conf = 1 / sum
 		}
 		bright, contrast := spec.Stats(in)
-		b.AddSoftmax(drift.Observation{Class: best, Confidence: 1 / sum, Brightness: bright, Contrast: contrast,
+		b.AddSoftmax(drift.Observation{Class: best, Confidence: conf, Brightness: bright, Contrast: contrast,
 			Width: float64(w), Height: float64(h), Aspect: float64(w) / float64(h)}, probs)
 	}
 	return b.Profile(), nil
