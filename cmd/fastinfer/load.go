@@ -240,7 +240,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		Name: m.Name, Version: v.Number, Platform: "onnxruntime_onnx",
 		Provider: first.Provider(), ProviderNote: first.FallbackReason(), Precision: cmp.Or(m.Config.Precision, models.PrecisionFP32),
 		Scores: scores,
-		Inputs: tensors(first.Inputs()), Outputs: tensors(first.Outputs()),
+		// Only the tensors served: of a model with several outputs, the one
+		// config.yaml names (or the first). Clients such as perf_analyzer
+		// ask for every output the metadata lists.
+		Inputs: tensors(first.Input()), Outputs: tensors(first.Output()),
 		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
 		Batching: server.BatchingInfo{
@@ -332,7 +335,7 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	return spec, []int64{int64(spec.Channels()), int64(p.Crop), int64(p.Crop)}, nil
 }
 
-func tensors(ts []runtime.TensorInfo) []server.Tensor {
+func tensors(ts ...runtime.TensorInfo) []server.Tensor {
 	out := make([]server.Tensor, len(ts))
 	for i, t := range ts {
 		out[i] = server.Tensor{Name: t.Name, Datatype: t.DataType, Shape: t.Shape}

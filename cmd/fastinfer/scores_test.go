@@ -20,13 +20,15 @@ import (
 	"fastinfer/models/onnxpb"
 )
 
-// A served model ending in Softmax is scored by its outputs as they are,
-// read from the graph at load; config.yaml's scores overrides the reading.
+// Of a model with two outputs, logits and their softmax, the server serves
+// the one config.yaml names (or the first), lists only that one in the
+// metadata, and scores the softmax output by its values as they are (read
+// from the graph at load) unless config.yaml's scores says otherwise.
 func TestServeDetectsProbabilities(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the server; skipped in -short")
 	}
-	// x [N,1,2,2] → Flatten → MatMul w [4,3] → Softmax → probs
+	// x [N,1,2,2] → Flatten → MatMul w [4,3] → logits → Softmax → probs
 	g := &onnxpb.Graph{}
 	g.FloatInit("w", []int64{4, 3}, func(i int) float32 { return float32(i%3) * 0.5 })
 	g.Node("Flatten", "flat", "f", []string{"x"})
@@ -37,18 +39,22 @@ func TestServeDetectsProbabilities(t *testing.T) {
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(17)}},
 		Graph: &onnxpb.GraphProto{
 			Name: proto.String("probs"), Node: g.Nodes, Initializer: g.Inits,
-			Input:  []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("x", onnxpb.DimParam("N"), onnxpb.Dim(1), onnxpb.Dim(2), onnxpb.Dim(2))},
-			Output: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("probs", onnxpb.DimParam("N"), onnxpb.Dim(3))},
+			Input: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("x", onnxpb.DimParam("N"), onnxpb.Dim(1), onnxpb.Dim(2), onnxpb.Dim(2))},
+			Output: []*onnxpb.ValueInfoProto{
+				onnxpb.FloatTensor("logits", onnxpb.DimParam("N"), onnxpb.Dim(3)),
+				onnxpb.FloatTensor("probs", onnxpb.DimParam("N"), onnxpb.Dim(3)),
+			},
 		},
 	}
 	const pre = "preprocess: {color: gray, resize: 2, crop: 2, scale: 1, mean: [0], std: [1]}\n"
 	for _, tt := range []struct {
-		config, want string
+		name, config, output, want string
 	}{
-		{pre, "probabilities"},
-		{pre + "scores: logits\n", "logits"},
+		{"first output", pre, "logits", "logits"},
+		{"softmax output", pre + "output: probs\n", "probs", "probabilities"},
+		{"softmax output, scores overridden", pre + "output: probs\nscores: logits\n", "probs", "logits"},
 	} {
-		t.Run(tt.want, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			repo := t.TempDir()
 			dir := filepath.Join(repo, "probs")
 			if err := os.MkdirAll(filepath.Join(dir, "1"), 0o755); err != nil {
@@ -79,15 +85,22 @@ func TestServeDetectsProbabilities(t *testing.T) {
 			if !strings.Contains(info, `"scores":"`+tt.want+`"`) {
 				t.Fatalf("model info: %s; want scores %s", info, tt.want)
 			}
-			// /v2 answers the model's own output, the softmax; /v1's top
-			// score is that value (probabilities) or its softmax (logits).
+			meta := call("GET", "/v2/models/probs", "", "")
+			if want := `"outputs":[{"name":"` + tt.output + `","datatype":"FP32","shape":[-1,3]}]`; !strings.Contains(meta, want) {
+				t.Errorf("metadata %s; want only the served output: %s", meta, want)
+			}
+			// /v2 answers the served output's values; /v1's top score is
+			// the largest (probabilities) or its softmax (logits).
 			v2 := call("POST", "/v2/models/probs/infer", "application/json",
 				`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1,2,2],"data":[1,1,1,1]}]}`)
 			var out struct {
-				Outputs []struct{ Data []float64 }
+				Outputs []struct {
+					Name string
+					Data []float64
+				}
 			}
-			if err := json.Unmarshal([]byte(v2), &out); err != nil || len(out.Outputs) != 1 || len(out.Outputs[0].Data) != 3 {
-				t.Fatalf("v2 infer: %s", v2)
+			if err := json.Unmarshal([]byte(v2), &out); err != nil || len(out.Outputs) != 1 || len(out.Outputs[0].Data) != 3 || out.Outputs[0].Name != tt.output {
+				t.Fatalf("v2 infer: %s; want output %s", v2, tt.output)
 			}
 			p := out.Outputs[0].Data
 			top := slices.Max(p)
