@@ -27,6 +27,7 @@ import (
 type loadedModel struct {
 	model  *server.Model
 	closer io.Closer
+	note   string // what the server changed about how it serves the model, and why
 }
 
 // instancePlan is where a model's instances run.
@@ -140,6 +141,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		return fail(cfgPath, err)
 	}
 	bc := batchConfig(m.Config.Batching, cfg)
+	note, err := fixedBatch(ins, m.Config, &bc)
+	if err != nil {
+		return fail(cfgPath, err)
+	}
 	maxRows := max(bc.MaxBatchSize, 1)
 
 	var cleanup []func() error
@@ -272,7 +277,31 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		}
 		return errors.Join(errs...)
 	}
-	return loadedModel{model: sm, closer: closerFunc(closeAll)}, nil
+	return loadedModel{model: sm, closer: closerFunc(closeAll), note: note}, nil
+}
+
+// fixedBatch fits bc to a served input whose batch dimension is fixed.
+// torch.onnx.export writes a batch of 1 unless given a dynamic axis, and
+// such a model cannot run two rows at once, so it runs one image per
+// execution, and the returned note says so. A config.yaml asking for
+// more is an error; the flags' server-wide default is not.
+func fixedBatch(ins []runtime.TensorInfo, c models.Config, bc *batching.Config) (string, error) {
+	in, err := servedInput(c, ins)
+	if err != nil || len(in.Shape) == 0 || in.Shape[0] < 0 {
+		return "", err
+	}
+	const reexport = "re-export it with a dynamic batch axis (torch.onnx.export's dynamic_axes) to batch"
+	switch b := in.Shape[0]; {
+	case b != 1:
+		return "", fmt.Errorf("input %s has a fixed batch of %d (shape %v); fastinfer serves a dynamic batch dimension or a batch of 1: %s", in.Name, b, in.Shape, reexport)
+	case c.Batching.MaxBatchSize != nil && *c.Batching.MaxBatchSize > 1:
+		return "", fmt.Errorf("batching.max_batch_size %d, but input %s has a fixed batch of 1 (shape %v): %s", *c.Batching.MaxBatchSize, in.Name, in.Shape, reexport)
+	case bc.MaxBatchSize > 1:
+		bc.MaxBatchSize = 1
+		bc.PreferredBatchSizes = nil
+		return fmt.Sprintf("input %s has a fixed batch of 1 (shape %v): one image per execution; %s", in.Name, in.Shape, reexport), nil
+	}
+	return "", nil
 }
 
 // modelScores is config.yaml's scores, or what the graph says
@@ -288,6 +317,16 @@ func modelScores(c models.Config, path, output string) (string, error) {
 	return s, nil
 }
 
+// servedInput is the input config.yaml names, or the model's first.
+func servedInput(c models.Config, ins []runtime.TensorInfo) (*runtime.TensorInfo, error) {
+	for i := range ins {
+		if c.Input == "" || ins[i].Name == c.Input {
+			return &ins[i], nil
+		}
+	}
+	return nil, fmt.Errorf("input %q not in the model", c.Input)
+}
+
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
@@ -296,15 +335,9 @@ func (f closerFunc) Close() error { return f() }
 // [N, C, H, W] input: the crop defaults to H, channels must match the colour
 // mode, and dynamic H/W are filled from the crop.
 func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64, error) {
-	var in *runtime.TensorInfo
-	for i := range ins {
-		if c.Input == "" || ins[i].Name == c.Input {
-			in = &ins[i]
-			break
-		}
-	}
-	if in == nil {
-		return vision.Spec{}, nil, fmt.Errorf("input %q not in the model", c.Input)
+	in, err := servedInput(c, ins)
+	if err != nil {
+		return vision.Spec{}, nil, err
 	}
 	if len(in.Shape) != 4 {
 		return vision.Spec{}, nil, fmt.Errorf("input %s has shape %v; an image classifier takes [N, C, H, W]", in.Name, in.Shape)

@@ -1,0 +1,219 @@
+package main
+
+// Models as users drop them in, written the way exporters write them: several
+// outputs, a Softmax at the end, a fixed batch of 1.
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/png"
+	"io"
+	"math"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"fastinfer/internal/testutil"
+	"fastinfer/models/onnxpb"
+)
+
+// Of a model with two outputs, logits and their softmax, the server serves
+// the one config.yaml names (or the first), lists only that one in the
+// metadata, and scores the softmax output by its values as they are (read
+// from the graph at load) unless config.yaml's scores says otherwise.
+func TestServeDetectsProbabilities(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	m := tinyClassifier(onnxpb.DimParam("N"))
+	const pre = "preprocess: {color: gray, resize: 2, crop: 2, scale: 1, mean: [0], std: [1]}\n"
+	for _, tt := range []struct {
+		name, config, output, want string
+	}{
+		{"first output", pre, "logits", "logits"},
+		{"softmax output", pre + "output: probs\n", "probs", "probabilities"},
+		{"softmax output, scores overridden", pre + "output: probs\nscores: logits\n", "probs", "logits"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base, _, stop := startServe(t, tinyRepo(t, "probs", m, tt.config))
+			defer stop()
+			call := caller(t, base)
+			info := call("GET", "/v1/models/probs", "", "")
+			if !strings.Contains(info, `"scores":"`+tt.want+`"`) {
+				t.Fatalf("model info: %s; want scores %s", info, tt.want)
+			}
+			meta := call("GET", "/v2/models/probs", "", "")
+			if want := `"outputs":[{"name":"` + tt.output + `","datatype":"FP32","shape":[-1,3]}]`; !strings.Contains(meta, want) {
+				t.Errorf("metadata %s; want only the served output: %s", meta, want)
+			}
+			// /v2 answers the served output's values; /v1's top score is
+			// the largest (probabilities) or its softmax (logits).
+			v2 := call("POST", "/v2/models/probs/infer", "application/json",
+				`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1,2,2],"data":[1,1,1,1]}]}`)
+			var out struct {
+				Outputs []struct {
+					Name string
+					Data []float64
+				}
+			}
+			if err := json.Unmarshal([]byte(v2), &out); err != nil || len(out.Outputs) != 1 || len(out.Outputs[0].Data) != 3 || out.Outputs[0].Name != tt.output {
+				t.Fatalf("v2 infer: %s; want output %s", v2, tt.output)
+			}
+			p := out.Outputs[0].Data
+			top := slices.Max(p)
+			want := top
+			if tt.want == "logits" {
+				want = math.Exp(top) / (math.Exp(p[0]) + math.Exp(p[1]) + math.Exp(p[2]))
+			}
+			// The same tensor through /v1 is a 2×2 grey PNG of ones (scale 1).
+			v1 := call("POST", "/v1/models/probs/classify?top_k=1", "image/png", onesPNG(t))
+			var res struct {
+				Results []struct{ Predictions []struct{ Score float64 } }
+			}
+			if err := json.Unmarshal([]byte(v1), &res); err != nil || len(res.Results) != 1 || len(res.Results[0].Predictions) != 1 {
+				t.Fatalf("classify: %s", v1)
+			}
+			if got := res.Results[0].Predictions[0].Score; math.Abs(got-want) > 1e-5 {
+				t.Errorf("top score %.6f, want %.6f (outputs %v)", got, want, p)
+			}
+		})
+	}
+}
+
+// tinyClassifier is x [batch,1,2,2] → Flatten → MatMul w [4,3] → logits →
+// Softmax → probs, with both logits and probs as graph outputs.
+func tinyClassifier(batch *onnxpb.TensorShapeProto_Dimension) *onnxpb.ModelProto {
+	g := &onnxpb.Graph{}
+	g.FloatInit("w", []int64{4, 3}, func(i int) float32 { return float32(i%3) * 0.5 })
+	g.Node("Flatten", "flat", "f", []string{"x"})
+	g.Node("MatMul", "fc", "logits", []string{"f", "w"})
+	g.Node("Softmax", "sm", "probs", []string{"logits"}, onnxpb.AttrInt("axis", 1))
+	return &onnxpb.ModelProto{
+		IrVersion:   proto.Int64(8),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(17)}},
+		Graph: &onnxpb.GraphProto{
+			Name: proto.String("tiny"), Node: g.Nodes, Initializer: g.Inits,
+			Input: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("x", batch, onnxpb.Dim(1), onnxpb.Dim(2), onnxpb.Dim(2))},
+			Output: []*onnxpb.ValueInfoProto{
+				onnxpb.FloatTensor("logits", batch, onnxpb.Dim(3)),
+				onnxpb.FloatTensor("probs", batch, onnxpb.Dim(3)),
+			},
+		},
+	}
+}
+
+// tinyRepo is a repository holding m as version 1 of name, with config.
+func tinyRepo(t *testing.T, name string, m *onnxpb.ModelProto, config string) string {
+	t.Helper()
+	repo := t.TempDir()
+	dir := filepath.Join(repo, name)
+	if err := os.MkdirAll(filepath.Join(dir, "1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteModel(t, filepath.Join(dir, "1"), "model.onnx", m)
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return repo
+}
+
+// caller returns a function making one request to the server at base and
+// returning the body of its 200 answer.
+func caller(t *testing.T, base string) func(method, path, ct, body string) string {
+	return func(method, path, ct, body string) string {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+}
+
+// onesPNG is a 2×2 grey PNG whose pixels are all 1.
+func onesPNG(t *testing.T) string {
+	img := image.NewGray(image.Rect(0, 0, 2, 2))
+	for i := range img.Pix {
+		img.Pix[i] = 1
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+// A model exported with a fixed batch of 1 (torch.onnx.export's default)
+// loads and runs one image per execution, several images of a request
+// included, and says why; config.yaml asking it to batch, or a fixed
+// batch above 1, fails the load with the reason.
+func TestFixedBatchModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	const pre = "preprocess: {color: gray, resize: 2, crop: 2, scale: 1, mean: [0], std: [1]}\n"
+	base, logs, stop := startServe(t, tinyRepo(t, "fixed", tinyClassifier(onnxpb.Dim(1)), pre), "--max-batch-size", "8")
+	defer stop()
+	call := caller(t, base)
+	if cfg := call("GET", "/v2/models/fixed/config", "", ""); !strings.Contains(cfg, `"max_batch_size":1,`) {
+		t.Errorf("config %s; want max_batch_size 1", cfg)
+	}
+	if !strings.Contains(logs.String(), "input x has a fixed batch of 1") {
+		t.Errorf("the log does not say why the model does not batch: %s", logs)
+	}
+	img := onesPNG(t)
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for range 3 {
+		w, _ := mw.CreateFormFile("image", "ones.png")
+		w.Write([]byte(img))
+	}
+	mw.Close()
+	res := call("POST", "/v1/models/fixed/classify?top_k=1", mw.FormDataContentType(), body.String())
+	if n := strings.Count(res, `"predictions"`); n != 3 {
+		t.Errorf("3 images: %d results in %s", n, res)
+	}
+	ones := strings.TrimSuffix(strings.Repeat("1,", 8), ",")
+	if out := call("POST", "/v2/models/fixed/infer", "application/json",
+		`{"inputs":[{"name":"x","datatype":"FP32","shape":[2,1,2,2],"data":[`+ones+`]}]}`); !strings.Contains(out, `"shape":[2,3]`) {
+		t.Errorf("two rows: %s", out)
+	}
+
+	for _, tt := range []struct {
+		name   string
+		batch  *onnxpb.TensorShapeProto_Dimension
+		config string
+		want   string
+	}{
+		{"config batches", onnxpb.Dim(1), pre + "batching: {max_batch_size: 4}\n", "batching.max_batch_size 4, but input x has a fixed batch of 1"},
+		{"fixed batch of 4", onnxpb.Dim(4), pre, "input x has a fixed batch of 4"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base, _, stop := startServe(t, tinyRepo(t, "fixed", tinyClassifier(tt.batch), tt.config))
+			defer stop()
+			resp, err := http.Post(base+"/v2/repository/index", "application/json", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), tt.want) {
+				t.Errorf("repository index %s; want the reason %q", b, tt.want)
+			}
+		})
+	}
+}
