@@ -20,6 +20,9 @@ type Preprocess struct {
 	Scale  float32   `yaml:"scale" json:"scale"`   // multiplies 0..255 first
 	Mean   []float32 `yaml:"mean" json:"mean"`
 	Std    []float32 `yaml:"std" json:"std"`
+	// Layout is nchw (channel planes) or nhwc (interleaved, as models
+	// converted from TensorFlow take); "" reads it from the input shape.
+	Layout string `yaml:"layout" json:"layout,omitempty"`
 }
 
 // Batching is a model's dynamic batching policy. Nil fields take the
@@ -110,6 +113,11 @@ func (c Config) validate() error {
 	case "rgb", "bgr", "gray":
 	default:
 		errs = append(errs, fmt.Errorf("preprocess.color %q: want rgb, bgr or gray", p.Color))
+	}
+	switch p.Layout {
+	case "", "nchw", "nhwc":
+	default:
+		errs = append(errs, fmt.Errorf("preprocess.layout %q: want nchw or nhwc", p.Layout))
 	}
 	if p.Resize < 0 || p.Crop < 0 {
 		errs = append(errs, fmt.Errorf("preprocess.resize %d and crop %d must not be negative", p.Resize, p.Crop))

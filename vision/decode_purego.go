@@ -23,6 +23,15 @@ func (p *Preprocessor) decodeInto(data []byte, _ guard.Info, dst []float32) erro
 	if err != nil {
 		return fmt.Errorf("vision: %w: %w", guard.ErrBadImage, err)
 	}
+	if ch := s.Channels(); s.Layout == LayoutNHWC && ch > 1 {
+		plane := len(out) / ch
+		for i := range plane {
+			for c := range ch {
+				dst[i*ch+c] = out[c*plane+i]
+			}
+		}
+		return nil
+	}
 	copy(dst, out)
 	return nil
 }

@@ -1,7 +1,10 @@
 package vision
 
 import (
+	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -81,4 +84,72 @@ func BenchmarkNormalize(b *testing.B) {
 			normalizeStrided(p, dst, pix, stride, 224)
 		}
 	})
+}
+
+// An NHWC preprocessor writes what an NCHW one writes, interleaved: the
+// value of channel c at pixel i is planes[c][i], for every colour mode,
+// from the unit (normalize) to whole photos (Into, both decoders), and the
+// drift statistics read the same image from either.
+func TestLayoutNHWC(t *testing.T) {
+	base := []Spec{
+		{Crop: 7, Color: "rgb", Mean: []float32{0.4, 0.5, 0.6}, Std: []float32{0.2, 0.3, 0.4}},
+		{Crop: 7, Color: "bgr", Mean: []float32{0.4, 0.5, 0.6}, Std: []float32{0.2, 0.3, 0.4}},
+		{Crop: 7, Color: "gray", Mean: []float32{0.5}, Std: []float32{0.25}},
+	}
+	interleaved := func(planar []float32, ch int) []float32 {
+		plane := len(planar) / ch
+		out := make([]float32, len(planar))
+		for c := range ch {
+			for i := range plane {
+				out[i*ch+c] = planar[c*plane+i]
+			}
+		}
+		return out
+	}
+	for _, spec := range base {
+		t.Run(spec.Color, func(t *testing.T) {
+			nchw, pix, stride := normalizeCase(t, spec, spec.Crop)
+			hwcSpec := spec
+			hwcSpec.Layout = LayoutNHWC
+			nhwc, err := New(hwcSpec, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			planar := make([]float32, spec.Len())
+			nchw.normalize(planar, pix, stride, spec.Crop)
+			got := make([]float32, spec.Len())
+			nhwc.normalize(got, pix, stride, spec.Crop)
+			if want := interleaved(planar, spec.Channels()); !slices.Equal(got, want) {
+				t.Errorf("normalize:\n got %v\nwant %v", got, want)
+			}
+
+			// A photo through the decoder, at a crop small enough that
+			// Stats reads every value.
+			spec.Crop, spec.Resize, hwcSpec.Crop, hwcSpec.Resize = 32, 40, 32, 40
+			photo, err := os.ReadFile(filepath.Join("testdata", "fruits.jpg"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := New(spec, Options{})
+			b, _ := New(hwcSpec, Options{})
+			planar, got = make([]float32, spec.Len()), make([]float32, spec.Len())
+			if _, err := a.Into(photo, planar); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Into(photo, got); err != nil {
+				t.Fatal(err)
+			}
+			if want := interleaved(planar, spec.Channels()); !slices.Equal(got, want) {
+				t.Errorf("Into: the NHWC tensor is not the NCHW one interleaved")
+			}
+			b1, c1 := spec.Stats(planar)
+			b2, c2 := hwcSpec.Stats(got)
+			if math.Abs(b1-b2) > 1e-9 || math.Abs(c1-c2) > 1e-9 {
+				t.Errorf("Stats: NCHW %v %v, NHWC %v %v", b1, c1, b2, c2)
+			}
+		})
+	}
+	if err := (Spec{Crop: 7, Layout: "hwc"}).Validate(); err == nil {
+		t.Error(`Layout "hwc" accepted`)
+	}
 }

@@ -8,7 +8,7 @@ const statsSamples = 4096
 
 // Stats returns a preprocessed image's brightness (mean) and contrast
 // (standard deviation) in 0..1 pixel units, over all channels, by undoing
-// the spec's normalisation of dst (planar, Len() values).
+// the spec's normalisation of dst (Len() values in the spec's layout).
 func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 	s = s.withDefaults()
 	ch := s.Channels()
@@ -19,20 +19,36 @@ func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 	step := max(1, len(dst)/statsSamples)
 	// Per channel, p/255 = x·a + b: hoisted out of the loop, which reads
 	// every value of a small image (it was 1 % of a small model's CPU).
+	var a, b [3]float64
+	for c := range ch {
+		mean, std := s.MeanStd(c)
+		den := float64(s.Scale) * 255
+		a[c], b[c] = std/den, mean/den
+	}
 	var sum, sumSq float64
 	n := 0
+	if s.Layout == LayoutNHWC {
+		// Every step-th value, as for planes; its channel is its index
+		// modulo ch.
+		for i := 0; i < len(dst); i += step {
+			c := i % ch
+			v := float64(dst[i])*a[c] + b[c]
+			sum += v
+			sumSq += v * v
+			n++
+		}
+		brightness = sum / float64(n)
+		return brightness, math.Sqrt(max(0, sumSq/float64(n)-brightness*brightness))
+	}
 	for c := range ch {
 		lo, hi := c*plane, (c+1)*plane
 		if c == ch-1 {
 			hi = len(dst)
 		}
-		mean, std := s.MeanStd(c)
-		den := float64(s.Scale) * 255
-		a, b := std/den, mean/den
 		// The same samples as one stride over dst: the first multiple of
 		// step at or after lo.
 		for i := (lo + step - 1) / step * step; i < hi; i += step {
-			v := float64(dst[i])*a + b
+			v := float64(dst[i])*a[c] + b[c]
 			sum += v
 			sumSq += v * v
 			n++

@@ -50,7 +50,15 @@ type Spec struct {
 	Color     string    // "rgb" | "bgr" | "gray" ("" = rgb)
 	Scale     float32   // applied first to 0..255 values (0 = 1/255)
 	Mean, Std []float32 // per channel (len 1 or channel count; empty = 0 mean, 1 std)
+	Layout    string    // LayoutNCHW (planes; "" means the same) or LayoutNHWC (interleaved)
 }
+
+// Tensor layouts (Spec.Layout). PyTorch exports take channel planes; models
+// converted from TensorFlow usually take interleaved channels.
+const (
+	LayoutNCHW = "nchw"
+	LayoutNHWC = "nhwc"
+)
 
 // Channels is 1 for gray, else 3.
 func (s Spec) Channels() int {
@@ -81,6 +89,11 @@ func (s Spec) Validate() error {
 	case "", "rgb", "bgr", "gray":
 	default:
 		return fmt.Errorf("vision: Color must be rgb, bgr or gray, got %q", s.Color)
+	}
+	switch s.Layout {
+	case "", LayoutNCHW, LayoutNHWC:
+	default:
+		return fmt.Errorf("vision: Layout must be nchw or nhwc, got %q", s.Layout)
 	}
 	if !finite(s.Scale) {
 		return fmt.Errorf("vision: Scale must be finite, got %v", s.Scale)
@@ -121,6 +134,9 @@ func (s Spec) withDefaults() Spec {
 		s.Resize = s.Crop
 	}
 	s.Color = s.color()
+	if s.Layout == "" {
+		s.Layout = LayoutNCHW
+	}
 	if s.Scale == 0 {
 		s.Scale = 1.0 / 255
 	}
@@ -207,7 +223,8 @@ func (p *Preprocessor) Spec() Spec {
 	return s
 }
 
-// Into decodes data and writes the normalised float32 CHW tensor into dst,
+// Into decodes data and writes the normalised float32 tensor (CHW, or HWC
+// for LayoutNHWC) into dst,
 // whose length must be Spec().Len(). Bad input yields errors wrapping
 // guard.ErrEmpty, guard.ErrBadImage or guard.ErrTooLarge; a wrong dst
 // length yields ErrDstLen. dst is written only when the error is nil.
@@ -267,6 +284,22 @@ func (p *Preprocessor) normalize(dst []float32, pix []byte, stride, crop int) {
 			o := dst[y*crop : (y+1)*crop]
 			for x := range o {
 				o[x] = lut[row[x]]
+			}
+		}
+		return
+	}
+	if p.spec.Layout == LayoutNHWC {
+		// Interleaved, as decoded: each output pixel's channel c reads
+		// the source byte srcChan[c].
+		s0, s1, s2 := p.srcChan[0], p.srcChan[1], p.srcChan[2]
+		l0, l1, l2 := &p.lut[0], &p.lut[1], &p.lut[2]
+		for y := range crop {
+			row := pix[y*stride : y*stride+3*crop]
+			o := dst[3*y*crop : 3*(y+1)*crop]
+			for x := range crop {
+				px := row[3*x : 3*x+3 : 3*x+3]
+				q := o[3*x : 3*x+3 : 3*x+3]
+				q[0], q[1], q[2] = l0[px[s0]], l1[px[s1]], l2[px[s2]]
 			}
 		}
 		return

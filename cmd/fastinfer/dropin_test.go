@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -215,5 +216,75 @@ func TestFixedBatchModel(t *testing.T) {
 				t.Errorf("repository index %s; want the reason %q", b, tt.want)
 			}
 		})
+	}
+}
+
+// A model converted from TensorFlow: interleaved [N,H,W,C] input and a
+// Softmax at the end. The server reads both from the model; an image goes
+// in as the same HWC tensor a client would send to /v2, and its top score
+// is the model's probability.
+func TestServeNHWCModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	g := &onnxpb.Graph{}
+	g.FloatInit("w", []int64{12, 3}, func(i int) float32 { return float32((i*7)%5) * 0.01 })
+	g.Node("Flatten", "flat", "f", []string{"x"})
+	g.Node("MatMul", "fc", "logits", []string{"f", "w"})
+	g.Node("Softmax", "sm", "probs", []string{"logits"}, onnxpb.AttrInt("axis", 1))
+	n := onnxpb.DimParam("N")
+	m := &onnxpb.ModelProto{
+		IrVersion:   proto.Int64(8),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(17)}},
+		Graph: &onnxpb.GraphProto{
+			Name: proto.String("nhwc"), Node: g.Nodes, Initializer: g.Inits,
+			Input:  []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("x", n, onnxpb.Dim(2), onnxpb.Dim(2), onnxpb.Dim(3))},
+			Output: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("probs", n, onnxpb.Dim(3))},
+		},
+	}
+	base, logs, stop := startServe(t, tinyRepo(t, "nhwc", m, "preprocess: {resize: 2, crop: 2, scale: 1, mean: [0], std: [1]}\n"))
+	defer stop()
+	call := caller(t, base)
+	info := call("GET", "/v1/models/nhwc", "", "")
+	if !strings.Contains(info, `"layout":"nhwc"`) || !strings.Contains(info, `"scores":"probabilities"`) {
+		t.Fatalf("model info %s; want layout nhwc and probability scores (log: %s)", info, logs)
+	}
+	// Pixel i (row-major) is RGB (10i+1, 10i+2, 10i+3).
+	img := image.NewRGBA(image.Rect(0, 0, 2, 2))
+	var hwc []string
+	for i := range 4 {
+		for c := range 3 {
+			v := 10*i + c + 1
+			img.Pix[4*i+c] = byte(v)
+			hwc = append(hwc, strconv.Itoa(v))
+		}
+		img.Pix[4*i+3] = 255
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	v2 := call("POST", "/v2/models/nhwc/infer", "application/json",
+		`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2,2,3],"data":[`+strings.Join(hwc, ",")+`]}]}`)
+	var out struct{ Outputs []struct{ Data []float64 } }
+	if err := json.Unmarshal([]byte(v2), &out); err != nil || len(out.Outputs) != 1 || len(out.Outputs[0].Data) != 3 {
+		t.Fatalf("v2 infer: %s", v2)
+	}
+	v1 := call("POST", "/v1/models/nhwc/classify?top_k=3", "image/png", buf.String())
+	var res struct {
+		Results []struct {
+			Predictions []struct {
+				Index int
+				Score float64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(v1), &res); err != nil || len(res.Results) != 1 || len(res.Results[0].Predictions) != 3 {
+		t.Fatalf("classify: %s", v1)
+	}
+	for _, p := range res.Results[0].Predictions {
+		if want := out.Outputs[0].Data[p.Index]; math.Abs(p.Score-want) > 1e-6 {
+			t.Errorf("class %d: score %.7f from the image, %.7f from the tensor (%v)", p.Index, p.Score, want, out.Outputs[0].Data)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -250,7 +251,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		// ask for every output the metadata lists.
 		Inputs: tensors(first.Input()), Outputs: tensors(first.Output()),
 		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
-		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std},
+		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std, Layout: spec.Layout},
 		Batching: server.BatchingInfo{
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
 			PreferredBatchSizes: sc.PreferredBatchSizes, MaxQueueSize: sc.MaxQueueRows,
@@ -317,6 +318,18 @@ func modelScores(c models.Config, path, output string) (string, error) {
 	return s, nil
 }
 
+// inputLayout reads an image input's layout from its shape: channels of 1
+// or 3 second is NCHW (PyTorch's), otherwise channels of 1 or 3 last is
+// NHWC (TensorFlow's, which converted models keep). A shape that says
+// neither is taken as NCHW, and the channel check then says why it fails.
+func inputLayout(shape []int64) string {
+	isCh := func(d int64) bool { return d == 1 || d == 3 }
+	if !isCh(shape[1]) && isCh(shape[3]) {
+		return vision.LayoutNHWC
+	}
+	return vision.LayoutNCHW
+}
+
 // servedInput is the input config.yaml names, or the model's first.
 func servedInput(c models.Config, ins []runtime.TensorInfo) (*runtime.TensorInfo, error) {
 	for i := range ins {
@@ -340,10 +353,16 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 		return vision.Spec{}, nil, err
 	}
 	if len(in.Shape) != 4 {
-		return vision.Spec{}, nil, fmt.Errorf("input %s has shape %v; an image classifier takes [N, C, H, W]", in.Name, in.Shape)
+		return vision.Spec{}, nil, fmt.Errorf("input %s has shape %v; an image classifier takes [N, C, H, W] or [N, H, W, C]", in.Name, in.Shape)
 	}
 	p := *c.Preprocess
+	if p.Layout == "" {
+		p.Layout = inputLayout(in.Shape)
+	}
 	ch, h, w := in.Shape[1], in.Shape[2], in.Shape[3]
+	if p.Layout == vision.LayoutNHWC {
+		h, w, ch = in.Shape[1], in.Shape[2], in.Shape[3]
+	}
 	if p.Crop == 0 {
 		if h < 0 {
 			return vision.Spec{}, nil, errors.New("model input height is dynamic: set preprocess.crop")
@@ -353,9 +372,10 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	if p.Resize == 0 {
 		p.Resize = p.Crop
 	}
-	spec := vision.Spec{Resize: p.Resize, Crop: p.Crop, Color: p.Color, Scale: p.Scale, Mean: p.Mean, Std: p.Std}
+	spec := vision.Spec{Resize: p.Resize, Crop: p.Crop, Color: p.Color, Scale: p.Scale, Mean: p.Mean, Std: p.Std, Layout: p.Layout}
 	if want := int64(spec.Channels()); ch >= 0 && ch != want {
-		return vision.Spec{}, nil, fmt.Errorf("preprocess.color %s gives %d channels; input %s has %d", p.Color, want, in.Name, ch)
+		return vision.Spec{}, nil, fmt.Errorf("preprocess.color %s gives %d channels; input %s of shape %v has %d as %s (set preprocess.layout if that is wrong)",
+			p.Color, want, in.Name, in.Shape, ch, strings.ToUpper(p.Layout))
 	}
 	for _, d := range []int64{h, w} {
 		if d >= 0 && d != int64(p.Crop) {
@@ -364,6 +384,9 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	}
 	if err := spec.Validate(); err != nil {
 		return vision.Spec{}, nil, err
+	}
+	if p.Layout == vision.LayoutNHWC {
+		return spec, []int64{int64(p.Crop), int64(p.Crop), int64(spec.Channels())}, nil
 	}
 	return spec, []int64{int64(spec.Channels()), int64(p.Crop), int64(p.Crop)}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,5 +196,54 @@ func TestStagedChoice(t *testing.T) {
 		if got := staged(tc.mode, tc.onGPU); got != tc.want {
 			t.Errorf("staged(%q, GPU %v) = %v, want %v", tc.mode, tc.onGPU, got, tc.want)
 		}
+	}
+}
+
+// inputSpec reads the layout from the input shape unless config.yaml
+// gives it, and the row shape the session runs follows it.
+func TestInputSpec(t *testing.T) {
+	imagenet := func(mod func(p *models.Preprocess)) models.Config {
+		p := models.ImageNet()
+		if mod != nil {
+			mod(&p)
+		}
+		return models.Config{Preprocess: &p}
+	}
+	gray := func(p *models.Preprocess) {
+		p.Color, p.Resize, p.Crop, p.Mean, p.Std = "gray", 28, 28, []float32{0.5}, []float32{0.5}
+	}
+	tests := []struct {
+		name    string
+		cfg     models.Config
+		shape   []int64
+		layout  string
+		row     []int64
+		wantErr string
+	}{
+		{"nchw", imagenet(nil), []int64{-1, 3, 224, 224}, "nchw", []int64{3, 224, 224}, ""},
+		{"nhwc", imagenet(nil), []int64{-1, 224, 224, 3}, "nhwc", []int64{224, 224, 3}, ""},
+		{"nhwc, dynamic size", imagenet(nil), []int64{-1, -1, -1, 3}, "nhwc", []int64{224, 224, 3}, ""},
+		{"nchw, dynamic size", imagenet(nil), []int64{-1, 3, -1, -1}, "nchw", []int64{3, 224, 224}, ""},
+		{"gray nchw", imagenet(gray), []int64{-1, 1, 28, 28}, "nchw", []int64{1, 28, 28}, ""},
+		{"gray nhwc", imagenet(gray), []int64{-1, 28, 28, 1}, "nhwc", []int64{28, 28, 1}, ""},
+		{"layout given", imagenet(func(p *models.Preprocess) { p.Layout = "nhwc" }), []int64{-1, 3, 224, 224}, "", nil,
+			"preprocess.color rgb gives 3 channels; input x of shape [-1 3 224 224] has 224 as NHWC"},
+		{"colour mismatch", imagenet(gray), []int64{-1, 3, 28, 28}, "", nil, "gives 1 channels; input x of shape [-1 3 28 28] has 3 as NCHW"},
+		{"crop mismatch", imagenet(nil), []int64{-1, 256, 256, 3}, "", nil, "preprocess.crop 224 does not match"},
+		{"not an image", imagenet(nil), []int64{-1, 150528}, "", nil, "takes [N, C, H, W] or [N, H, W, C]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, row, err := inputSpec(tt.cfg, []runtime.TensorInfo{{Name: "x", DataType: "FP32", Shape: tt.shape}})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || spec.Layout != tt.layout || !slices.Equal(row, tt.row) {
+				t.Errorf("layout %q, row %v, %v; want %q, %v", spec.Layout, row, err, tt.layout, tt.row)
+			}
+		})
 	}
 }
