@@ -25,34 +25,20 @@ func (s Spec) Stats(dst []float32) (brightness, contrast float64) {
 		den := float64(s.Scale) * 255
 		a[c], b[c] = std/den, mean/den
 	}
+	// Every step-th value; its channel is its plane, or its index modulo
+	// ch when channels are interleaved.
+	nhwc := s.Layout == LayoutNHWC
 	var sum, sumSq float64
 	n := 0
-	if s.Layout == LayoutNHWC {
-		// Every step-th value, as for planes; its channel is its index
-		// modulo ch.
-		for i := 0; i < len(dst); i += step {
-			c := i % ch
-			v := float64(dst[i])*a[c] + b[c]
-			sum += v
-			sumSq += v * v
-			n++
+	for i := 0; i < len(dst); i += step {
+		c := min(i/plane, ch-1)
+		if nhwc {
+			c = i % ch
 		}
-		brightness = sum / float64(n)
-		return brightness, math.Sqrt(max(0, sumSq/float64(n)-brightness*brightness))
-	}
-	for c := range ch {
-		lo, hi := c*plane, (c+1)*plane
-		if c == ch-1 {
-			hi = len(dst)
-		}
-		// The same samples as one stride over dst: the first multiple of
-		// step at or after lo.
-		for i := (lo + step - 1) / step * step; i < hi; i += step {
-			v := float64(dst[i])*a[c] + b[c]
-			sum += v
-			sumSq += v * v
-			n++
-		}
+		v := float64(dst[i])*a[c] + b[c]
+		sum += v
+		sumSq += v * v
+		n++
 	}
 	brightness = sum / float64(n)
 	return brightness, math.Sqrt(max(0, sumSq/float64(n)-brightness*brightness))
