@@ -84,6 +84,16 @@ func BenchmarkNormalize(b *testing.B) {
 			normalizeStrided(p, dst, pix, stride, 224)
 		}
 	})
+	spec.Layout = LayoutNHWC
+	hwc, err := New(spec, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("nhwc", func(b *testing.B) {
+		for b.Loop() {
+			hwc.normalize(dst, pix, stride, 224)
+		}
+	})
 }
 
 // An NHWC preprocessor writes what an NCHW one writes, interleaved: the

@@ -290,16 +290,27 @@ func (p *Preprocessor) normalize(dst []float32, pix []byte, stride, crop int) {
 	}
 	if p.spec.Layout == LayoutNHWC {
 		// Interleaved, as decoded: each output pixel's channel c reads
-		// the source byte srcChan[c].
-		s0, s1, s2 := p.srcChan[0], p.srcChan[1], p.srcChan[2]
+		// source byte srcChan[c], which is 2-c (RGB from OpenCV's BGR) or
+		// c. One loop for each, with constant indices: 56 µs for 224×224
+		// (BenchmarkNormalize/nhwc), against 80 with srcChan read in the
+		// loop.
 		l0, l1, l2 := &p.lut[0], &p.lut[1], &p.lut[2]
+		swap := p.srcChan[0] == 2
 		for y := range crop {
 			row := pix[y*stride : y*stride+3*crop]
 			o := dst[3*y*crop : 3*(y+1)*crop]
+			if swap {
+				for x := range crop {
+					px := row[3*x : 3*x+3 : 3*x+3]
+					q := o[3*x : 3*x+3 : 3*x+3]
+					q[0], q[1], q[2] = l0[px[2]], l1[px[1]], l2[px[0]]
+				}
+				continue
+			}
 			for x := range crop {
 				px := row[3*x : 3*x+3 : 3*x+3]
 				q := o[3*x : 3*x+3 : 3*x+3]
-				q[0], q[1], q[2] = l0[px[s0]], l1[px[s1]], l2[px[s2]]
+				q[0], q[1], q[2] = l0[px[0]], l1[px[1]], l2[px[2]]
 			}
 		}
 		return
