@@ -374,8 +374,15 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	}
 	spec := vision.Spec{Resize: p.Resize, Crop: p.Crop, Color: p.Color, Scale: p.Scale, Mean: p.Mean, Std: p.Std, Layout: p.Layout}
 	if want := int64(spec.Channels()); ch >= 0 && ch != want {
-		return vision.Spec{}, nil, fmt.Errorf("preprocess.color %s gives %d channels; input %s of shape %v has %d as %s (set preprocess.layout if that is wrong)",
-			p.Color, want, in.Name, in.Shape, ch, strings.ToUpper(p.Layout))
+		hint := "set preprocess.layout if that is not its layout"
+		switch ch {
+		case 1:
+			hint = "set preprocess.color: gray"
+		case 3:
+			hint = "set preprocess.color: rgb or bgr"
+		}
+		return vision.Spec{}, nil, fmt.Errorf("preprocess.color %s gives %d channels; input %s of shape %v has %d as %s: %s",
+			p.Color, want, in.Name, in.Shape, ch, strings.ToUpper(p.Layout), hint)
 	}
 	for _, d := range []int64{h, w} {
 		if d >= 0 && d != int64(p.Crop) {

@@ -227,8 +227,9 @@ func TestInputSpec(t *testing.T) {
 		{"gray nchw", imagenet(gray), []int64{-1, 1, 28, 28}, "nchw", []int64{1, 28, 28}, ""},
 		{"gray nhwc", imagenet(gray), []int64{-1, 28, 28, 1}, "nhwc", []int64{28, 28, 1}, ""},
 		{"layout given", imagenet(func(p *models.Preprocess) { p.Layout = "nhwc" }), []int64{-1, 3, 224, 224}, "", nil,
-			"preprocess.color rgb gives 3 channels; input x of shape [-1 3 224 224] has 224 as NHWC"},
-		{"colour mismatch", imagenet(gray), []int64{-1, 3, 28, 28}, "", nil, "gives 1 channels; input x of shape [-1 3 28 28] has 3 as NCHW"},
+			"preprocess.color rgb gives 3 channels; input x of shape [-1 3 224 224] has 224 as NHWC: set preprocess.layout"},
+		{"colour mismatch", imagenet(gray), []int64{-1, 3, 28, 28}, "", nil, "gives 1 channels; input x of shape [-1 3 28 28] has 3 as NCHW: set preprocess.color: rgb or bgr"},
+		{"a grey model, ImageNet's colour", imagenet(nil), []int64{-1, 1, 28, 28}, "", nil, "has 1 as NCHW: set preprocess.color: gray"},
 		{"crop mismatch", imagenet(nil), []int64{-1, 256, 256, 3}, "", nil, "preprocess.crop 224 does not match"},
 		{"not an image", imagenet(nil), []int64{-1, 150528}, "", nil, "takes [N, C, H, W] or [N, H, W, C]"},
 	}
