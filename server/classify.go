@@ -198,7 +198,11 @@ func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
 		}
 		return imgs, nil
 	case bytes.HasPrefix(media, mediaImage), bytes.Equal(media, mediaOctet):
-		return [][]byte{ctx.PostBody()}, nil
+		body, aerr := s.requestBody(ctx)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return [][]byte{body}, nil
 	case len(media) == 0:
 		return nil, errorf(415, codeMediaType, "missing Content-Type: send image bytes as image/jpeg, image/png or application/octet-stream, or multipart/form-data with image parts")
 	default:

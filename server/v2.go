@@ -180,7 +180,10 @@ func (s *Server) v2Infer(ctx *fasthttp.RequestCtx, name, version string) {
 }
 
 func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
-	body := ctx.PostBody()
+	body, aerr := s.requestBody(ctx)
+	if aerr != nil {
+		return aerr
+	}
 	header, blobs := body, []byte(nil)
 	if raw := ctx.Request.Header.Peek(headerInferLength); raw != nil {
 		n, err := strconv.Atoi(string(raw))
