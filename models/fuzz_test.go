@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"fastinfer/models/onnxpb"
 )
 
 // FuzzParseConfig: ParseConfig never panics; what it accepts is valid
@@ -102,4 +104,31 @@ func configYAML(c Config) ([]byte, error) {
 		Instances     Instances   `yaml:"instances"`
 		VersionPolicy any         `yaml:"version_policy,omitempty"`
 	}{c.Input, c.Output, c.Labels, c.Preprocess, c.Batching, c.Instances, vp})
+}
+
+// FuzzDetectScores: the graph walk over a model file never panics or
+// loops, whatever the bytes, and answers one of the two kinds whenever it
+// does not fail.
+//
+//	go test ./models -run '^$' -fuzz '^FuzzDetectScores$' -fuzztime 30s
+func FuzzDetectScores(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("fashion-resnet", "3", "model.onnx")); err == nil {
+		f.Add(b[:min(len(b), 4096)], "") // the header and the first nodes
+	}
+	for _, tail := range []func(g *onnxpb.Graph){
+		func(g *onnxpb.Graph) { g.Node("Softmax", "sm", "probs", []string{"logits"}) },
+		func(g *onnxpb.Graph) {
+			g.Node("Identity", "a", "p", []string{"q"})
+			g.Node("Identity", "b", "q", []string{"p"})
+		},
+	} {
+		f.Add(scoresGraph(f, tail, "probs", "p"), "")
+		f.Add(scoresGraph(f, tail, "probs", "p"), "p")
+	}
+	f.Fuzz(func(t *testing.T, model []byte, output string) {
+		got, err := detectScores(model, output)
+		if err == nil && got != ScoresLogits && got != ScoresProbabilities {
+			t.Fatalf("answered %q", got)
+		}
+	})
 }

@@ -12,7 +12,7 @@ import (
 
 // scoresGraph is x → MatMul(w) → "logits", followed by the nodes tail
 // adds, with the given graph outputs (each a node's output name).
-func scoresGraph(t *testing.T, tail func(g *onnxpb.Graph), outputs ...string) []byte {
+func scoresGraph(t testing.TB, tail func(g *onnxpb.Graph), outputs ...string) []byte {
 	t.Helper()
 	g := &onnxpb.Graph{}
 	g.FloatInit("w", []int64{4, 3}, func(i int) float32 { return float32(i) })
