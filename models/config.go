@@ -23,7 +23,15 @@ type Preprocess struct {
 	// Layout is nchw (channel planes) or nhwc (interleaved, as models
 	// converted from TensorFlow take); "" reads it from the input shape.
 	Layout string `yaml:"layout" json:"layout,omitempty"`
+	// Implicit is set when config.yaml has no preprocess section: then
+	// the crop follows the model's input size and the resize keeps
+	// ImageNet's 224-of-256 ratio, so a 299 or 384 model needs no config.
+	Implicit bool `yaml:"-" json:"-"`
 }
+
+// ImageNetCropRatio is the crop's share of the resize in ImageNet's
+// evaluation (224 of 256; torchvision's Inception v3, 299 of 342).
+const ImageNetCropRatio = 0.875
 
 // Batching is a model's dynamic batching policy. Nil fields take the
 // server-wide defaults (flags).
@@ -93,6 +101,7 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if c.Preprocess == nil {
 		p := ImageNet()
+		p.Implicit = true
 		c.Preprocess = &p
 	}
 	p := c.Preprocess

@@ -11,13 +11,15 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
+	implicit := ImageNet() // no preprocess section: sized by the model at load
+	implicit.Implicit = true
 	tests := []struct {
 		name    string
 		in      string
 		want    Preprocess
 		wantErr string
 	}{
-		{name: "empty gets ImageNet", in: "", want: ImageNet()},
+		{name: "empty gets ImageNet", in: "", want: implicit},
 		{name: "yaml", in: "preprocess:\n  resize: 32\n  crop: 28\n  color: gray\n  mean: [0.5]\n  std: [0.5]\n",
 			want: Preprocess{Resize: 32, Crop: 28, Color: "gray", Scale: 1.0 / 255, Mean: []float32{0.5}, Std: []float32{0.5}}},
 		{name: "json is yaml", in: `{"preprocess": {"crop": 224, "color": "BGR", "scale": 1}}`,
@@ -36,8 +38,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "preferred over max", in: "batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", wantErr: "16 is outside"},
 		{name: "instances kind", in: "instances: {kind: tpu}", wantErr: "instances.kind"},
 		{name: "instances count", in: "instances: {count: 0}", wantErr: "instances.count"},
-		{name: "fp16", in: "precision: fp16", want: ImageNet()},
-		{name: "fp32", in: "precision: fp32", want: ImageNet()},
+		{name: "fp16", in: "precision: fp16", want: implicit},
+		{name: "fp32", in: "precision: fp32", want: implicit},
 		{name: "bad precision", in: "precision: int8", wantErr: "precision"},
 	}
 	for _, tt := range tests {
@@ -128,7 +130,7 @@ func TestScan(t *testing.T) {
 	if got["jsoncfg"].Config.Output != "probs" || got["jsoncfg"].Config.Preprocess.Color != "bgr" {
 		t.Errorf("jsoncfg config = %+v", got["jsoncfg"].Config)
 	}
-	if p := got["noconfig"].Config.Preprocess; !reflect.DeepEqual(*p, ImageNet()) {
+	if p := got["noconfig"].Config.Preprocess; !p.Implicit || !reflect.DeepEqual(p.Mean, ImageNet().Mean) {
 		t.Errorf("noconfig preprocess = %+v", p)
 	}
 	wantErrs := map[string]string{"badcfg": "config.yaml", "noversion": "no version folder"}

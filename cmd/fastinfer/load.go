@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -362,6 +363,11 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	ch, h, w := in.Shape[1], in.Shape[2], in.Shape[3]
 	if p.Layout == vision.LayoutNHWC {
 		h, w, ch = in.Shape[1], in.Shape[2], in.Shape[3]
+	}
+	if p.Implicit && h > 0 && h == w {
+		// No preprocess section: ImageNet's evaluation at the model's size.
+		p.Crop = int(h)
+		p.Resize = int(math.Round(float64(h) / models.ImageNetCropRatio))
 	}
 	if p.Crop == 0 {
 		if h < 0 {

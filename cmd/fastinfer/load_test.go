@@ -248,3 +248,36 @@ func TestInputSpec(t *testing.T) {
 		})
 	}
 }
+
+// Without a preprocess section, the crop is the model's input size and the
+// resize keeps ImageNet's 224-of-256 ratio; a section's own crop and
+// resize are kept as written.
+func TestImplicitPreprocess(t *testing.T) {
+	implicit, err := models.ParseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit, err := models.ParseConfig([]byte("preprocess: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name         string
+		cfg          models.Config
+		shape        []int64
+		resize, crop int
+	}{
+		{"224", implicit, []int64{-1, 3, 224, 224}, 256, 224},
+		{"inception 299", implicit, []int64{-1, 3, 299, 299}, 342, 299},
+		{"384, NHWC", implicit, []int64{1, 384, 384, 3}, 439, 384},
+		{"dynamic size", implicit, []int64{-1, 3, -1, -1}, 256, 224},
+		{"a section without sizes", explicit, []int64{-1, 3, 299, 299}, 299, 299},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, _, err := inputSpec(tt.cfg, []runtime.TensorInfo{{Name: "x", DataType: "FP32", Shape: tt.shape}})
+			if err != nil || spec.Resize != tt.resize || spec.Crop != tt.crop {
+				t.Errorf("resize %d, crop %d, %v; want %d, %d", spec.Resize, spec.Crop, err, tt.resize, tt.crop)
+			}
+		})
+	}
+}
