@@ -20,7 +20,11 @@ import (
 // within the limit can inflate a thousandfold.
 func (s *Server) requestBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
 	body := ctx.PostBody()
-	enc := bytes.ToLower(bytes.TrimSpace(ctx.Request.Header.ContentEncoding()))
+	enc := ctx.Request.Header.ContentEncoding()
+	if len(enc) == 0 { // the hot path: nothing to look at or allocate
+		return body, nil
+	}
+	enc = bytes.ToLower(bytes.TrimSpace(enc))
 	var r io.Reader
 	var err error
 	switch string(enc) {
