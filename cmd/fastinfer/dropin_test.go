@@ -288,3 +288,32 @@ func TestServeNHWCModel(t *testing.T) {
 		}
 	}
 }
+
+// models list says how serve would take each model, read from the files
+// without loading them, and names the models that would not load.
+func TestModelsListPlans(t *testing.T) {
+	repo := t.TempDir()
+	write := func(name string, m *onnxpb.ModelProto, config string) {
+		from := tinyRepo(t, name, m, config)
+		if err := os.Rename(filepath.Join(from, name), filepath.Join(repo, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const gray = "preprocess: {color: gray, resize: 2, crop: 2}\n"
+	write("dynamic", tinyClassifier(onnxpb.DimParam("N")), gray)
+	write("fixed-probs", tinyClassifier(onnxpb.Dim(1)), gray+"output: probs\n")
+	write("wrong-colour", tinyClassifier(onnxpb.DimParam("N")), "") // ImageNet's rgb for a grey input
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"models", "list", "--models", repo}, &stdout, &stderr, func(string) string { return "" })
+	want := `MODEL         SERVED  VERSIONS  LABELS  INPUT         PREPROCESS                 BATCH    SCORES
+dynamic       1       1         0       x [-1 1 2 2]  resize 2 crop 2 gray nchw  dynamic  logits
+fixed-probs   1       1         0       x [1 1 2 2]   resize 2 crop 2 gray nchw  fixed 1  probabilities
+wrong-colour  1       1         0       ?             ?                          ?        ?
+`
+	if got := stdout.String(); got != want {
+		t.Errorf("models list printed\n%s\nwant\n%s", got, want)
+	}
+	if code == 0 || !strings.Contains(stderr.String(), "wrong-colour") || !strings.Contains(stderr.String(), "set preprocess.color: gray") {
+		t.Errorf("exit %d, stderr %s; want a failure naming wrong-colour and the fix", code, stderr.String())
+	}
+}

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"fastinfer/batching"
 	"fastinfer/models"
 	"fastinfer/models/fp16"
 	"fastinfer/models/resnet"
+	"fastinfer/runtime"
 )
 
 func modelsCmd(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -72,7 +76,11 @@ func modelsList(args []string, stdout, stderr io.Writer, getenv func(string) str
 	fs := flag.NewFlagSet("models list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("models", "models", "model repository folder")
-	fs.Usage = usageWithEnv(fs, "fastinfer models list [--models DIR]")
+	ortLib := fs.String("ort-lib", "", "libonnxruntime.so (default: $ONNXRUNTIME_LIB, then the usual places); without one, only config.yaml is shown")
+	fs.Usage = usageWithEnv(fs, "fastinfer models list [--models DIR]\n\n"+
+		"How serve would take each model's highest version: its input, the\n"+
+		"preprocessing sized to it, its batch dimension and whether its outputs\n"+
+		"are logits or probabilities, read from the ONNX file without loading it.")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
@@ -80,24 +88,83 @@ func modelsList(args []string, stdout, stderr io.Writer, getenv func(string) str
 	if err != nil {
 		return err
 	}
+	var env *runtime.Env
+	if lib, err := runtime.ResolveLib(*ortLib); err != nil {
+		fmt.Fprintf(stderr, "note: %v; showing config.yaml only\n", err)
+	} else if env, err = runtime.Open(runtime.Config{Lib: lib, Provider: runtime.ProviderCPU, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		return err
+	} else {
+		defer env.Close()
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tSERVED\tVERSIONS\tLABELS\tPREPROCESS")
+	fmt.Fprintln(tw, "MODEL\tSERVED\tVERSIONS\tLABELS\tINPUT\tPREPROCESS\tBATCH\tSCORES")
 	for _, m := range ms {
 		var vs []string
 		for _, v := range m.Versions {
 			vs = append(vs, fmt.Sprint(v.Number))
 		}
-		p := m.Config.Preprocess
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\tresize %d crop %d %s\n", m.Name, m.Latest().Number, strings.Join(vs, ","), len(m.Labels), p.Resize, p.Crop, p.Color)
+		plan, err := servingPlan(env, m)
+		if err != nil {
+			errs = append(errs, &models.LoadError{Model: m.Name, Path: m.Latest().Path, Err: err})
+			plan = listPlan{input: "?", preprocess: "?", batch: "?", scores: "?"}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", m.Name, m.Latest().Number, strings.Join(vs, ","), len(m.Labels),
+			plan.input, plan.preprocess, plan.batch, plan.scores)
 	}
 	tw.Flush()
 	for _, e := range errs {
 		fmt.Fprintln(stderr, "error:", e)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%d model folder(s) could not be read", len(errs))
+		return fmt.Errorf("%d model(s) could not be read or would not load", len(errs))
 	}
 	return nil
+}
+
+// listPlan is a row of models list: how serve would take a model.
+type listPlan struct{ input, preprocess, batch, scores string }
+
+// servingPlan works out, as loadModel does but without a session, how
+// serve would take m's highest version; with no env, config.yaml alone.
+func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
+	p := m.Config.Preprocess
+	plan := listPlan{input: "?", batch: "?", scores: cmp.Or(m.Config.Scores, "?"),
+		preprocess: fmt.Sprintf("resize %d crop %d %s", p.Resize, p.Crop, p.Color)}
+	if p.Implicit {
+		plan.preprocess = "ImageNet's, sized to the input"
+	}
+	if env == nil {
+		return plan, nil
+	}
+	v := m.Latest()
+	ins, _, err := env.Inspect(v.Path)
+	if err != nil {
+		return plan, err
+	}
+	spec, _, err := inputSpec(m.Config, ins)
+	if err != nil {
+		return plan, err
+	}
+	in, _ := servedInput(m.Config, ins)
+	plan.input = fmt.Sprintf("%s %v", in.Name, in.Shape)
+	plan.preprocess = fmt.Sprintf("resize %d crop %d %s %s", spec.Resize, spec.Crop, spec.Color, spec.Layout)
+	plan.batch = "dynamic"
+	bc := batching.Config{MaxBatchSize: 2}
+	if note, err := fixedBatch(ins, m.Config, &bc); err != nil {
+		return plan, err
+	} else if note != "" {
+		plan.batch = "fixed 1"
+	}
+	out := m.Config.Output
+	if out == "" {
+		_, outs, err := env.Inspect(v.Path)
+		if err != nil || len(outs) == 0 {
+			return plan, fmt.Errorf("reading the outputs: %v", err)
+		}
+		out = outs[0].Name
+	}
+	plan.scores, err = modelScores(m.Config, v.Path, out)
+	return plan, err
 }
 
 func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
