@@ -126,7 +126,7 @@ func FuzzDetectScores(f *testing.F) {
 		f.Add(scoresGraph(f, tail, "probs", "p"), "p")
 	}
 	f.Fuzz(func(t *testing.T, model []byte, output string) {
-		got, err := detectScores(model, output)
+		got, err := detectScores(bytes.NewReader(model), int64(len(model)), output)
 		if err == nil && got != ScoresLogits && got != ScoresProbabilities {
 			t.Fatalf("answered %q", got)
 		}

@@ -1,6 +1,8 @@
 package models
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -77,7 +79,8 @@ func TestDetectScores(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := detectScores(scoresGraph(t, tt.tail, tt.outs...), tt.output)
+			b := scoresGraph(t, tt.tail, tt.outs...)
+			got, err := detectScores(bytes.NewReader(b), int64(len(b)), tt.output)
 			if err != nil || got != tt.want {
 				t.Errorf("got %q, %v; want %q", got, err, tt.want)
 			}
@@ -126,6 +129,43 @@ func TestConfigScores(t *testing.T) {
 		}
 		if tt.ok && c.Scores == "" {
 			t.Errorf("%q: scores not kept", tt.yaml)
+		}
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	*bytes.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// The weights are sought past, not read: a graph with 8 MB of weights
+// ahead of its nodes is walked reading a small part of the file.
+func TestDetectScoresSkipsWeights(t *testing.T) {
+	b := scoresGraph(t, func(g *onnxpb.Graph) {
+		for i := range 4 {
+			g.FloatInit(fmt.Sprint("big", i), []int64{512, 1024}, func(int) float32 { return 1 })
+		}
+		g.Node("Softmax", "sm", "probs", []string{"logits"})
+	}, "probs")
+	r := &countingReader{Reader: bytes.NewReader(b)}
+	got, err := detectScores(r, int64(len(b)), "")
+	if err != nil || got != ScoresProbabilities {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if r.n > int64(len(b))/8 {
+		t.Errorf("read %d of %d bytes", r.n, len(b))
+	}
+	// Cut anywhere, the file is an error, not a guess or a hang.
+	for _, cut := range []int{1, 100, len(b) / 2, len(b) - 1} {
+		if got, err := detectScores(bytes.NewReader(b[:cut]), int64(cut), ""); err == nil {
+			t.Errorf("cut at %d: %q and no error", cut, got)
 		}
 	}
 }
