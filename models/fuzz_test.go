@@ -132,3 +132,31 @@ func FuzzDetectScores(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTritonConfig: config.pbtxt parsing never panics or hangs, and
+// what it accepts is a valid configuration.
+//
+//	go test ./models -run '^$' -fuzz '^FuzzParseTritonConfig$' -fuzztime 30s
+func FuzzParseTritonConfig(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("testdata", "triton", "config.pbtxt")); err == nil {
+		f.Add(b)
+	}
+	for _, s := range []string{
+		`name: "a" max_batch_size: 8 input [{ name: "x" format: FORMAT_NHWC }]`,
+		`version_policy: { specific: { versions: [1, 3] } }`,
+		`instance_group [{ count: 2 kind: KIND_CPU }, {}]`,
+		`a < b: 'c' > d: [ -1, +2, 0x10, 1e-5 ]`,
+		"s: \"\\x41\\u00e9\" # comment",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, _, err := ParseTritonConfig(data, "m")
+		if err != nil {
+			return
+		}
+		if err := c.validate(); err != nil {
+			t.Fatalf("accepted a config validate refuses: %v", err)
+		}
+	})
+}

@@ -35,9 +35,14 @@ type Version struct {
 
 // Model is one model folder of the repository.
 type Model struct {
-	Name     string
-	Dir      string
-	Config   Config
+	Name   string
+	Dir    string
+	Config Config
+	// ConfigPath is the file Config came from: config.yaml, or Triton's
+	// config.pbtxt when there is no config.yaml (its path either way).
+	ConfigPath string
+	// Notes say what of the configuration was not used, and why.
+	Notes    []string
 	Labels   []string
 	Versions []Version // ascending
 	// Card is the served (latest) version's card.json, compacted; nil when
@@ -116,12 +121,14 @@ func Read(dir string) (m Model, ok bool, err error) {
 	if err != nil {
 		return Model{}, false, &LoadError{name, dir, err}
 	}
-	hasConfig := false
+	hasConfig, hasTriton := false, false
 	var versions []Version
 	for _, e := range entries {
 		switch {
 		case e.Name() == ConfigFile:
 			hasConfig = true
+		case e.Name() == TritonConfigFile:
+			hasTriton = true
 		case strings.HasSuffix(e.Name(), ".go"):
 			return Model{}, false, nil // Go source: this is code, not a model
 		case versionRE.MatchString(e.Name()) && isDir(dir, e):
@@ -130,12 +137,28 @@ func Read(dir string) (m Model, ok bool, err error) {
 			versions = append(versions, Version{Number: n, Dir: vdir, Path: filepath.Join(vdir, ModelFile)})
 		}
 	}
-	if !hasConfig && len(versions) == 0 {
+	if !hasConfig && !hasTriton && len(versions) == 0 {
 		return Model{}, false, nil
 	}
 	m = Model{Name: name, Dir: dir}
 	cfgPath := filepath.Join(dir, ConfigFile)
-	if hasConfig {
+	m.ConfigPath = cfgPath
+	if hasConfig && hasTriton {
+		m.Notes = append(m.Notes, TritonConfigFile+" is not read: "+ConfigFile+" is there")
+	}
+	if !hasConfig && hasTriton {
+		tp := filepath.Join(dir, TritonConfigFile)
+		m.ConfigPath = tp
+		b, err := os.ReadFile(tp)
+		if err != nil {
+			return Model{}, false, &LoadError{name, tp, err}
+		}
+		var notes []string
+		if m.Config, notes, err = ParseTritonConfig(b, name); err != nil {
+			return Model{}, false, &LoadError{name, tp, err}
+		}
+		m.Notes = append(m.Notes, notes...)
+	} else if hasConfig {
 		b, err := os.ReadFile(cfgPath)
 		if err != nil {
 			return Model{}, false, &LoadError{name, cfgPath, err}

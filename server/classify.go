@@ -61,6 +61,10 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bo
 }
 
 func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Time) *apiError {
+	if m.Preprocess == nil {
+		return errorf(400, codeBadRequest, "model "+m.Name+" takes tensors only: "+m.ImagesNote+
+			"; send them to /v2/models/"+m.Name+"/infer, or give its config.yaml a preprocess section")
+	}
 	args := ctx.QueryArgs()
 	topK, aerr := parseTopK(args.Peek("top_k"), m.Classes)
 	if aerr != nil {

@@ -24,6 +24,7 @@ type modelJSON struct {
 	Classes       int          `json:"classes"`
 	Labels        bool         `json:"labels"`
 	Preprocessing any          `json:"preprocessing,omitempty"`
+	ImagesNote    string       `json:"images_note,omitempty"` // why a model takes tensors only
 	Batching      BatchingInfo `json:"batching"`
 
 	// Card is the model card (card.json) of the version, when it has one.
@@ -42,7 +43,7 @@ func (s *Server) describe(m *Model) modelJSON {
 		Platform: m.Platform, Provider: m.Provider, ProviderNote: m.ProviderNote, Precision: cmp.Or(m.Precision, "fp32"),
 		Scores: cmp.Or(m.Scores, "logits"),
 		Inputs: m.Inputs, Outputs: m.Outputs, Classes: m.Classes, Labels: len(m.Labels) > 0,
-		Preprocessing: m.Preprocessing, Batching: m.Batching, Card: card(m.Card),
+		Preprocessing: m.Preprocessing, ImagesNote: m.ImagesNote, Batching: m.Batching, Card: card(m.Card),
 	}
 }
 

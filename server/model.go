@@ -55,7 +55,9 @@ type Model struct {
 	// prediction log; stats says whether either wants them (brightness
 	// and contrast cost a pass over the tensor). Errors wrapping
 	// vision/guard's sentinels become 400/413 answers.
+	// Nil for a model that takes tensors only; ImagesNote then says why.
 	Preprocess func(img []byte, dst []float32, stats bool) (ImageStats, error)
+	ImagesNote string
 	// Infer runs rows images: in has rows*InputLen floats, out receives
 	// rows*Classes. batching.Scheduler.Do fits.
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)

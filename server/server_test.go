@@ -599,3 +599,22 @@ func TestProbabilityScores(t *testing.T) {
 		})
 	}
 }
+
+// A model without preprocessing takes tensors only: an image gets a 400
+// saying why and where to send tensors, and never reaches the model.
+func TestTensorsOnlyModel(t *testing.T) {
+	m := fakeModel("toy", 1)
+	m.Preprocess, m.ImagesNote = nil, "no preprocessing fits its input (it is not an image)"
+	m.Infer = func(context.Context, []float32, int, []float32, batching.RequestOptions) (batching.Timing, error) {
+		t.Error("an image reached the model")
+		return batching.Timing{}, nil
+	}
+	ts := newTestServer(t, Options{}, m)
+	r := ts.do(t, "POST", "/v1/models/toy/classify", "image/jpeg", fixture(t, "baboon.jpg"))
+	if r.status != 400 || !strings.Contains(r.body, "takes tensors only: no preprocessing fits its input (it is not an image); send them to /v2/models/toy/infer") {
+		t.Errorf("got %d %s", r.status, r.body)
+	}
+	if info := ts.do(t, "GET", "/v1/models/toy", "", nil); !strings.Contains(info.body, `"images_note":"no preprocessing fits`) {
+		t.Errorf("model info %s", info.body)
+	}
+}

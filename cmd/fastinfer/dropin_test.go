@@ -290,7 +290,9 @@ func TestServeNHWCModel(t *testing.T) {
 }
 
 // models list says how serve would take each model, read from the files
-// without loading them, and names the models that would not load.
+// without loading them, and names the models that would not load: one
+// whose asked-for preprocessing does not fit fails, one with none that
+// ImageNet's does not fit takes tensors only.
 func TestModelsListPlans(t *testing.T) {
 	repo := t.TempDir()
 	write := func(name string, m *onnxpb.ModelProto, config string) {
@@ -302,12 +304,14 @@ func TestModelsListPlans(t *testing.T) {
 	const gray = "preprocess: {color: gray, resize: 2, crop: 2}\n"
 	write("dynamic", tinyClassifier(onnxpb.DimParam("N")), gray)
 	write("fixed-probs", tinyClassifier(onnxpb.Dim(1)), gray+"output: probs\n")
-	write("wrong-colour", tinyClassifier(onnxpb.DimParam("N")), "") // ImageNet's rgb for a grey input
+	write("no-section", tinyClassifier(onnxpb.DimParam("N")), "")                                                 // ImageNet's does not fit
+	write("wrong-colour", tinyClassifier(onnxpb.DimParam("N")), "preprocess: {color: rgb, resize: 2, crop: 2}\n") // asked for, and wrong
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"models", "list", "--models", repo}, &stdout, &stderr, func(string) string { return "" })
 	want := `MODEL         SERVED  VERSIONS  LABELS  INPUT         PREPROCESS                 BATCH    SCORES
 dynamic       1       1         0       x [-1 1 2 2]  resize 2 crop 2 gray nchw  dynamic  logits
 fixed-probs   1       1         0       x [1 1 2 2]   resize 2 crop 2 gray nchw  fixed 1  probabilities
+no-section    1       1         0       x [-1 1 2 2]  none (tensors only)        dynamic  logits
 wrong-colour  1       1         0       ?             ?                          ?        ?
 `
 	if got := stdout.String(); got != want {
@@ -315,5 +319,63 @@ wrong-colour  1       1         0       ?             ?                         
 	}
 	if code == 0 || !strings.Contains(stderr.String(), "wrong-colour") || !strings.Contains(stderr.String(), "set preprocess.color: gray") {
 		t.Errorf("exit %d, stderr %s; want a failure naming wrong-colour and the fix", code, stderr.String())
+	}
+}
+
+// A model folder from a Triton repository serves as it is: config.pbtxt's
+// batching, output and instances are taken, the fields with no
+// equivalent are named in the log, and as Triton's configuration has no
+// image preprocessing, a model ImageNet's does not fit (this grey one)
+// serves tensors and says so to an image.
+func TestServeTritonFolder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := tinyRepo(t, "tiny", tinyClassifier(onnxpb.DimParam("N")), "")
+	dir := filepath.Join(repo, "tiny")
+	if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	const pbtxt = `name: "tiny"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "x", data_type: TYPE_FP32, format: FORMAT_NCHW, dims: [ 1, 2, 2 ] } ]
+output [ { name: "probs", data_type: TYPE_FP32, dims: [ 3 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 500 }
+instance_group [ { count: 1, kind: KIND_CPU } ]
+model_warmup [ { name: "w", batch_size: 1 } ]
+`
+	if err := os.WriteFile(filepath.Join(dir, "config.pbtxt"), []byte(pbtxt), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, logs, stop := startServe(t, repo)
+	defer stop()
+	call := caller(t, base)
+	cfg := call("GET", "/v2/models/tiny/config", "", "")
+	for _, want := range []string{`"max_batch_size":4,`, `"max_queue_delay_microseconds":500,`, `"kind":"KIND_CPU","count":1`, `"output":[{"name":"probs"`} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config %s lacks %s", cfg, want)
+		}
+	}
+	if out := call("POST", "/v2/models/tiny/infer", "application/json",
+		`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1,2,2],"data":[1,1,1,1]}]}`); !strings.Contains(out, `"name":"probs"`) {
+		t.Errorf("infer: %s", out)
+	}
+	if info := call("GET", "/v1/models/tiny", "", ""); !strings.Contains(info, `"scores":"probabilities"`) || !strings.Contains(info, `"images_note":"no preprocessing fits its input`) {
+		t.Errorf("model info %s", info)
+	}
+	resp, err := http.Post(base+"/v1/models/tiny/classify", "image/png", strings.NewReader(onesPNG(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "takes tensors only") || !strings.Contains(string(body), "set preprocess.color: gray") {
+		t.Errorf("an image: %d %s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"ignored (no equivalent here): model_warmup", "serves tensors only"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %q: %s", want, logs)
+		}
 	}
 }

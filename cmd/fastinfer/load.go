@@ -125,18 +125,28 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	if err != nil {
 		return fail(filepath.Join(v.Dir, drift.ReferenceFile), err)
 	}
-	cfgPath := filepath.Join(m.Dir, models.ConfigFile)
+	cfgPath := cmp.Or(m.ConfigPath, filepath.Join(m.Dir, models.ConfigFile))
 	ins, _, err := env.Inspect(v.Path)
 	if err != nil {
 		return fail(v.Path, err)
 	}
+	// Images need preprocessing that fits the input. Without a preprocess
+	// section (config.yaml has none, or the model came with Triton's
+	// config.pbtxt, which has no such thing) a model that ImageNet's does
+	// not fit, such as one with a grey or non-image input, serves tensors
+	// only, and says why.
+	var pre *vision.Preprocessor
+	var tensorsOnly string
 	spec, rowShape, err := inputSpec(m.Config, ins)
-	if err != nil {
+	switch {
+	case err != nil && m.Config.Preprocess.Implicit:
+		tensorsOnly, rowShape = err.Error(), nil
+	case err != nil:
 		return fail(cfgPath, err)
-	}
-	pre, err := vision.New(spec, vision.Options{MaxPixels: cfg.maxPixels})
-	if err != nil {
-		return fail(cfgPath, err)
+	default:
+		if pre, err = vision.New(spec, vision.Options{MaxPixels: cfg.maxPixels}); err != nil {
+			return fail(cfgPath, err)
+		}
 	}
 	plan, err := planInstances(m.Config.Instances, cfg.instances, cfg.threads, len(env.GPUs().Devices), goruntime.NumCPU())
 	if err != nil {
@@ -227,7 +237,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		}
 		instances = append(instances, inst)
 	}
-	if first.InputLen() != spec.Len() {
+	if pre != nil && first.InputLen() != spec.Len() {
 		return fail(cfgPath, fmt.Errorf("preprocessing makes %d floats per image, the model takes %d", spec.Len(), first.InputLen()))
 	}
 	if len(m.Labels) > 0 && len(m.Labels) != first.OutputLen() {
@@ -259,7 +269,11 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
 			Instances: len(instances), ThreadsPerInstance: plan.threads, StagedBatches: stagedAll,
 		},
-		Preprocess: func(img []byte, dst []float32, stats bool) (server.ImageStats, error) {
+		Infer: sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
+		Drift: mon,
+	}
+	if pre != nil {
+		sm.Preprocess = func(img []byte, dst []float32, stats bool) (server.ImageStats, error) {
 			info, err := pre.Into(img, dst)
 			if err != nil || !stats {
 				return server.ImageStats{}, err
@@ -267,9 +281,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			st := server.ImageStats{Width: info.Width, Height: info.Height}
 			st.Brightness, st.Contrast = spec.Stats(dst)
 			return st, nil
-		},
-		Infer: sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
-		Drift: mon,
+		}
+	} else {
+		sm.Preprocessing, sm.ImagesNote = nil, "no preprocessing fits its input ("+tensorsOnly+")"
+		note = strings.TrimPrefix(note+"; serves tensors only: "+sm.ImagesNote, "; ")
 	}
 	closeAll := func() error {
 		sched.Close()

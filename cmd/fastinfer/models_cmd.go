@@ -103,6 +103,9 @@ func modelsList(args []string, stdout, stderr io.Writer, getenv func(string) str
 		for _, v := range m.Versions {
 			vs = append(vs, fmt.Sprint(v.Number))
 		}
+		for _, n := range m.Notes {
+			fmt.Fprintf(stderr, "note: model %s (%s): %s\n", m.Name, filepath.Base(m.ConfigPath), n)
+		}
 		plan, err := servingPlan(env, m)
 		if err != nil {
 			errs = append(errs, &models.LoadError{Model: m.Name, Path: m.Latest().Path, Err: err})
@@ -141,13 +144,20 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 	if err != nil {
 		return plan, err
 	}
-	spec, _, err := inputSpec(m.Config, ins)
+	in, err := servedInput(m.Config, ins)
 	if err != nil {
 		return plan, err
 	}
-	in, _ := servedInput(m.Config, ins)
 	plan.input = fmt.Sprintf("%s %v", in.Name, in.Shape)
-	plan.preprocess = fmt.Sprintf("resize %d crop %d %s %s", spec.Resize, spec.Crop, spec.Color, spec.Layout)
+	// As loadModel: without a preprocess section, a model ImageNet's
+	// preprocessing does not fit takes tensors only.
+	if spec, _, err := inputSpec(m.Config, ins); err == nil {
+		plan.preprocess = fmt.Sprintf("resize %d crop %d %s %s", spec.Resize, spec.Crop, spec.Color, spec.Layout)
+	} else if p.Implicit {
+		plan.preprocess = "none (tensors only)"
+	} else {
+		return plan, err
+	}
 	plan.batch = "dynamic"
 	bc := batching.Config{MaxBatchSize: 2}
 	if note, err := fixedBatch(ins, m.Config, &bc); err != nil {

@@ -201,6 +201,11 @@ func (r *repoManager) load(name string, eligible func(models.Version) bool) erro
 			r.log.Info("model served differently", "model", sm.Name, "version", sm.Version, "note", lm.note)
 		}
 	}
+	if len(fresh) > 0 { // once per change, not at every poll
+		for _, n := range m.Notes {
+			r.log.Warn("model configuration", "model", name, "file", m.ConfigPath, "note", n)
+		}
+	}
 	// Switch: new versions take traffic, replaced ones drain and close.
 	if r.served[name] == nil {
 		r.served[name] = map[int]*servedVersion{}
@@ -364,11 +369,11 @@ func (r *repoManager) wantKey(m models.Model, stable func(models.Version) bool) 
 	return b.String()
 }
 
-// configStamp changes when the model's config.yaml or labels file is
+// configStamp changes when the model's config.yaml (or config.pbtxt) or labels file is
 // rewritten: a changed batching policy or label set reloads the model.
 func configStamp(m models.Model) string {
 	var b strings.Builder
-	for _, name := range []string{models.ConfigFile, m.Config.Labels} {
+	for _, name := range []string{models.ConfigFile, models.TritonConfigFile, m.Config.Labels} {
 		if name == "" {
 			continue
 		}
