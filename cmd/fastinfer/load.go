@@ -361,7 +361,9 @@ type closerFunc func() error
 func (f closerFunc) Close() error { return f() }
 
 // inputSpec derives the preprocessing from config.yaml and the model's
-// [N, C, H, W] input: the crop defaults to H, channels must match the colour
+// [N, C, H, W] or [N, H, W, C] input (the layout read from the shape
+// unless given): the crop defaults to H (and without a preprocess section
+// the resize keeps ImageNet's ratio to it), channels must match the colour
 // mode, and dynamic H/W are filled from the crop.
 func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64, error) {
 	in, err := servedInput(c, ins)
