@@ -252,14 +252,18 @@ func TestValidName(t *testing.T) {
 	}
 }
 
+// Labels files as Windows editors save them: CRLF line ends, and a UTF-8
+// byte-order mark that would otherwise become part of the first label.
 func TestReadLabelsCRLF(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "labels.txt")
-	if err := os.WriteFile(p, []byte("a\r\nb\r\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := ReadLabels(p)
-	if err != nil || !reflect.DeepEqual(l, []string{"a", "b"}) {
-		t.Fatalf("ReadLabels = %q, %v", l, err)
+	for _, in := range []string{"a\r\nb\r\n", "\ufeffa\r\nb\r\n", "\ufeffa\nb"} {
+		p := filepath.Join(t.TempDir(), "labels.txt")
+		if err := os.WriteFile(p, []byte(in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l, err := ReadLabels(p)
+		if err != nil || !reflect.DeepEqual(l, []string{"a", "b"}) {
+			t.Errorf("ReadLabels(%q) = %q, %v", in, l, err)
+		}
 	}
 }
 
