@@ -23,7 +23,7 @@ type textMsg []textField
 // exist and what they mean is left to the caller, who can then say which
 // were used and which were not.
 func parseText(b []byte) (textMsg, error) {
-	p := &textParser{src: string(b), line: 1}
+	p := &textParser{src: strings.TrimPrefix(string(b), "\ufeff"), line: 1} // a Windows editor's byte-order mark
 	m, err := p.message(0)
 	if err != nil {
 		return nil, fmt.Errorf("line %d: %w", p.line, err)

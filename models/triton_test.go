@@ -27,6 +27,7 @@ func TestParseText(t *testing.T) {
 		{"escapes", `s: "tab\there" "+more" t: 'q"uote'`, textMsg{
 			{name: "s", value: "tab\there+more", quote: true, line: 1}, {name: "t", value: `q"uote`, quote: true, line: 1},
 		}, ""},
+		{"byte-order mark", "\ufeffa: 1", textMsg{{name: "a", value: "1", line: 1}}, ""},
 		{"unterminated string", `name: "abc`, nil, "unterminated string"},
 		{"newline in string", "name: \"a\nb\"", nil, "newline in a string"},
 		{"missing brace", `a { b: 1`, nil, `missing '}'`},
