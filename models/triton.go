@@ -87,14 +87,18 @@ func (t *tritonMapper) top(c *Config, f textField, folder string) error {
 		return t.each(f, func(g textField) error { return t.batching(c, g) })
 	case "instance_group":
 		ms, err := elems(f)
-		for i, m := range ms {
-			if t.groups++; err != nil || t.groups > 1 {
-				t.other = append(t.other, fmt.Sprintf("line %d: instance group %d is not used: fastinfer takes the first", f.line, i+1))
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if t.groups++; t.groups > 1 {
+				t.other = append(t.other, fmt.Sprintf("line %d: instance group %d is not used: fastinfer takes the first", f.line, t.groups))
 				continue
 			}
-			err = t.each(textField{value: m}, func(g textField) error { return t.instances(c, g) })
+			if err := t.each(textField{value: m}, func(g textField) error { return t.instances(c, g) }); err != nil {
+				return err
+			}
 		}
-		return err
 	case "version_policy":
 		return t.each(f, func(g textField) error { return t.versions(c, g) })
 	case "default_model_filename":
