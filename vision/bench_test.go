@@ -10,7 +10,8 @@ import (
 // BenchmarkInto: one photo to an ImageNet tensor (resize 256, crop 224),
 // and a large-photo case where the reduced JPEG decode applies; JPEGs
 // through the direct libjpeg decode and, for comparison, through OpenCV's
-// imdecode.
+// imdecode, and with the whole image resized by OpenCV rather than only
+// the crop's window (whole-resize).
 func BenchmarkInto(b *testing.B) {
 	cases := []struct {
 		name string
@@ -20,20 +21,18 @@ func BenchmarkInto(b *testing.B) {
 		{"baboon-512-jpeg-224", "baboon.jpg", imagenet},
 		{"starry-752x600-jpeg-224", "starry_night.jpg", imagenet},
 		{"smarties-413x356-png-224", "smarties.png", imagenet},
+		{"suzanne-640x480-jpeg-224", "Blender_Suzanne1.jpg", imagenet},
 		{"starry-752x600-jpeg-gray28-reduced8", "starry_night.jpg", gray28},
 	}
 	for _, c := range cases {
-		for _, viaCV := range []bool{false, true} {
-			name := c.name
-			if viaCV {
-				if !strings.HasSuffix(c.file, ".jpg") {
-					continue
-				}
-				name += "/imdecode"
+		for _, mode := range []string{"", "/imdecode", "/whole-resize"} {
+			if mode == "/imdecode" && !strings.HasSuffix(c.file, ".jpg") {
+				continue
 			}
-			b.Run(name, func(b *testing.B) {
+			b.Run(c.name+mode, func(b *testing.B) {
 				p := newP(b, c.spec, Options{})
-				p.noDirect = viaCV
+				p.noDirect = mode == "/imdecode"
+				p.noCropArea = mode == "/whole-resize"
 				data := fixture(b, c.file)
 				dst := make([]float32, c.spec.Len())
 				b.ReportAllocs()

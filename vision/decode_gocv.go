@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"sync"
 
 	"gocv.io/x/gocv"
 
@@ -117,6 +118,27 @@ func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
 	// rotation (which OpenCV applies) is accounted for.
 	cols, rows := img.Cols(), img.Rows()
 	tw, th := fitShorter(cols, rows, p.spec.Resize)
+	crop := p.spec.Crop
+	if tw <= cols && th <= rows && (tw != cols || th != rows) && !areaFast(cols, rows, tw, th) && !p.noCropArea {
+		// A non-integer area downscale: resize only the crop's window,
+		// to the bytes OpenCV would give there (areaCrop).
+		pix, err := img.DataPtrUint8()
+		if err != nil {
+			return fmt.Errorf("vision: %v", err)
+		}
+		win := windowPool.Get().(*[]byte)
+		defer windowPool.Put(win)
+		if n := crop * crop * ch; cap(*win) < n {
+			*win = make([]byte, n)
+		}
+		*win = (*win)[:crop*crop*ch]
+		if err := areaCrop(pix, cols, rows, img.Step(), ch, tw, th, (tw-crop)/2, (th-crop)/2, crop, crop, *win); err != nil {
+			return err
+		}
+		p.cropAreas.Add(1)
+		p.normalize(dst, *win, crop*ch, crop)
+		return nil
+	}
 	src := img
 	if tw != cols || th != rows {
 		resized := gocv.NewMat()
@@ -134,7 +156,6 @@ func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
 		return fmt.Errorf("vision: %v", err)
 	}
 	stride := src.Step()
-	crop := p.spec.Crop
 	x0, y0 := (tw-crop)/2, (th-crop)/2
 	if len(pix) < (th-1)*stride+tw*ch || x0 < 0 || y0 < 0 {
 		return fmt.Errorf("vision: resized Mat is %dx%d with %d bytes; cannot crop %d", src.Cols(), src.Rows(), len(pix), crop)
@@ -142,6 +163,9 @@ func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
 	p.normalize(dst, pix[y0*stride+x0*ch:], stride, crop)
 	return nil
 }
+
+// windowPool holds areaCrop's output windows (crop×crop pixels).
+var windowPool = sync.Pool{New: func() any { return new([]byte) }}
 
 func (p *Preprocessor) closeMat(m *gocv.Mat) {
 	m.Close()

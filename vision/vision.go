@@ -165,6 +165,8 @@ type Preprocessor struct {
 	// Instrumentation, read by tests.
 	noReduce    bool         // always decode at full size
 	noDirect    bool         // decode every JPEG with OpenCV's imdecode
+	noCropArea  bool         // resize whole images with OpenCV, never only the crop
+	cropAreas   atomic.Int64 // images resized by areaCrop
 	liveMats    atomic.Int64 // Mats made and not yet closed
 	decodes     atomic.Int64 // calls that reached a decoder
 	directs     atomic.Int64 // JPEGs decoded by directJPEG
