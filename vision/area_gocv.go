@@ -3,6 +3,11 @@
 package vision
 
 /*
+// -O3 vectorises the row sums (Into on Suzanne 640×480: 3.45 → 3.12 ms on
+// one core). It changes no result: no -ffast-math, and x86-64's baseline
+// has no FMA to fuse the multiply-adds (TestAreaCropMatchesOpenCV). cgo
+// applies it to all of this package's C, the small libjpeg glue too.
+#cgo CFLAGS: -O3
 #include <math.h>
 #include <stdlib.h>
 
