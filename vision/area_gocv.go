@@ -10,6 +10,9 @@ package vision
 #cgo CFLAGS: -O3
 #include <math.h>
 #include <stdlib.h>
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
 
 // fi_taps lists, for destination indices [d0, d1) of an area resize of n
 // source pixels to out, the source pixels each reads and their weights:
@@ -48,8 +51,15 @@ static int fi_taps(int n, int out, int d0, int d1, int *first, int *src, float *
 	return k;
 }
 
-static unsigned char fi_sat(float v) {
-	long r = lrintf(v); // round half to even, as cvRound
+static inline unsigned char fi_sat(float v) {
+	// Round half to even, as cvRound: on x86 the same instruction it
+	// uses, inline (lrintf was a library call per byte, 1.3 % of the
+	// server's CPU on JPEGs).
+#ifdef __SSE__
+	int r = _mm_cvtss_si32(_mm_set_ss(v));
+#else
+	long r = lrintf(v);
+#endif
 	return r < 0 ? 0 : r > 255 ? 255 : (unsigned char)r;
 }
 
