@@ -144,7 +144,8 @@
 			const value = isLatest ? m.name : m.name + '@' + m.version;
 			const several = Array.isArray(m.versions) && m.versions.length > 1;
 			models.set(value, { ...m, latest: isLatest });
-			opts.push(el('option', { value, text: `${m.name}  v${m.version}${isLatest && several ? ' (latest)' : ''}` }));
+			const tensorsOnly = m.images_note ? ' (tensors only)' : '';
+			opts.push(el('option', { value, text: `${m.name}  v${m.version}${isLatest && several ? ' (latest)' : ''}${tensorsOnly}` }));
 		}
 		if (!opts.length) {
 			ui.model.replaceChildren(el('option', { value: '', text: 'No models are served' }));
@@ -173,6 +174,8 @@
 		if (input && Array.isArray(input.shape)) bits.push(`input ${input.datatype} [${input.shape.join(', ')}]`);
 		if (m.batching && m.batching.max_batch_size > 0) bits.push(`batches up to ${m.batching.max_batch_size}`);
 		if (!m.labels) bits.push('no labels');
+		// Such a model answers an image with 400 and why; say it first.
+		if (m.images_note) bits.push('takes tensors only: ' + m.images_note);
 		ui.modelMeta.textContent = bits.join(' · ');
 		if (m.provider_note) ui.modelMeta.title = m.provider_note;
 		renderCard(m);
