@@ -419,20 +419,25 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 	b = strconv.AppendInt(b, int64(cols), 10)
 	b = append(b, ']')
 	if o.binary {
+		// FP32's size is known up front, so its bytes go straight after
+		// the header, with no buffer of their own; the strings' is not.
+		size := 4 * rows * m.Classes
 		if o.classification > 0 {
 			blob = appendClassStrings(nil, m, logits, rows, o.classification, true)
-		} else {
-			blob = make([]byte, 0, 4*rows*m.Classes)
-			for _, v := range logits[:rows*m.Classes] {
-				blob = binary.LittleEndian.AppendUint32(blob, math.Float32bits(v))
-			}
+			size = len(blob)
 		}
 		b = append(b, `,"parameters":{"binary_data_size":`...)
-		b = strconv.AppendInt(b, int64(len(blob)), 10)
+		b = strconv.AppendInt(b, int64(size), 10)
 		b = append(b, "}}]}"...)
 		ctx.Response.Header.Set(headerInferLength, strconv.Itoa(len(b)))
 		ctx.SetContentType("application/octet-stream")
-		b = append(b, blob...)
+		if blob != nil {
+			b = append(b, blob...)
+		} else {
+			for _, v := range logits[:rows*m.Classes] {
+				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			}
+		}
 	} else {
 		b = append(b, `,"data":[`...)
 		if o.classification > 0 {
