@@ -99,7 +99,10 @@ type Scheduler struct {
 	levels      [][]*request // FIFO per priority level, index 0 = priority 1
 	pendingRows int
 	busy        int // batches taken and not yet finished
-	running     int // executions in progress
+	// running counts executions in progress. It is atomic so that an
+	// instance starting a run does not queue for mu behind every request
+	// arriving; aheadRoomLocked reads it under mu as before.
+	running     atomic.Int32
 	closed      bool
 	lastArrival time.Time
 	gap         float64 // moving average of the time between arrivals, seconds
@@ -682,9 +685,7 @@ func batchRows(parts []part) int {
 // runBatch runs a gathered batch (on slot, or -1 for Run), copies each
 // request its outputs, and finishes the requests whose rows are all done.
 func (s *Scheduler) runBatch(inst Instance, slot int, parts []part, total int, inDur time.Duration) {
-	s.mu.Lock()
-	s.running++
-	s.mu.Unlock()
+	s.running.Add(1)
 	start := time.Now()
 	err := runSafely(inst, slot, total)
 	end := time.Now()
@@ -702,7 +703,7 @@ func (s *Scheduler) runBatch(inst Instance, slot int, parts []part, total int, i
 
 	s.mu.Lock()
 	s.busy--
-	s.running--
+	s.running.Add(-1)
 	if err == nil {
 		s.fit.add(float64(total), dur.Seconds())
 	}
@@ -835,7 +836,7 @@ func (s *Scheduler) aheadRoom() bool {
 
 // aheadRoomLocked is aheadRoom with s.mu held.
 func (s *Scheduler) aheadRoomLocked() bool {
-	idle := s.instances - s.running
+	idle := s.instances - int(s.running.Load())
 	return s.pendingRows >= s.cfg.MaxBatchSize*(idle+1)
 }
 
