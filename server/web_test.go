@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -201,4 +202,18 @@ func rawRequest(t *testing.T, ts *testServer, method, path, ifNoneMatch string) 
 		t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+}
+
+// The page's script parses: node checks its syntax when it is installed
+// (npm, which scripts/deps.sh installs to fetch ONNX Runtime, brings it).
+func TestWebScriptParses(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	for _, f := range []string{"app.js"} {
+		if out, err := exec.Command(node, "--check", filepath.Join("web", f)).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v\n%s", f, err, out)
+		}
+	}
 }
