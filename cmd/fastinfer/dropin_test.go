@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -377,5 +379,45 @@ model_warmup [ { name: "w", batch_size: 1 } ]
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("the log lacks %q: %s", want, logs)
 		}
+	}
+}
+
+// Under --model-control poll, a changed config.pbtxt reloads the model as
+// a changed config.yaml does, and its notes are logged once per change,
+// not at every poll.
+func TestPollTritonConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := tinyRepo(t, "tiny", tinyClassifier(onnxpb.DimParam("N")), "")
+	dir := filepath.Join(repo, "tiny")
+	if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	write := func(batch int) {
+		cfg := fmt.Sprintf("max_batch_size: %d\nmodel_warmup [ { name: \"w\" } ]\n", batch)
+		if err := os.WriteFile(filepath.Join(dir, "config.pbtxt"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(4)
+	base, logs, stop := startServe(t, repo, "--model-control", "poll", "--poll-interval", "100ms")
+	defer stop()
+	call := caller(t, base)
+	if cfg := call("GET", "/v2/models/tiny/config", "", ""); !strings.Contains(cfg, `"max_batch_size":4,`) {
+		t.Fatalf("config %s", cfg)
+	}
+	time.Sleep(500 * time.Millisecond) // several polls of an unchanged folder
+	write(2)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(call("GET", "/v2/models/tiny/config", "", ""), `"max_batch_size":2,`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("config.pbtxt's change was not loaded: %s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := strings.Count(logs.String(), "ignored (no equivalent here): model_warmup"); n != 2 {
+		t.Errorf("the note was logged %d times over two loads and many polls; want 2", n)
 	}
 }
