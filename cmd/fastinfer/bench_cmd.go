@@ -56,7 +56,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), raw (ONNX Runtime in-process, the ceiling)")
 	fs.BoolVar(&c.compare, "compare", false, "run raw, tensor and image on the same model and print the ratios")
 	fs.StringVar(&c.images, "images", "", "images for the image target, sent in turn: a folder of .jpg/.png files, or comma-separated files and globs")
-	fs.StringVar(&c.concurrency, "concurrency", "1,4,16", "closed-loop sweep: requests kept outstanding")
+	fs.StringVar(&c.concurrency, "concurrency", "1,4,16", "closed-loop sweep: requests kept outstanding; START:END[:STEP] ranges as perf_analyzer's --concurrency-range")
 	fs.StringVar(&c.rates, "rate", "", "open-loop sweep in requests/s (replaces --concurrency)")
 	fs.StringVar(&c.arrivals, "arrivals", "constant", "open-loop arrivals: constant or poisson")
 	fs.IntVar(&c.batch, "batch", 1, "images per tensor request")
@@ -775,14 +775,40 @@ func splitList(s string) []string {
 	return out
 }
 
+// maxSweepSteps bounds a sweep, so that a range like 1:100000 is a
+// mistake reported, not a day of benchmarking.
+const maxSweepSteps = 64
+
+// parseInts reads a sweep: comma-separated positive integers, each of which
+// may be perf_analyzer's START:END[:STEP] range (1:16:4 is 1,5,9,13).
 func parseInts(s string) ([]int, error) {
 	var out []int
 	for _, f := range splitList(s) {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%q is not a positive integer", f)
+		parts := strings.Split(f, ":")
+		if len(parts) > 3 {
+			return nil, fmt.Errorf("%q: a range is START:END[:STEP]", f)
 		}
-		out = append(out, n)
+		var v [3]int
+		v[2] = 1
+		for i, p := range parts {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("%q is not a positive integer", p)
+			}
+			v[i] = n
+		}
+		if len(parts) == 1 {
+			v[1] = v[0]
+		}
+		if v[1] < v[0] {
+			return nil, fmt.Errorf("%q: the range ends before it starts", f)
+		}
+		for n := v[0]; n <= v[1]; n += v[2] {
+			if len(out) == maxSweepSteps {
+				return nil, fmt.Errorf("%q: more than %d steps", s, maxSweepSteps)
+			}
+			out = append(out, n)
+		}
 	}
 	return out, nil
 }

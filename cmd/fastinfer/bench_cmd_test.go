@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -175,4 +176,36 @@ func TestNoteIdleInstances(t *testing.T) {
 		})
 	}
 	noteIdleInstances(&bench.Step{}, 64) // raw: no server split
+}
+
+// Sweeps are lists, and each item may be perf_analyzer's START:END[:STEP].
+func TestParseInts(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []int
+		err  string
+	}{
+		{"1,4,16", []int{1, 4, 16}, ""},
+		{"1:4", []int{1, 2, 3, 4}, ""},
+		{"1:16:4", []int{1, 5, 9, 13}, ""},
+		{"1, 8:16:8 ,64", []int{1, 8, 16, 64}, ""},
+		{"3:3", []int{3}, ""},
+		{"0", nil, "not a positive integer"},
+		{"4:1", nil, "ends before it starts"},
+		{"1:8:0", nil, "not a positive integer"},
+		{"1:2:3:4", nil, "START:END[:STEP]"},
+		{"1:1000", nil, "more than 64 steps"},
+		{"x", nil, "not a positive integer"},
+	} {
+		got, err := parseInts(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: %v, %v; want an error with %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("%q: %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
 }
