@@ -77,12 +77,14 @@ func (t *tritonMapper) top(c *Config, f textField, folder string) error {
 		c.Batching.MaxBatchSize = &n
 	case "input", "output":
 		ms, err := elems(f)
+		if err != nil {
+			return err
+		}
 		for _, m := range ms {
-			if err == nil {
-				err = t.tensor(c, m, f.name == "input", f.line)
+			if err := t.tensor(c, m, f.name == "input", f.line); err != nil {
+				return err
 			}
 		}
-		return err
 	case "dynamic_batching":
 		return t.each(f, func(g textField) error { return t.batching(c, g) })
 	case "instance_group":

@@ -112,7 +112,8 @@ func tinyClassifier(batch *onnxpb.TensorShapeProto_Dimension) *onnxpb.ModelProto
 	}
 }
 
-// tinyRepo is a repository holding m as version 1 of name, with config.
+// tinyRepo is a repository holding m as version 1 of name, with config as
+// its config.yaml ("" for none).
 func tinyRepo(t *testing.T, name string, m *onnxpb.ModelProto, config string) string {
 	t.Helper()
 	repo := t.TempDir()
@@ -121,8 +122,10 @@ func tinyRepo(t *testing.T, name string, m *onnxpb.ModelProto, config string) st
 		t.Fatal(err)
 	}
 	testutil.WriteModel(t, filepath.Join(dir, "1"), "model.onnx", m)
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
+	if config != "" {
+		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return repo
 }
@@ -335,9 +338,6 @@ func TestServeTritonFolder(t *testing.T) {
 	}
 	repo := tinyRepo(t, "tiny", tinyClassifier(onnxpb.DimParam("N")), "")
 	dir := filepath.Join(repo, "tiny")
-	if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil {
-		t.Fatal(err)
-	}
 	const pbtxt = `name: "tiny"
 platform: "onnxruntime_onnx"
 max_batch_size: 4
@@ -391,9 +391,6 @@ func TestPollTritonConfig(t *testing.T) {
 	}
 	repo := tinyRepo(t, "tiny", tinyClassifier(onnxpb.DimParam("N")), "")
 	dir := filepath.Join(repo, "tiny")
-	if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil {
-		t.Fatal(err)
-	}
 	write := func(batch int) {
 		cfg := fmt.Sprintf("max_batch_size: %d\nmodel_warmup [ { name: \"w\" } ]\n", batch)
 		if err := os.WriteFile(filepath.Join(dir, "config.pbtxt"), []byte(cfg), 0o644); err != nil {

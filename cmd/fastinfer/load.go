@@ -130,20 +130,12 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	if err != nil {
 		return fail(v.Path, err)
 	}
-	// Images need preprocessing that fits the input. Without a preprocess
-	// section (config.yaml has none, or the model came with Triton's
-	// config.pbtxt, which has no such thing) a model that ImageNet's does
-	// not fit, such as one with a grey or non-image input, serves tensors
-	// only, and says why.
 	var pre *vision.Preprocessor
-	var tensorsOnly string
-	spec, rowShape, err := inputSpec(m.Config, ins)
-	switch {
-	case err != nil && m.Config.Preprocess.Implicit:
-		tensorsOnly, rowShape = err.Error(), nil
-	case err != nil:
+	spec, rowShape, tensorsOnly, err := imageSpec(m.Config, ins)
+	if err != nil {
 		return fail(cfgPath, err)
-	default:
+	}
+	if tensorsOnly == "" {
 		if pre, err = vision.New(spec, vision.Options{MaxPixels: cfg.maxPixels}); err != nil {
 			return fail(cfgPath, err)
 		}
@@ -359,6 +351,20 @@ func servedInput(c models.Config, ins []runtime.TensorInfo) (*runtime.TensorInfo
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
+
+// imageSpec is inputSpec, or why the model takes tensors only. Images
+// need preprocessing that fits the input. Without a preprocess section
+// (config.yaml has none, or the model came with Triton's config.pbtxt,
+// which has no such thing) a model that ImageNet's does not fit, such as
+// one with a grey or non-image input, serves tensors only, and says why;
+// with one, a misfit is an error.
+func imageSpec(c models.Config, ins []runtime.TensorInfo) (spec vision.Spec, row []int64, tensorsOnly string, err error) {
+	spec, row, err = inputSpec(c, ins)
+	if err != nil && c.Preprocess.Implicit {
+		return vision.Spec{}, nil, err.Error(), nil
+	}
+	return spec, row, "", err
+}
 
 // inputSpec derives the preprocessing from config.yaml and the model's
 // [N, C, H, W] or [N, H, W, C] input (the layout read from the shape

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -140,7 +141,7 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 		return plan, nil
 	}
 	v := m.Latest()
-	ins, _, err := env.Inspect(v.Path)
+	ins, outs, err := env.Inspect(v.Path)
 	if err != nil {
 		return plan, err
 	}
@@ -149,14 +150,14 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 		return plan, err
 	}
 	plan.input = fmt.Sprintf("%s %v", in.Name, in.Shape)
-	// As loadModel: without a preprocess section, a model ImageNet's
-	// preprocessing does not fit takes tensors only.
-	if spec, _, err := inputSpec(m.Config, ins); err == nil {
-		plan.preprocess = fmt.Sprintf("resize %d crop %d %s %s", spec.Resize, spec.Crop, spec.Color, spec.Layout)
-	} else if p.Implicit {
-		plan.preprocess = "none (tensors only)"
-	} else {
+	spec, _, tensorsOnly, err := imageSpec(m.Config, ins)
+	switch {
+	case err != nil:
 		return plan, err
+	case tensorsOnly != "":
+		plan.preprocess = "none (tensors only)"
+	default:
+		plan.preprocess = fmt.Sprintf("resize %d crop %d %s %s", spec.Resize, spec.Crop, spec.Color, spec.Layout)
 	}
 	plan.batch = "dynamic"
 	bc := batching.Config{MaxBatchSize: 2}
@@ -167,9 +168,8 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 	}
 	out := m.Config.Output
 	if out == "" {
-		_, outs, err := env.Inspect(v.Path)
-		if err != nil || len(outs) == 0 {
-			return plan, fmt.Errorf("reading the outputs: %v", err)
+		if len(outs) == 0 {
+			return plan, errors.New("the model has no outputs")
 		}
 		out = outs[0].Name
 	}
