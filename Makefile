@@ -94,8 +94,8 @@ OVERLOAD_TIME ?= 60s
 overload: deps
 	FASTINFER_OVERLOAD=$(OVERLOAD_TIME) $(GO) test -tags $(GOTAGS) -count=1 -run '^TestOverloadSheds$$' -v ./cmd/fastinfer
 
-# Regenerates the ONNX protobuf types (committed; only needed after an
-# onnx.proto change).
+# Regenerates the protobuf types, ONNX's and the gRPC API's (committed; only
+# needed after a .proto change).
 generate:
 	@scripts/deps.sh protoc
 	PATH="$(CURDIR)/.cache/bin:$$PATH" $(GO) generate ./...

@@ -95,8 +95,10 @@ ort_gpu_step() {
 }
 
 # protoc_step installs what `make generate` needs to regenerate the ONNX
-# protobuf types: protoc and onnx.proto from Debian, protoc-gen-go pinned
-# to the google.golang.org/protobuf version in go.mod.
+# protobuf types and the gRPC API: protoc and onnx.proto from Debian,
+# protoc-gen-go pinned to the google.golang.org/protobuf version in go.mod,
+# and protoc-gen-go-grpc pinned here.
+PROTOC_GEN_GO_GRPC=v1.6.2
 protoc_step() {
 	local APT_PACKAGES=(protobuf-compiler libonnx-dev)
 	apt_step
@@ -105,6 +107,10 @@ protoc_step() {
 		local ver; ver=$(cd "$ROOT" && go list -m -f '{{.Version}}' google.golang.org/protobuf)
 		log "installing protoc-gen-go $ver"
 		GOBIN="$bin" go install "google.golang.org/protobuf/cmd/protoc-gen-go@$ver"
+	fi
+	if [ ! -x "$bin/protoc-gen-go-grpc" ]; then
+		log "installing protoc-gen-go-grpc $PROTOC_GEN_GO_GRPC"
+		GOBIN="$bin" go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC"
 	fi
 }
 

@@ -31,11 +31,17 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) string {
 		ctx.Response.Header.Set("X-Request-Id", id)
 		return id
 	}
+	id := s.newRequestID()
+	ctx.Response.Header.Set("X-Request-Id", id)
+	return id
+}
+
+// newRequestID is the process start time and a sequence number.
+func (s *Server) newRequestID() string {
 	b := make([]byte, 0, 32)
 	b = strconv.AppendInt(b, s.started.UnixMilli(), 36)
 	b = append(b, '-')
 	b = strconv.AppendUint(b, requestSeq.Add(1), 36)
-	ctx.Response.Header.SetBytesV("X-Request-Id", b)
 	return string(b)
 }
 

@@ -54,42 +54,54 @@ func (s *Server) repository(ctx *fasthttp.RequestCtx, rest []byte) {
 	switch {
 	case len(parts) == 1 && string(parts[0]) == "index":
 		if allowV2(ctx, "POST") {
-			idx := s.opts.Repository.Index()
-			sort.Slice(idx, func(i, j int) bool {
-				if idx[i].Name != idx[j].Name {
-					return idx[i].Name < idx[j].Name
-				}
-				return idx[i].Version < idx[j].Version
-			})
-			if idx == nil {
-				idx = []RepositoryModel{}
-			}
-			writeJSON(ctx, idx)
+			writeJSON(ctx, s.repositoryIndex())
 		}
 	case len(parts) == 3 && string(parts[0]) == "models" && (string(parts[2]) == "load" || string(parts[2]) == "unload"):
 		if !allowV2(ctx, "POST") {
 			return
 		}
-		name := string(parts[1])
-		var err error
-		if string(parts[2]) == "load" {
-			err = s.opts.Repository.Load(context.Background(), name)
-		} else {
-			err = s.opts.Repository.Unload(context.Background(), name)
+		if aerr := s.loadOrUnload(string(parts[1]), string(parts[2]) == "load"); aerr != nil {
+			writeV2Error(ctx, aerr)
+			return
 		}
-		switch {
-		case err == nil:
-			ctx.SetStatusCode(fasthttp.StatusOK)
-		case errors.Is(err, ErrModelNotInRepository):
-			writeV2Error(ctx, errorf(404, codeModelNotFound, err.Error()))
-		default:
-			// Triton answers a failed load with 400: the repository's
-			// content, not the server, is at fault.
-			writeV2Error(ctx, errorf(400, codeBadRequest, err.Error()))
-		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
 	default:
 		writeV2Error(ctx, errorf(404, codeNotFound, "no such endpoint: "+string(ctx.Path())))
 	}
+}
+
+// repositoryIndex is the repository's index, by name then version.
+func (s *Server) repositoryIndex() []RepositoryModel {
+	idx := s.opts.Repository.Index()
+	sort.Slice(idx, func(i, j int) bool {
+		if idx[i].Name != idx[j].Name {
+			return idx[i].Name < idx[j].Name
+		}
+		return idx[i].Version < idx[j].Version
+	})
+	if idx == nil {
+		idx = []RepositoryModel{}
+	}
+	return idx
+}
+
+// loadOrUnload loads (or reloads) or unloads a model of the repository.
+func (s *Server) loadOrUnload(name string, load bool) *apiError {
+	var err error
+	if load {
+		err = s.opts.Repository.Load(context.Background(), name)
+	} else {
+		err = s.opts.Repository.Unload(context.Background(), name)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrModelNotInRepository):
+		return errorf(404, codeModelNotFound, err.Error())
+	}
+	// Triton answers a failed load with 400: the repository's content, not
+	// the server, is at fault.
+	return errorf(400, codeBadRequest, err.Error())
 }
 
 // token is a bearer token's digest: comparing fixed-length digests in
@@ -106,21 +118,29 @@ func newToken(s string) token {
 	return token{set: true, digest: sha256.Sum256([]byte(s))}
 }
 
+// allows reports whether an Authorization header's value carries the
+// token as a bearer token.
+func (t token) allows(h []byte) bool {
+	const prefix = "Bearer "
+	if len(h) > len(prefix) && bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
+		got := sha256.Sum256(bytes.TrimSpace(h[len(prefix):]))
+		return subtle.ConstantTimeCompare(got[:], t.digest[:]) == 1
+	}
+	return false
+}
+
+var errUnauthorized = errorf(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer TOKEN)")
+
 // authorized checks the bearer token when t is set, answering 401 (in the
 // protocol's error form when v2) otherwise.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx, t token, v2 bool) bool {
 	if !t.set {
 		return true
 	}
-	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	const prefix = "Bearer "
-	if len(h) > len(prefix) && bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
-		got := sha256.Sum256(bytes.TrimSpace(h[len(prefix):]))
-		if subtle.ConstantTimeCompare(got[:], t.digest[:]) == 1 {
-			return true
-		}
+	if t.allows(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
+		return true
 	}
-	e := errorf(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer TOKEN)")
+	e := errUnauthorized
 	if v2 {
 		writeV2Error(ctx, e)
 	} else {

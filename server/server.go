@@ -18,6 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Options configure a Server. Zero values give working defaults.
@@ -65,6 +68,10 @@ type Server struct {
 	metrics *metrics
 	http    *fasthttp.Server
 	handler fasthttp.RequestHandler
+	// The gRPC API (grpc.go), and its grpc.health.v1 service, which
+	// follows SetReady.
+	grpc       *grpc.Server
+	grpcHealth *health.Server
 
 	adminToken, apiToken token
 	started              time.Time
@@ -125,6 +132,9 @@ func New(o Options) *Server {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{o.Logger},
 	}
+	s.grpcHealth = health.NewServer()
+	s.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.grpc = s.grpcServer()
 	return s
 }
 
@@ -175,8 +185,16 @@ func (s *Server) Served() map[string][]int {
 // Serve.
 func (s *Server) SetRepository(r Repository) { s.opts.Repository = r }
 
-// SetReady marks the server ready (GET /v2/health/ready answers 200).
-func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+// SetReady marks the server ready (GET /v2/health/ready answers 200, and
+// gRPC's ServerReady and health check say so).
+func (s *Server) SetReady(ready bool) {
+	s.ready.Store(ready)
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ready {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.grpcHealth.SetServingStatus("", st)
+}
 
 // Handler is the full request handler, for tests and embedding.
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
@@ -212,9 +230,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 	}()
+	s.grpcHealth.Shutdown()
+	grpcErr := make(chan error, 1)
+	go func() { grpcErr <- s.stopGRPC(ctx) }()
 	err := s.http.ShutdownWithContext(ctx)
 	close(stop)
 	<-stopped
+	if gerr := <-grpcErr; err == nil {
+		err = gerr
+	}
 	return err
 }
 

@@ -109,28 +109,10 @@ func (m *Model) statistics() modelStat {
 // v2Stats answers GET /v2/models[/{m}[/versions/{v}]]/stats: every served
 // version, every version of one model, or one version.
 func (s *Server) v2Stats(ctx *fasthttp.RequestCtx, name, version string) {
-	var models []*Model
-	switch {
-	case name == "":
-		models = s.models.list()
-	case version != "":
-		m, aerr := s.models.get(name, version)
-		if aerr != nil {
-			writeV2Error(ctx, aerr)
-			return
-		}
-		models = []*Model{m}
-	default:
-		for _, m := range s.models.list() {
-			if m.Name == name {
-				models = append(models, m)
-			}
-		}
-		if len(models) == 0 {
-			_, aerr := s.models.get(name, "")
-			writeV2Error(ctx, aerr)
-			return
-		}
+	models, aerr := s.statsModels(name, version)
+	if aerr != nil {
+		writeV2Error(ctx, aerr)
+		return
 	}
 	out := struct {
 		ModelStats []modelStat `json:"model_stats"`
@@ -139,4 +121,30 @@ func (s *Server) v2Stats(ctx *fasthttp.RequestCtx, name, version string) {
 		out.ModelStats = append(out.ModelStats, m.statistics())
 	}
 	writeJSON(ctx, out)
+}
+
+// statsModels are the versions a statistics request names: every served
+// version (no name), every version of one model, or one version.
+func (s *Server) statsModels(name, version string) ([]*Model, *apiError) {
+	switch {
+	case name == "":
+		return s.models.list(), nil
+	case version != "":
+		m, aerr := s.models.get(name, version)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return []*Model{m}, nil
+	}
+	var models []*Model
+	for _, m := range s.models.list() {
+		if m.Name == name {
+			models = append(models, m)
+		}
+	}
+	if len(models) == 0 {
+		_, aerr := s.models.get(name, "")
+		return nil, aerr
+	}
+	return models, nil
 }

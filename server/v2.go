@@ -196,113 +196,161 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	if err := parseInferRequest(header, &req); err != nil {
 		return errorf(400, codeBadRequest, "malformed inference request: "+err.Error())
 	}
-	if len(req.Inputs) != len(m.Inputs) || len(m.Inputs) != 1 {
-		return errorf(400, codeBadRequest, "model "+m.Name+" takes "+strconv.Itoa(len(m.Inputs))+" input(s), the request has "+strconv.Itoa(len(req.Inputs)))
-	}
-	spec, in := m.Inputs[0], req.Inputs[0]
-	if in.Name != spec.Name {
-		return errorf(400, codeBadRequest, "unknown input "+strconv.Quote(in.Name)+"; model "+m.Name+" takes "+strconv.Quote(spec.Name))
-	}
-	rows, aerr := s.checkShape(in.Shape, spec.Shape, m.InputLen)
-	if aerr != nil {
-		return aerr
-	}
-	dt, ok := datatypes[in.Datatype]
-	if !ok {
-		return errorf(400, codeBadRequest, "datatype "+strconv.Quote(in.Datatype)+" is not supported for input "+in.Name+"; use FP32, FP16, FP64, UINT8, INT8, INT16, INT32 or INT64")
-	}
 	opts, aerr := parseScheduling(ctx.QueryArgs().Peek("priority"), ctx.QueryArgs().Peek("timeout_ms"))
 	if aerr != nil {
 		return aerr
 	}
+	// The body holds the input as JSON numbers or, with Triton's binary
+	// extension, as bytes after the JSON header.
+	data := func(in *inferInput, need int) (tensorSource, *apiError) {
+		switch {
+		case in.Parameters.BinaryDataSize != nil:
+			size := *in.Parameters.BinaryDataSize
+			if size != int64(need) {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+": binary_data_size is "+strconv.FormatInt(size, 10)+" bytes, shape and datatype need "+strconv.Itoa(need))
+			}
+			if int64(len(blobs)) != size {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
+			}
+			// The handler holds the body until the inference returns, and
+			// nothing writes to it: the batcher may copy from it directly.
+			return tensorSource{raw: blobs, binary: true}, nil
+		case len(in.Data) > 0:
+			if len(blobs) > 0 {
+				return tensorSource{}, errorf(400, codeBadRequest, "the body has binary data no input claims")
+			}
+			return tensorSource{values: func(dst []float32) (int, error) { return parseNumbers(in.Data, dst) }}, nil
+		}
+		return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" has neither data nor binary_data_size")
+	}
+	g := watchClient(ctx)
+	opts.Gone = g.fn
+	res, aerr := s.inferTensor(context.Background(), m, &req, data, opts, start, func() string { return s.requestID(ctx) })
+	unwatchClient(g)
+	if aerr != nil {
+		return aerr
+	}
+	writeInferResponse(ctx, m, &req, res.outs, *res.out, res.rows)
+	m.release(res.out)
+	return nil
+}
+
+// tensorSource is a request's input tensor as its transport carries it:
+// little-endian bytes of the request's datatype (binary), or values that
+// fill writes into dst, returning how many the request held.
+type tensorSource struct {
+	binary bool
+	raw    []byte
+	values func(dst []float32) (int, error)
+}
+
+// tensorResult is an inference on a tensor that ran: out (rows ×
+// m.Classes, pooled: the caller releases it with m.release once written)
+// and the outputs the response carries.
+type tensorResult struct {
+	out  *[]float32
+	rows int
+	outs []v2Output
+}
+
+// inferTensor is the Open Inference Protocol's inference, whichever
+// transport carried it (HTTP's JSON and binary tensors, gRPC): it checks
+// the request against the model, takes the input from data once its size
+// is known (need bytes when binary), runs it, and records it (statistics,
+// prediction log, metrics). logID names the request in the prediction log
+// when it has no id of its own.
+func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
+	data func(in *inferInput, need int) (tensorSource, *apiError),
+	opts batching.RequestOptions, start time.Time, logID func() string) (tensorResult, *apiError) {
+	if len(req.Inputs) != len(m.Inputs) || len(m.Inputs) != 1 {
+		return tensorResult{}, errorf(400, codeBadRequest, "model "+m.Name+" takes "+strconv.Itoa(len(m.Inputs))+" input(s), the request has "+strconv.Itoa(len(req.Inputs)))
+	}
+	spec, in := m.Inputs[0], &req.Inputs[0]
+	if in.Name != spec.Name {
+		return tensorResult{}, errorf(400, codeBadRequest, "unknown input "+strconv.Quote(in.Name)+"; model "+m.Name+" takes "+strconv.Quote(spec.Name))
+	}
+	rows, aerr := s.checkShape(in.Shape, spec.Shape, m.InputLen)
+	if aerr != nil {
+		return tensorResult{}, aerr
+	}
+	dt, ok := datatypes[in.Datatype]
+	if !ok {
+		return tensorResult{}, errorf(400, codeBadRequest, "datatype "+strconv.Quote(in.Datatype)+" is not supported for input "+in.Name+"; use FP32, FP16, FP64, UINT8, INT8, INT16, INT32 or INT64")
+	}
 	if p := req.Parameters.Priority; p != 0 {
 		if p < 0 {
-			return errorf(400, codeBadRequest, "priority must be a positive integer (1 = highest)")
+			return tensorResult{}, errorf(400, codeBadRequest, "priority must be a positive integer (1 = highest)")
 		}
 		opts.Priority = p
 	}
 	if t := req.Parameters.TimeoutUS; t != 0 {
 		if t < 0 || t > 3.6e9 {
-			return errorf(400, codeBadRequest, "timeout must be a positive number of microseconds up to one hour")
+			return tensorResult{}, errorf(400, codeBadRequest, "timeout must be a positive number of microseconds up to one hour")
 		}
 		opts.Timeout = time.Duration(t) * time.Microsecond
 	}
 
 	n := rows * m.InputLen
+	src, aerr := data(in, n*dt.size)
+	if aerr != nil {
+		return tensorResult{}, aerr
+	}
 	var buf *[]float32
 	defer func() {
 		if buf != nil {
 			m.release(buf)
 		}
 	}()
-	take := func() []float32 {
-		buf = m.buffer(n)
-		return *buf
-	}
 	var dst []float32
-	var raw []byte // the body's FP32 tensor, for m.InferBytes
+	var raw []byte // the request's FP32 tensor, for m.InferBytes
 	bad := -1      // the first element that is not a finite number
-	switch {
-	case in.Parameters.BinaryDataSize != nil:
-		size := *in.Parameters.BinaryDataSize
-		if size != int64(n*dt.size) {
-			return errorf(400, codeBadRequest, "input "+in.Name+": binary_data_size is "+strconv.FormatInt(size, 10)+" bytes, shape and datatype need "+strconv.Itoa(n*dt.size))
-		}
-		if int64(len(blobs)) != size {
-			return errorf(400, codeBadRequest, "input "+in.Name+": the body holds "+strconv.Itoa(len(blobs))+" bytes of tensor data, binary_data_size says "+strconv.FormatInt(size, 10))
-		}
+	if src.binary {
 		if in.Datatype == "FP32" && hostLittleEndian && m.InferBytes != nil {
-			// The body is the tensor: check it where it lies, and the
-			// batcher copies it straight into the batch (the handler
-			// holds the body until InferBytes returns, and nothing writes
-			// to it).
-			raw, bad = blobs, checkFiniteLE(blobs)
+			// Checked where it lies; the batcher copies it straight into
+			// the batch.
+			raw, bad = src.raw, checkFiniteLE(src.raw)
 		} else {
-			dst = take()
-			bad = dt.decode(dst, blobs)
+			buf = m.buffer(n)
+			dst = *buf
+			bad = dt.decode(dst, src.raw)
 		}
-	case len(in.Data) > 0:
-		if len(blobs) > 0 {
-			return errorf(400, codeBadRequest, "the body has binary data no input claims")
-		}
-		dst = take()
-		got, err := parseNumbers(in.Data, dst)
+	} else {
+		buf = m.buffer(n)
+		dst = *buf
+		got, err := src.values(dst)
 		if err != nil {
-			return errorf(400, codeBadRequest, "input "+in.Name+": "+err.Error())
+			return tensorResult{}, errorf(400, codeBadRequest, "input "+in.Name+": "+err.Error())
 		}
 		if got != n {
-			return errorf(400, codeBadRequest, "input "+in.Name+": data has "+strconv.Itoa(got)+" elements, shape needs "+strconv.Itoa(n))
+			return tensorResult{}, errorf(400, codeBadRequest, "input "+in.Name+": data has "+strconv.Itoa(got)+" elements, shape needs "+strconv.Itoa(n))
 		}
 		bad = checkFinite(dst) // parseNumbers refuses 1e39 already; this keeps the rule in one place
-	default:
-		return errorf(400, codeBadRequest, "input "+in.Name+" has neither data nor binary_data_size")
 	}
 	if bad >= 0 {
-		return errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(bad)+" is not a finite number")
+		return tensorResult{}, errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(bad)+" is not a finite number")
 	}
 
-	outs, aerr := requestedOutputs(m, &req)
+	outs, aerr := requestedOutputs(m, req)
 	if aerr != nil {
-		return aerr
+		return tensorResult{}, aerr
 	}
 
 	out := m.buffer(rows * m.Classes)
-	defer m.release(out)
-	g := watchClient(ctx)
-	opts.Gone = g.fn
 	var tm batching.Timing
 	var err error
 	if raw != nil {
-		tm, err = m.InferBytes(context.Background(), raw, rows, *out, opts)
+		tm, err = m.InferBytes(ctx, raw, rows, *out, opts)
 	} else {
-		tm, err = m.Infer(context.Background(), dst, rows, *out, opts)
+		tm, err = m.Infer(ctx, dst, rows, *out, opts)
 	}
-	unwatchClient(g)
-	if err != nil {
-		return s.inferError(m, err)
+	if err == nil {
+		aerr = s.checkOutputs(m, *out, rows, true)
+	} else {
+		aerr = s.inferError(m, err)
 	}
-	if aerr := s.checkOutputs(m, *out, rows, true); aerr != nil {
-		return aerr
+	if aerr != nil {
+		m.release(out)
+		return tensorResult{}, aerr
 	}
 	m.stats.ran(rows, tm)
 	var smBuf [8]rowSoftmax
@@ -310,14 +358,13 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	if s.opts.PredictionLog != nil {
 		id := req.ID
 		if id == "" {
-			id = s.requestID(ctx)
+			id = logID()
 		}
 		s.logPredictions(m, id, *out, rows, nil, nil, timings{queue: tm.Queue, infer: tm.Compute, total: time.Since(start)}, sm)
 	}
 	m.imagesCtr.Add(float64(rows))
 	m.observePredictions(*out, rows, nil, sm) // tensors carry no image stats
-	writeInferResponse(ctx, m, &req, outs, *out, rows)
-	return nil
+	return tensorResult{out: out, rows: rows, outs: outs}, nil
 }
 
 // checkShape validates a request shape against the model's (-1 = any) and

@@ -555,7 +555,7 @@ func startServer(ctx context.Context, c *benchConfig, log io.Writer) (string, fu
 	if err != nil {
 		return "", nil, err
 	}
-	args := []string{"serve", "--models", c.models, "--addr", addr, "--log-level", "warn"}
+	args := []string{"serve", "--models", c.models, "--addr", addr, "--grpc-addr", "", "--log-level", "warn"}
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
 	}

@@ -140,6 +140,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// grpcAddrs maps the base URL of each server startServe started to its
+// gRPC address.
+var grpcAddrs sync.Map
+
 // startServe runs serve() on a loopback port (with extra serve flags) and
 // returns its base URL, the logs, and a stop function that returns serve's
 // error.
@@ -148,18 +152,20 @@ func startServe(t testing.TB, repo string, extra ...string) (string, *testutil.B
 	cfg := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfg = serveFlags(fs)
-	if err := fs.Parse(append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--data-dir", t.TempDir()}, extra...)); err != nil {
+	if err := fs.Parse(append([]string{"--models", repo, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--provider", "cpu", "--data-dir", t.TempDir()}, extra...)); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testutil.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan string, 1)
+	started := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, log, started) }()
 	var addr string
 	select {
-	case addr = <-started:
+	case l := <-started:
+		addr = l.http
+		grpcAddrs.Store("http://"+addr, l.grpc)
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v", err)
@@ -347,7 +353,7 @@ func TestServeShutdownFinishesInFlight(t *testing.T) {
 // every accepted request answered.
 func TestSIGTERM(t *testing.T) {
 	repo := testRepo(t)
-	cmd := exec.Command(os.Args[0], "serve", "--models", repo, "--addr", "127.0.0.1:0", "--provider", "cpu", "--log-format", "json", "--data-dir", t.TempDir())
+	cmd := exec.Command(os.Args[0], "serve", "--models", repo, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--provider", "cpu", "--log-format", "json", "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "FASTINFER_TEST_AS_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 type serveConfig struct {
 	models          string
 	addr            string
+	grpcAddr        string
 	ortLib          string
 	provider        string
 	threads         int
@@ -73,6 +74,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	c := &serveConfig{}
 	fs.StringVar(&c.models, "models", "models", "model repository folder")
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address (HOST:PORT)")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", ":8001", "gRPC listen address for the Open Inference Protocol (Triton's port 8001); empty: no gRPC")
 	fs.StringVar(&c.ortLib, "ort-lib", "", "path to libonnxruntime.so (else $ONNXRUNTIME_LIB, else .cache/onnxruntime/"+runtime.ORTVersion+"/)")
 	fs.StringVar(&c.provider, "provider", "auto", "execution provider: auto (CUDA if usable, else CPU), cuda or cpu")
 	fs.IntVar(&c.threads, "threads", 0, "ONNX Runtime intra-op threads per session (0 = number of cores)")
@@ -169,10 +171,14 @@ func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error
 	return serve(ctx, cfg, log, nil)
 }
 
+// listening are the addresses serve listens on; grpc is empty without
+// gRPC.
+type listening struct{ http, grpc string }
+
 // serve runs the server until ctx ends, then shuts down gracefully. If
-// started is non-nil it receives the listening address once the listener is
-// open (tests use it).
-func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan<- string) error {
+// started is non-nil it receives the listening addresses once the
+// listeners are open (tests use it).
+func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan<- listening) error {
 	if st, err := os.Stat(cfg.models); err != nil || !st.IsDir() {
 		return fmt.Errorf("model repository %q is not a folder (set --models or FASTINFER_MODELS): %v", cfg.models, err)
 	}
@@ -266,11 +272,24 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.addr, err)
 	}
-	served := make(chan error, 1)
+	addrs := listening{http: ln.Addr().String()}
+	var gln net.Listener
+	if cfg.grpcAddr != "" {
+		if gln, err = net.Listen("tcp", cfg.grpcAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on %s for gRPC (--grpc-addr; empty turns gRPC off): %w", cfg.grpcAddr, err)
+		}
+		addrs.grpc = gln.Addr().String()
+	}
+	served, running := make(chan error, 2), 1
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "models", cfg.models)
+	if gln != nil {
+		running++
+		go func() { served <- srv.ServeGRPC(gln) }()
+	}
+	log.Info("listening", "addr", addrs.http, "grpc_addr", addrs.grpc, "models", cfg.models)
 	if started != nil {
-		started <- ln.Addr().String()
+		started <- addrs
 	}
 
 	// Liveness answers while models load; readiness waits for them.
@@ -311,6 +330,10 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 
 	select {
 	case err := <-served:
+		// One listener failed: stop the other before returning.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Shutdown(sctx)
+		cancel()
 		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -319,8 +342,10 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
-	if serr := <-served; serr != nil && err == nil {
-		err = serr
+	for range running {
+		if serr := <-served; serr != nil && err == nil {
+			err = serr
+		}
 	}
 	// In-flight requests are done; the schedulers drain (nothing is left)
 	// and their instances close.

@@ -1,0 +1,522 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	_ "google.golang.org/grpc/encoding/gzip" // tritonclient's compression_algorithm="gzip"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"fastinfer/batching"
+	"fastinfer/server/inferpb"
+)
+
+// The Open Inference Protocol over gRPC (Triton's port 8001): the same
+// models, checks, batcher and bookkeeping as the HTTP API, with Triton's
+// configuration, statistics and repository extensions, the standard
+// grpc.health.v1 service (for Kubernetes' gRPC probes) and reflection (for
+// grpcurl). Errors are gRPC status codes carrying the HTTP API's message.
+
+// grpcServer builds the gRPC server. It is built once, by New, so that
+// Shutdown needs no lock.
+func (s *Server) grpcServer() *grpc.Server {
+	g := grpc.NewServer(
+		// A request holds at most what an HTTP body may; grpc-go applies
+		// the limit after gzip too.
+		grpc.MaxRecvMsgSize(s.opts.MaxBodyBytes),
+		grpc.ConnectionTimeout(s.opts.ReadTimeout),
+		grpc.ChainUnaryInterceptor(s.grpcRecover),
+	)
+	inferpb.RegisterGRPCInferenceServiceServer(g, &grpcService{s: s})
+	healthpb.RegisterHealthServer(g, s.grpcHealth)
+	reflection.Register(g)
+	return g
+}
+
+// ServeGRPC answers the gRPC API on ln until Shutdown.
+func (s *Server) ServeGRPC(ln net.Listener) error {
+	if err := s.grpc.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
+		return err // nil once stopped while serving
+	}
+	return nil // stopped before it began
+}
+
+// stopGRPC stops the gRPC server as Shutdown does the HTTP one: no new
+// calls, in-flight ones finish, until ctx ends, when the rest are cut.
+func (s *Server) stopGRPC(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// grpcRecover turns a handler's panic into codes.Internal, as the HTTP
+// recoverer does into a 500: grpc-go would let it end the process.
+func (s *Server) grpcRecover(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("handler panic", "method", info.FullMethod, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.metrics.panics.Inc()
+			resp, err = nil, status.Error(codes.Internal, "internal server error")
+		}
+	}()
+	return next(ctx, req)
+}
+
+// grpcError is an HTTP API error as a gRPC status: the code that carries
+// the HTTP status's meaning, and the same message.
+func grpcError(e *apiError) error {
+	c := codes.Internal
+	switch e.status {
+	case 400, 405, 413, 415, 422:
+		c = codes.InvalidArgument
+	case 401:
+		c = codes.Unauthenticated
+	case 403:
+		c = codes.PermissionDenied
+	case 404:
+		c = codes.NotFound
+	case 429:
+		c = codes.ResourceExhausted
+	case 499:
+		c = codes.Canceled
+	case 503:
+		c = codes.Unavailable
+	case 504:
+		c = codes.DeadlineExceeded
+	}
+	return status.Error(c, e.message)
+}
+
+// grpcAuthorized checks the bearer token in the call's "authorization"
+// metadata when t is set.
+func grpcAuthorized(ctx context.Context, t token) *apiError {
+	if !t.set {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if t.allows([]byte(v)) {
+			return nil
+		}
+	}
+	return errUnauthorized
+}
+
+type grpcService struct {
+	inferpb.UnimplementedGRPCInferenceServiceServer
+	s *Server
+}
+
+func (g *grpcService) ServerLive(context.Context, *inferpb.ServerLiveRequest) (*inferpb.ServerLiveResponse, error) {
+	return &inferpb.ServerLiveResponse{Live: true}, nil
+}
+
+func (g *grpcService) ServerReady(context.Context, *inferpb.ServerReadyRequest) (*inferpb.ServerReadyResponse, error) {
+	return &inferpb.ServerReadyResponse{Ready: g.s.ready.Load()}, nil
+}
+
+func (g *grpcService) ModelReady(_ context.Context, r *inferpb.ModelReadyRequest) (*inferpb.ModelReadyResponse, error) {
+	if _, aerr := g.s.models.get(r.Name, r.Version); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.ModelReadyResponse{Ready: g.s.ready.Load()}, nil
+}
+
+func (g *grpcService) ServerMetadata(context.Context, *inferpb.ServerMetadataRequest) (*inferpb.ServerMetadataResponse, error) {
+	return &inferpb.ServerMetadataResponse{Name: "fastinfer", Version: g.s.opts.Version, Extensions: extensions}, nil
+}
+
+func (g *grpcService) ModelMetadata(_ context.Context, r *inferpb.ModelMetadataRequest) (*inferpb.ModelMetadataResponse, error) {
+	m, aerr := g.s.models.get(r.Name, r.Version)
+	if aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	out := &inferpb.ModelMetadataResponse{Name: m.Name, Platform: m.Platform}
+	for _, v := range g.s.models.versions(m.Name) {
+		out.Versions = append(out.Versions, strconv.Itoa(v))
+	}
+	meta := func(ts []Tensor) []*inferpb.ModelMetadataResponse_TensorMetadata {
+		var out []*inferpb.ModelMetadataResponse_TensorMetadata
+		for _, t := range ts {
+			out = append(out, &inferpb.ModelMetadataResponse_TensorMetadata{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape})
+		}
+		return out
+	}
+	out.Inputs, out.Outputs = meta(m.Inputs), meta(m.Outputs)
+	return out, nil
+}
+
+func (g *grpcService) ModelConfig(_ context.Context, r *inferpb.ModelConfigRequest) (*inferpb.ModelConfigResponse, error) {
+	m, aerr := g.s.models.get(r.Name, r.Version)
+	if aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	c := m.tritonConfig()
+	out := &inferpb.ModelConfig{Name: c.Name, Platform: c.Platform, Backend: c.Backend, MaxBatchSize: int32(c.MaxBatchSize)}
+	for _, t := range c.Input {
+		out.Input = append(out.Input, &inferpb.ModelInput{Name: t.Name, DataType: inferpb.DataType(inferpb.DataType_value[t.DataType]), Dims: t.Dims})
+	}
+	for _, t := range c.Output {
+		out.Output = append(out.Output, &inferpb.ModelOutput{Name: t.Name, DataType: inferpb.DataType(inferpb.DataType_value[t.DataType]), Dims: t.Dims})
+	}
+	for _, ig := range c.InstanceGroup {
+		out.InstanceGroup = append(out.InstanceGroup, &inferpb.ModelInstanceGroup{
+			Name: ig.Name, Count: int32(ig.Count), Kind: inferpb.ModelInstanceGroup_Kind(inferpb.ModelInstanceGroup_Kind_value[ig.Kind])})
+	}
+	if b := c.DynamicBatching; b != nil {
+		db := &inferpb.ModelDynamicBatching{
+			MaxQueueDelayMicroseconds: uint64(b.MaxQueueDelayMicroseconds), PriorityLevels: uint64(b.PriorityLevels),
+			DefaultQueuePolicy: &inferpb.ModelQueuePolicy{
+				MaxQueueSize: uint32(b.DefaultQueuePolicy.MaxQueueSize), DefaultTimeoutMicroseconds: uint64(b.DefaultQueuePolicy.DefaultTimeoutMicroseconds)},
+		}
+		for _, p := range b.PreferredBatchSize {
+			db.PreferredBatchSize = append(db.PreferredBatchSize, int32(p))
+		}
+		out.SchedulingChoice = &inferpb.ModelConfig_DynamicBatching{DynamicBatching: db}
+	}
+	return &inferpb.ModelConfigResponse{Config: out}, nil
+}
+
+func (g *grpcService) ModelStatistics(_ context.Context, r *inferpb.ModelStatisticsRequest) (*inferpb.ModelStatisticsResponse, error) {
+	models, aerr := g.s.statsModels(r.Name, r.Version)
+	if aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	d := func(j durationJSON) *inferpb.StatisticDuration {
+		return &inferpb.StatisticDuration{Count: uint64(j.Count), Ns: uint64(j.Ns)}
+	}
+	out := &inferpb.ModelStatisticsResponse{}
+	for _, m := range models {
+		st := m.statistics()
+		is := st.InferenceStats
+		ms := &inferpb.ModelStatistics{
+			Name: st.Name, Version: st.Version, LastInference: uint64(st.LastInference),
+			InferenceCount: uint64(st.InferenceCount), ExecutionCount: uint64(st.ExecutionCount),
+			InferenceStats: &inferpb.InferStatistics{
+				Success: d(is.Success), Fail: d(is.Fail), Queue: d(is.Queue),
+				ComputeInput: d(is.ComputeInput), ComputeInfer: d(is.ComputeInfer), ComputeOutput: d(is.ComputeOutput),
+				CacheHit: d(is.CacheHit), CacheMiss: d(is.CacheMiss),
+			},
+		}
+		for _, b := range st.BatchStats {
+			ms.BatchStats = append(ms.BatchStats, &inferpb.InferBatchStatistics{
+				BatchSize: uint64(b.BatchSize), ComputeInput: d(b.ComputeInput), ComputeInfer: d(b.ComputeInfer), ComputeOutput: d(b.ComputeOutput)})
+		}
+		out.ModelStats = append(out.ModelStats, ms)
+	}
+	return out, nil
+}
+
+// repository checks what every repository call needs: the admin token, and
+// model control being on.
+func (g *grpcService) repository(ctx context.Context) *apiError {
+	if aerr := grpcAuthorized(ctx, g.s.adminToken); aerr != nil {
+		return aerr
+	}
+	if g.s.opts.Repository == nil {
+		return errorf(403, "forbidden", "model control is disabled (--model-control=none)")
+	}
+	return nil
+}
+
+func (g *grpcService) RepositoryIndex(ctx context.Context, r *inferpb.RepositoryIndexRequest) (*inferpb.RepositoryIndexResponse, error) {
+	if aerr := g.repository(ctx); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	out := &inferpb.RepositoryIndexResponse{}
+	for _, e := range g.s.repositoryIndex() {
+		if r.Ready && e.State != "READY" {
+			continue
+		}
+		out.Models = append(out.Models, &inferpb.RepositoryIndexResponse_ModelIndex{Name: e.Name, Version: e.Version, State: e.State, Reason: e.Reason})
+	}
+	return out, nil
+}
+
+func (g *grpcService) RepositoryModelLoad(ctx context.Context, r *inferpb.RepositoryModelLoadRequest) (*inferpb.RepositoryModelLoadResponse, error) {
+	if aerr := g.repository(ctx); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if len(r.Parameters) > 0 {
+		// Triton's "config" and "file:" overrides would load something
+		// other than the repository holds; refusing says so.
+		return nil, status.Error(codes.InvalidArgument, "load parameters (config or file overrides) are not supported: change the repository and load again")
+	}
+	if aerr := g.s.loadOrUnload(r.ModelName, true); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.RepositoryModelLoadResponse{}, nil
+}
+
+func (g *grpcService) RepositoryModelUnload(ctx context.Context, r *inferpb.RepositoryModelUnloadRequest) (*inferpb.RepositoryModelUnloadResponse, error) {
+	if aerr := g.repository(ctx); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if aerr := g.s.loadOrUnload(r.ModelName, false); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.RepositoryModelUnloadResponse{}, nil
+}
+
+// ModelInfer is POST /v2/models/{m}/infer over gRPC. Inputs come as
+// raw_input_contents (what tritonclient sends) or as typed contents; the
+// answer comes in the same form, raw as Triton answers it.
+func (g *grpcService) ModelInfer(ctx context.Context, r *inferpb.ModelInferRequest) (*inferpb.ModelInferResponse, error) {
+	s := g.s
+	start := time.Now()
+	label, ver := unknownModel, ""
+	var m *Model
+	resp, aerr := func() (*inferpb.ModelInferResponse, *apiError) {
+		if aerr := grpcAuthorized(ctx, s.apiToken); aerr != nil {
+			return nil, aerr
+		}
+		var aerr *apiError
+		m, aerr = s.models.acquire(r.ModelName, r.ModelVersion)
+		if aerr != nil {
+			return nil, aerr
+		}
+		defer m.refs.Done()
+		label, ver = m.Name, m.versionLabel
+		return g.infer(ctx, m, r, start)
+	}()
+	code := 200
+	if aerr != nil {
+		code = aerr.status
+	}
+	elapsed := time.Since(start)
+	if m != nil {
+		m.stats.finished(aerr == nil, elapsed)
+	}
+	c := strconv.Itoa(code)
+	s.metrics.requests.WithLabelValues(label, ver, c).Inc()
+	s.metrics.duration.WithLabelValues(label, ver, c).Observe(elapsed.Seconds())
+	if aerr != nil {
+		if err := ctx.Err(); err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		return nil, grpcError(aerr)
+	}
+	return resp, nil
+}
+
+func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInferRequest, start time.Time) (*inferpb.ModelInferResponse, *apiError) {
+	req := inferRequest{ID: r.Id}
+	var aerr *apiError
+	if req.Parameters.Priority, aerr = intParam(r.Parameters, "priority", math.MaxInt32); aerr != nil {
+		return nil, aerr
+	}
+	timeout, aerr := intParam(r.Parameters, "timeout", math.MaxInt64)
+	if aerr != nil {
+		return nil, aerr
+	}
+	req.Parameters.TimeoutUS = int64(timeout)
+	for _, in := range r.Inputs {
+		req.Inputs = append(req.Inputs, inferInput{Name: in.Name, Shape: in.Shape, Datatype: in.Datatype})
+	}
+	for _, o := range r.Outputs {
+		k, aerr := intParam(o.Parameters, "classification", math.MaxInt32)
+		if aerr != nil {
+			return nil, aerr
+		}
+		req.Outputs = append(req.Outputs, inferOutput{Name: o.Name, Parameters: inferParameters{Classification: k}})
+	}
+	raw := len(r.RawInputContents) > 0
+	if raw && len(r.RawInputContents) != len(r.Inputs) {
+		return nil, errorf(400, codeBadRequest, "raw_input_contents has "+strconv.Itoa(len(r.RawInputContents))+" entries for "+strconv.Itoa(len(r.Inputs))+" inputs")
+	}
+	data := func(in *inferInput, need int) (tensorSource, *apiError) {
+		c := r.Inputs[0].Contents
+		if raw {
+			if c != nil {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" has contents, and the request raw_input_contents: send one or the other")
+			}
+			b := r.RawInputContents[0]
+			if len(b) != need {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+": raw_input_contents holds "+strconv.Itoa(len(b))+" bytes, shape and datatype need "+strconv.Itoa(need))
+			}
+			return tensorSource{raw: b, binary: true}, nil
+		}
+		return contentsSource(in, c)
+	}
+	opts := batchingOptions(ctx)
+	res, aerr := g.s.inferTensor(ctx, m, &req, data, opts, start, func() string { return grpcRequestID(ctx, g.s) })
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer m.release(res.out)
+	return grpcInferResponse(m, &req, res, raw), nil
+}
+
+// batchingOptions are a call's scheduling options: a call whose client has
+// gone (cancelled, or past its deadline) is dropped before it runs.
+func batchingOptions(ctx context.Context) batching.RequestOptions {
+	return batching.RequestOptions{Gone: func() bool { return ctx.Err() != nil }}
+}
+
+// grpcRequestID is the call's x-request-id metadata when usable, else a
+// new id, for the prediction log.
+func grpcRequestID(ctx context.Context, s *Server) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-request-id"); len(v) > 0 && len(v[0]) > 0 && len(v[0]) <= 128 && printable([]byte(v[0])) {
+		return v[0]
+	}
+	return s.newRequestID()
+}
+
+// intParam reads an integer parameter in [0, limit]; absent is 0.
+func intParam(p map[string]*inferpb.InferParameter, name string, limit uint64) (int, *apiError) {
+	v, ok := p[name]
+	if !ok {
+		return 0, nil
+	}
+	var n int64
+	switch c := v.GetParameterChoice().(type) {
+	case *inferpb.InferParameter_Int64Param:
+		n = c.Int64Param
+		if n < 0 {
+			return 0, errorf(400, codeBadRequest, "parameter "+name+" must not be negative, got "+strconv.FormatInt(n, 10))
+		}
+	case *inferpb.InferParameter_Uint64Param:
+		if c.Uint64Param > uint64(math.MaxInt64) {
+			return 0, errorf(400, codeBadRequest, "parameter "+name+" is out of range")
+		}
+		n = int64(c.Uint64Param)
+	default:
+		return 0, errorf(400, codeBadRequest, "parameter "+name+" must be an int64_param or uint64_param")
+	}
+	if uint64(n) > limit {
+		return 0, errorf(400, codeBadRequest, "parameter "+name+" is out of range: "+strconv.FormatInt(n, 10))
+	}
+	return int(n), nil
+}
+
+// contentsSource reads a tensor's typed contents: the repeated field of
+// its datatype, range-checked for the narrow integer types.
+func contentsSource(in *inferInput, c *inferpb.InferTensorContents) (tensorSource, *apiError) {
+	if c == nil {
+		return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" has neither contents nor raw_input_contents")
+	}
+	ints := func(v []int32, lo, hi int32) func([]float32) (int, error) {
+		return func(dst []float32) (int, error) {
+			for i, x := range v {
+				if x < lo || x > hi {
+					return 0, errData("element " + strconv.Itoa(i) + " (" + strconv.FormatInt(int64(x), 10) + ") is out of range for " + in.Datatype)
+				}
+				if i < len(dst) {
+					dst[i] = float32(x)
+				}
+			}
+			return len(v), nil
+		}
+	}
+	var values func([]float32) (int, error)
+	field := ""
+	switch in.Datatype {
+	case "FP32":
+		field, values = "fp32_contents", widen(c.Fp32Contents)
+	case "FP64":
+		field, values = "fp64_contents", widen(c.Fp64Contents)
+	case "INT8":
+		field, values = "int_contents", ints(c.IntContents, math.MinInt8, math.MaxInt8)
+	case "INT16":
+		field, values = "int_contents", ints(c.IntContents, math.MinInt16, math.MaxInt16)
+	case "INT32":
+		field, values = "int_contents", ints(c.IntContents, math.MinInt32, math.MaxInt32)
+	case "INT64":
+		field, values = "int64_contents", widen(c.Int64Contents)
+	case "UINT8":
+		field = "uint_contents"
+		values = func(dst []float32) (int, error) {
+			for i, x := range c.UintContents {
+				if x > math.MaxUint8 {
+					return 0, errData("element " + strconv.Itoa(i) + " (" + strconv.FormatUint(uint64(x), 10) + ") is out of range for UINT8")
+				}
+				if i < len(dst) {
+					dst[i] = float32(x)
+				}
+			}
+			return len(c.UintContents), nil
+		}
+	case "FP16":
+		return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+": FP16 has no typed contents; send it in raw_input_contents")
+	default:
+		// inferTensor has refused other datatypes already.
+		return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+": datatype "+in.Datatype+" is not supported")
+	}
+	return tensorSource{values: func(dst []float32) (int, error) {
+		n, err := values(dst)
+		if err == nil && n == 0 {
+			err = errData(in.Datatype + " values go in contents." + field)
+		}
+		return n, err
+	}}, nil
+}
+
+// widen converts typed contents to the model's float32, counting them
+// all (dst may be shorter: a wrong count is reported, not overrun).
+func widen[T float32 | float64 | int64](v []T) func([]float32) (int, error) {
+	return func(dst []float32) (int, error) {
+		for i, x := range v {
+			if i < len(dst) {
+				dst[i] = float32(x)
+			}
+		}
+		return len(v), nil
+	}
+}
+
+// grpcInferResponse is the answer: raw_output_contents when the request came
+// raw (Triton's form), typed contents when it came typed.
+func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) *inferpb.ModelInferResponse {
+	logits := (*res.out)[:res.rows*m.Classes]
+	o := res.outs[0]
+	t := &inferpb.ModelInferResponse_InferOutputTensor{Name: m.Outputs[0].Name, Datatype: "FP32", Shape: []int64{int64(res.rows), int64(m.Classes)}}
+	resp := &inferpb.ModelInferResponse{ModelName: m.Name, ModelVersion: strconv.Itoa(m.Version), Id: req.ID, Outputs: []*inferpb.ModelInferResponse_InferOutputTensor{t}}
+	switch {
+	case o.classification > 0:
+		t.Datatype, t.Shape[1] = "BYTES", int64(o.classification)
+		b := appendClassStrings(nil, m, logits, res.rows, o.classification, true)
+		if raw {
+			resp.RawOutputContents = [][]byte{b}
+			break
+		}
+		var strs [][]byte
+		for len(b) >= 4 {
+			n := binary.LittleEndian.Uint32(b)
+			strs = append(strs, b[4:4+n])
+			b = b[4+n:]
+		}
+		t.Contents = &inferpb.InferTensorContents{BytesContents: strs}
+	case raw:
+		b := make([]byte, 0, 4*len(logits))
+		for _, v := range logits {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+		resp.RawOutputContents = [][]byte{b}
+	default:
+		t.Contents = &inferpb.InferTensorContents{Fp32Contents: append([]float32(nil), logits...)}
+	}
+	return resp
+}
