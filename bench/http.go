@@ -214,53 +214,66 @@ type TensorTarget struct {
 // NewTensorTarget builds variants different bodies of batch rows each for
 // model's input.
 func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed uint64) (*TensorTarget, error) {
-	if batch < 1 {
-		return nil, fmt.Errorf("batch size must be at least 1, got %d", batch)
+	shape, tensors, err := noiseTensors(meta, batch, variants, seed)
+	if err != nil {
+		return nil, err
 	}
-	if len(meta.Inputs) != 1 {
-		return nil, fmt.Errorf("model %s has %d inputs; the tensor target drives one", meta.Name, len(meta.Inputs))
-	}
-	in := meta.Inputs[0]
-	if in.Datatype != "FP32" {
-		return nil, fmt.Errorf("input %s is %s; the tensor target sends FP32", in.Name, in.Datatype)
-	}
-	shape := slices.Clone(in.Shape)
-	if len(shape) == 0 {
-		return nil, fmt.Errorf("input %s has no shape", in.Name)
-	}
-	shape[0] = int64(batch)
-	n := int64(1)
-	for i, d := range shape[1:] {
-		if d <= 0 {
-			return nil, fmt.Errorf("input %s dimension %d is dynamic (%d); give it a size", in.Name, i+1, d)
-		}
-		n *= d
-	}
-	n *= int64(batch)
 	dims := make([]string, len(shape))
 	for i, d := range shape {
 		dims[i] = strconv.FormatInt(d, 10)
 	}
 	// Asking for every output in binary keeps the answer small without
 	// naming the output.
-	name, _ := json.Marshal(in.Name)
+	name, _ := json.Marshal(meta.Inputs[0].Name)
 	header := fmt.Sprintf(`{"inputs":[{"name":%s,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
-		name, strings.Join(dims, ","), 4*n)
+		name, strings.Join(dims, ","), len(tensors[0]))
 	// Spaces after the JSON put the tensor at a multiple of 8 bytes into
 	// the body. fastinfer reads a tensor in place at any offset, but an
 	// aligned one costs it 3 % less CPU.
 	header += strings.Repeat(" ", (8-len(header)%8)%8)
-	rng := rand.New(rand.NewPCG(seed, 0x7e45))
 	t := &TensorTarget{c: c, path: "/v2/models/" + url.PathEscape(meta.Name) + "/infer", hlen: strconv.Itoa(len(header)), batch: batch}
+	for _, x := range tensors {
+		t.bodies = append(t.bodies, append([]byte(header), x...))
+	}
+	return t, nil
+}
+
+// noiseTensors makes variants different FP32 tensors of batch rows for
+// the model's one input, as little-endian bytes, and their shape.
+func noiseTensors(meta *ModelMetadata, batch, variants int, seed uint64) ([]int64, [][]byte, error) {
+	if batch < 1 {
+		return nil, nil, fmt.Errorf("batch size must be at least 1, got %d", batch)
+	}
+	if len(meta.Inputs) != 1 {
+		return nil, nil, fmt.Errorf("model %s has %d inputs; the tensor targets drive one", meta.Name, len(meta.Inputs))
+	}
+	in := meta.Inputs[0]
+	if in.Datatype != "FP32" {
+		return nil, nil, fmt.Errorf("input %s is %s; the tensor targets send FP32", in.Name, in.Datatype)
+	}
+	shape := slices.Clone(in.Shape)
+	if len(shape) == 0 {
+		return nil, nil, fmt.Errorf("input %s has no shape", in.Name)
+	}
+	shape[0] = int64(batch)
+	n := int64(1)
+	for i, d := range shape[1:] {
+		if d <= 0 {
+			return nil, nil, fmt.Errorf("input %s dimension %d is dynamic (%d); give it a size", in.Name, i+1, d)
+		}
+		n *= d
+	}
+	n *= int64(batch)
+	rng := rand.New(rand.NewPCG(seed, 0x7e45))
+	var out [][]byte
 	for range max(variants, 1) {
-		b := make([]byte, 0, len(header)+int(4*n))
-		b = append(b, header...)
+		b := make([]byte, 0, 4*n)
 		for range n {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(rng.NormFloat64())))
 		}
-		t.bodies = append(t.bodies, b)
+		out = append(out, b)
 	}
-	return t, nil
+	return shape, out, nil
 }
 
 func (t *TensorTarget) BatchSize() int { return t.batch }

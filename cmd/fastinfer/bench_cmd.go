@@ -29,7 +29,8 @@ import (
 )
 
 type benchConfig struct {
-	url, models, model, images   string
+	url, grpcAddr, models        string
+	model, images                string
 	targets                      string
 	compare                      bool
 	concurrency, rates, arrivals string
@@ -51,9 +52,10 @@ type benchConfig struct {
 func benchFlags(fs *flag.FlagSet) *benchConfig {
 	c := &benchConfig{}
 	fs.StringVar(&c.url, "url", "", "server to load (http://host:port); empty starts `fastinfer serve` on a free loopback port for the run")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "the gRPC API of the server at --url, for the grpc target (default: --url's host, port 8001)")
 	fs.StringVar(&c.models, "models", "models", "model repository (for the started server and the raw target)")
 	fs.StringVar(&c.model, "model", "", "model to load (default: the repository's only model)")
-	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), raw (ONNX Runtime in-process, the ceiling)")
+	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), grpc (the tensor over gRPC), raw (ONNX Runtime in-process, the ceiling)")
 	fs.BoolVar(&c.compare, "compare", false, "run raw, tensor and image on the same model and print the ratios")
 	fs.StringVar(&c.images, "images", "", "images for the image target, sent in turn: a folder of .jpg/.png files, or comma-separated files and globs")
 	fs.StringVar(&c.concurrency, "concurrency", "1,4,16", "closed-loop sweep: requests kept outstanding; START:END[:STEP] ranges as perf_analyzer's --concurrency-range")
@@ -152,8 +154,8 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		targets = []string{"raw", "tensor", "image"}
 	}
 	for _, t := range targets {
-		if t != "raw" && t != "tensor" && t != "image" {
-			return nil, fmt.Errorf("unknown target %q (image, tensor or raw)", t)
+		if t != "raw" && t != "tensor" && t != "grpc" && t != "image" {
+			return nil, fmt.Errorf("unknown target %q (image, tensor, grpc or raw)", t)
 		}
 	}
 	loads, err := benchLoads(c)
@@ -188,18 +190,20 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 
 	res := &bench.Results{Schema: bench.SchemaVersion, Meta: benchMeta(c)}
 	var client *bench.Client
-	var tensorT, imageT bench.Target
-	if contains(targets, "tensor") || contains(targets, "image") {
+	var tensorT, grpcT, imageT bench.Target
+	if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "image") {
 		// The server starts first, so every round (raw included) runs
 		// beside the same idle-or-busy server process.
-		url := c.url
+		url, grpcAddr := c.url, c.grpcAddr
 		if url == "" {
-			u, stopServer, err := startServer(ctx, c, progress)
+			u, g, stopServer, err := startServer(ctx, c, contains(targets, "grpc"), progress)
 			if err != nil {
 				return res, err
 			}
 			defer stopServer()
-			url = u
+			url, grpcAddr = u, g
+		} else if grpcAddr == "" {
+			grpcAddr = defaultGRPCAddr(url)
 		}
 		if client, err = bench.NewClient(url); err != nil {
 			return res, err
@@ -208,13 +212,23 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			return res, err
 		}
 		res.Meta.Provider = serverProvider(client, modelName, res.Meta.Provider)
-		if contains(targets, "tensor") {
+		if contains(targets, "tensor") || contains(targets, "grpc") {
 			meta, err := client.Metadata(modelName)
 			if err != nil {
 				return res, err
 			}
-			if tensorT, err = bench.NewTensorTarget(client, meta, c.batch, 8, c.seed); err != nil {
-				return res, err
+			if contains(targets, "tensor") {
+				if tensorT, err = bench.NewTensorTarget(client, meta, c.batch, 8, c.seed); err != nil {
+					return res, err
+				}
+			}
+			if contains(targets, "grpc") {
+				g, err := bench.NewGRPCTensorTarget(grpcAddr, meta, c.batch, 8, c.seed)
+				if err != nil {
+					return res, err
+				}
+				defer g.Close()
+				grpcT = g
 			}
 		}
 		if contains(targets, "image") {
@@ -255,6 +269,11 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			}
 			if tensorT != nil {
 				if err := sweep(ctx, client, tensorT, bench.TargetHTTPTensor, modelName, loads, localCores, emit, progress); err != nil {
+					return err
+				}
+			}
+			if grpcT != nil {
+				if err := sweep(ctx, client, grpcT, bench.TargetGRPCTensor, modelName, loads, localCores, emit, progress); err != nil {
 					return err
 				}
 			}
@@ -518,6 +537,9 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 		if t, ok := best(bench.TargetHTTPTensor); ok {
 			out = append(out, bench.Comparison{Name: model + ": server tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
 		}
+		if t, ok := best(bench.TargetGRPCTensor); ok {
+			out = append(out, bench.Comparison{Name: model + ": server gRPC tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
+		}
 		if t, ok := best(bench.TargetHTTPImage); ok {
 			out = append(out, bench.Comparison{Name: model + ": server image / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.90})
 		}
@@ -542,20 +564,24 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 	return out
 }
 
-// startServer runs `fastinfer serve` on a free loopback port until the
-// returned stop is called.
-func startServer(ctx context.Context, c *benchConfig, log io.Writer) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startServer runs `fastinfer serve` on a free loopback port, and its
+// gRPC API on another when withGRPC, until the returned stop is called.
+func startServer(ctx context.Context, c *benchConfig, withGRPC bool, log io.Writer) (string, string, func(), error) {
+	addr, err := freePort()
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	grpcAddr := ""
+	if withGRPC {
+		if grpcAddr, err = freePort(); err != nil {
+			return "", "", nil, err
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	args := []string{"serve", "--models", c.models, "--addr", addr, "--grpc-addr", "", "--log-level", "warn"}
+	args := []string{"serve", "--models", c.models, "--addr", addr, "--grpc-addr", grpcAddr, "--log-level", "warn"}
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
 	}
@@ -563,7 +589,7 @@ func startServer(ctx context.Context, c *benchConfig, log io.Writer) (string, fu
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("starting the server: %w", err)
+		return "", "", nil, fmt.Errorf("starting the server: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -593,9 +619,32 @@ func startServer(ctx context.Context, c *benchConfig, log io.Writer) (string, fu
 	cancel()
 	if err != nil {
 		stop()
-		return "", nil, fmt.Errorf("server %s %s: %w", self, strings.Join(args, " "), err)
+		return "", "", nil, fmt.Errorf("server %s %s: %w", self, strings.Join(args, " "), err)
 	}
-	return "http://" + addr, stop, nil
+	return "http://" + addr, grpcAddr, stop, nil
+}
+
+// freePort is a loopback address with a port free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// defaultGRPCAddr is the gRPC address of the server at an HTTP URL that
+// keeps serve's default gRPC port.
+func defaultGRPCAddr(rawURL string) string {
+	host := rawURL
+	if u, err := neturl.Parse(rawURL); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return net.JoinHostPort(host, "8001")
 }
 
 func serverProvider(c *bench.Client, model, fallback string) string {

@@ -564,7 +564,7 @@ var dockerfileChecks = []dfCheck{
 		},
 	},
 	{
-		name: "EXPOSE 8080, the port of CMD's --addr",
+		name: "EXPOSE 8080 and 8001, the ports of CMD's --addr and --grpc-addr",
 		check: func(t testing.TB, d *dockerfile) error {
 			vals, err := d.serveCmd(t)
 			if err != nil {
@@ -577,11 +577,20 @@ var dockerfileChecks = []dfCheck{
 			if p := addrPort(vals["addr"]); !slices.Contains(ports, p) {
 				return fmt.Errorf("CMD listens on --addr %q, EXPOSE says %v", vals["addr"], ports)
 			}
+			g, ok := vals["grpc-addr"]
+			if !ok {
+				g = ":8001" // serve's default
+			}
+			if p := addrPort(g); g != "" && !slices.Contains(ports, p) {
+				return fmt.Errorf("CMD serves gRPC on %q, EXPOSE says %v", g, ports)
+			}
 			return nil
 		},
 		breaks: []func(testing.TB, string) string{
 			replaceOnce("EXPOSE 8080", "EXPOSE 9090"),
 			replaceOnce(`"--addr", ":8080"`, `"--addr", ":9000"`),
+			replaceOnce("EXPOSE 8080 8001", "EXPOSE 8080"),
+			replaceOnce(`"--grpc-addr", ":8001"`, `"--grpc-addr", ":9001"`),
 		},
 	},
 	{
@@ -618,7 +627,7 @@ var dockerfileChecks = []dfCheck{
 			replaceOnce("VOLUME /models", "VOLUME /data"),
 			replaceOnce(`ENTRYPOINT ["fastinfer"]`, `ENTRYPOINT fastinfer`),
 			replaceOnce(`"--models", "/models"`, `"--model-dir", "/models"`),
-			replaceOnce(`CMD ["serve", "--models", "/models", "--addr", ":8080"]`, `CMD serve --models /models`),
+			replaceOnce(`CMD ["serve", "--models", "/models", "--addr", ":8080", "--grpc-addr", ":8001"]`, `CMD serve --models /models`),
 		},
 	},
 	{
@@ -929,7 +938,7 @@ func TestDockerfileDocumentsUsage(t *testing.T) {
 	src := readRepoFile(t, "Dockerfile.gpu")
 	for _, want := range []string{
 		"docker build -f Dockerfile.gpu -t fastinfer:gpu .",
-		"docker run --gpus all -p 8080:8080 -v $PWD/models:/models fastinfer:gpu",
+		"docker run --gpus all -p 8080:8080 -p 8001:8001 -v $PWD/models:/models fastinfer:gpu",
 	} {
 		if !strings.Contains(src, want) {
 			t.Errorf("Dockerfile.gpu does not document %q", want)
