@@ -209,3 +209,57 @@ func TestParseInts(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchGRPCTarget: the grpc target loads a server's gRPC API, and its
+// steps carry the server's split as the HTTP targets' do.
+func TestBenchGRPCTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := fashionRepo(t)
+	base, _, stop := startServe(t, repo)
+	defer stop()
+	addr, _ := grpcAddrs.Load(base)
+	out := filepath.Join(t.TempDir(), "r.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"bench", "--url", base, "--grpc-addr", addr.(string), "--model", "fashion-resnet", "--targets", "grpc",
+		"--batch", "2", "--concurrency", "1,3", "--warmup", "200ms", "--duration", "400ms", "--out", out},
+		&stdout, &stderr, func(string) string { return "" })
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	res, err := bench.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Steps) != 2 {
+		t.Fatalf("%d steps", len(res.Steps))
+	}
+	for _, s := range res.Steps {
+		if s.Target != bench.TargetGRPCTensor || s.BatchSize != 2 || s.ImagesPerSec <= 0 || len(s.Errors) > 0 ||
+			s.Server == nil || s.Server.Executions == 0 || s.Server.ComputeMs <= 0 {
+			t.Errorf("%s: %.1f img/s, errors %v, server %+v", s.Key(), s.ImagesPerSec, s.Errors, s.Server)
+		}
+	}
+	// No gRPC server there: the step records the calls' failures by their
+	// code, as the HTTP targets record statuses.
+	code = run([]string{"bench", "--url", base, "--grpc-addr", "127.0.0.1:1", "--model", "fashion-resnet", "--targets", "grpc",
+		"--concurrency", "1", "--warmup", "100ms", "--duration", "200ms", "--out", out},
+		&stdout, &stderr, func(string) string { return "" })
+	if res, err := bench.ReadFile(out); code != 0 || err != nil || len(res.Steps) != 1 || res.Steps[0].Errors["Unavailable"] == 0 {
+		t.Errorf("no gRPC server: exit %d, %v, %+v", code, err, res)
+	}
+}
+
+func TestDefaultGRPCAddr(t *testing.T) {
+	for _, tt := range []struct{ url, want string }{
+		{"http://127.0.0.1:8080", "127.0.0.1:8001"},
+		{"http://gpu-box:8000/", "gpu-box:8001"},
+		{"https://[::1]:443", "[::1]:8001"},
+		{"http://gpu-box", "gpu-box:8001"},
+	} {
+		if got := defaultGRPCAddr(tt.url); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.url, got, tt.want)
+		}
+	}
+}
