@@ -13,7 +13,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // tritonclient's compression_algorithm="gzip"
+	"google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
@@ -38,6 +40,7 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(s.opts.MaxBodyBytes),
 		grpc.ConnectionTimeout(s.opts.ReadTimeout),
 		grpc.ChainUnaryInterceptor(s.grpcRecover),
+		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(proto.Name)}),
 	)
 	inferpb.RegisterGRPCInferenceServiceServer(g, &grpcService{s: s})
 	healthpb.RegisterHealthServer(g, s.grpcHealth)
@@ -284,6 +287,7 @@ func (g *grpcService) RepositoryModelUnload(ctx context.Context, r *inferpb.Repo
 // raw_input_contents (what tritonclient sends) or as typed contents; the
 // answer comes in the same form, raw as Triton answers it.
 func (g *grpcService) ModelInfer(ctx context.Context, r *inferpb.ModelInferRequest) (*inferpb.ModelInferResponse, error) {
+	defer releaseRequest(r)
 	s := g.s
 	start := time.Now()
 	label, ver := unknownModel, ""
