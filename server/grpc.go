@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -75,7 +76,8 @@ func (s *Server) stopGRPC(ctx context.Context) error {
 }
 
 // grpcRecover turns a handler's panic into codes.Internal, as the HTTP
-// recoverer does into a 500: grpc-go would let it end the process.
+// recoverer does into a 500 (grpc-go would let it end the process), and
+// counts every call by method and code.
 func (s *Server) grpcRecover(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (resp any, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -83,6 +85,8 @@ func (s *Server) grpcRecover(ctx context.Context, req any, info *grpc.UnaryServe
 			s.metrics.panics.Inc()
 			resp, err = nil, status.Error(codes.Internal, "internal server error")
 		}
+		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
+		s.metrics.grpcCalls.WithLabelValues("unary", service, method, status.Code(err).String()).Inc()
 	}()
 	return next(ctx, req)
 }

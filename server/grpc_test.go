@@ -418,9 +418,14 @@ func TestGRPCFailures(t *testing.T) {
 		t.Errorf("gzip request: %v", err)
 	}
 	// The request metrics count gRPC calls by the HTTP status they map from
-	// (a panic, as on HTTP, only as a panic).
+	// (a panic, as on HTTP, only as a panic); grpc_server_handled_total by
+	// code every call that reached a handler (not the one over the size
+	// limit, which grpc-go refuses as it reads it).
 	r := ts.do(t, "GET", "/metrics", "", nil)
-	for _, want := range []string{`code="429",model="full"`, `code="401",model="_unknown"`, `code="200",model="toy"`, "fastinfer_handler_panics_total 1"} {
+	for _, want := range []string{`code="429",model="full"`, `code="401",model="_unknown"`, `code="200",model="toy"`, "fastinfer_handler_panics_total 1",
+		`grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 1`,
+		`grpc_server_handled_total{grpc_code="Internal",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 1`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 2`} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("metrics lack %s", want)
 		}

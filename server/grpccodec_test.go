@@ -83,7 +83,9 @@ func TestInferCodecAliases(t *testing.T) {
 	// Through the server: calls that succeed, fail, or panic all release
 	// what they held.
 	panicky := fakeModel("panicky", 1)
-	panicky.InferBytes = func(context.Context, []byte, int, []float32, batching.RequestOptions) (batching.Timing, error) { panic("bug") }
+	panicky.InferBytes = func(context.Context, []byte, int, []float32, batching.RequestOptions) (batching.Timing, error) {
+		panic("bug")
+	}
 	ts := newTestServer(t, Options{}, fakeModel("toy", 1), panicky)
 	c := ts.grpcClient(t)
 	for _, model := range []string{"toy", "toy", "nope", "panicky"} {

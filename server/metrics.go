@@ -30,6 +30,7 @@ type metrics struct {
 	predicted  *prometheus.CounterVec
 	confidence *prometheus.HistogramVec
 	panics     prometheus.Counter
+	grpcCalls  *prometheus.CounterVec
 	handler    fasthttp.RequestHandler
 }
 
@@ -37,11 +38,11 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fastinfer_requests_total",
-			Help: "HTTP inference requests by model and status code.",
+			Help: "Inference requests, HTTP and gRPC, by model and HTTP status code (a gRPC call by the status its error maps from).",
 		}, []string{"model", "version", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "fastinfer_request_duration_seconds",
-			Help:    "End-to-end HTTP inference request latency by model and status code.",
+			Help:    "End-to-end inference request latency, HTTP and gRPC, by model and HTTP status code.",
 			Buckets: latencyBuckets,
 		}, []string{"model", "version", "code"}),
 		images: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -70,8 +71,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "fastinfer_handler_panics_total",
 			Help: "Handler panics recovered (each answered 500).",
 		}),
+		// The names grpc-ecosystem's go-grpc-prometheus gives, which gRPC
+		// dashboards read.
+		grpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "grpc_server_handled_total",
+			Help: "gRPC calls completed, by method and status code.",
+		}, []string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.modelInfo, m.predicted, m.confidence, m.panics,
+	reg.MustRegister(m.requests, m.duration, m.images, m.preprocess, m.modelInfo, m.predicted, m.confidence, m.panics, m.grpcCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return m
