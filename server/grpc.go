@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,6 +43,7 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(s.opts.MaxBodyBytes),
 		grpc.ConnectionTimeout(s.opts.ReadTimeout),
 		grpc.ChainUnaryInterceptor(s.grpcRecover),
+		grpc.ChainStreamInterceptor(s.grpcStreamCount),
 		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(proto.Name)}),
 	)
 	inferpb.RegisterGRPCInferenceServiceServer(g, &grpcService{s: s})
@@ -85,10 +88,22 @@ func (s *Server) grpcRecover(ctx context.Context, req any, info *grpc.UnaryServe
 			s.metrics.panics.Inc()
 			resp, err = nil, status.Error(codes.Internal, "internal server error")
 		}
-		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
-		s.metrics.grpcCalls.WithLabelValues("unary", service, method, status.Code(err).String()).Inc()
+		s.countGRPC("unary", info.FullMethod, err)
 	}()
 	return next(ctx, req)
+}
+
+// grpcStreamCount counts streams by method and code as they end; a
+// stream's requests are counted as requests by ModelInfer.
+func (s *Server) grpcStreamCount(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+	err := next(srv, ss)
+	s.countGRPC("bidi_stream", info.FullMethod, err)
+	return err
+}
+
+func (s *Server) countGRPC(kind, fullMethod string, err error) {
+	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	s.metrics.grpcCalls.WithLabelValues(kind, service, method, status.Code(err).String()).Inc()
 }
 
 // grpcError is an HTTP API error as a gRPC status: the code that carries
@@ -327,6 +342,79 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *inferpb.ModelInferReque
 		return nil, grpcError(aerr)
 	}
 	return resp, nil
+}
+
+// streamInFlight bounds the requests of one ModelStreamInfer stream being
+// answered at once: past it, the stream reads no more until one finishes,
+// and HTTP/2 flow control holds the client back. The batcher's queue
+// limit still answers overload with ResourceExhausted.
+const streamInFlight = 256
+
+// ModelStreamInfer is Triton's streaming inference (tritonclient's
+// start_stream and async_stream_infer, perf_analyzer --streaming): each
+// request on the stream is a ModelInfer, run as it arrives, and its answer
+// (or error_message) is sent as it finishes, so answers may overtake one
+// another; clients match them by id.
+func (g *grpcService) ModelStreamInfer(stream inferpb.GRPCInferenceService_ModelStreamInferServer) error {
+	ctx := stream.Context()
+	var (
+		sendMu  sync.Mutex // grpc-go's Send is not safe from several goroutines
+		sendErr error
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, streamInFlight)
+	)
+	defer wg.Wait()
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			wg.Wait() // every answer sent (or failed): sendErr is settled
+			switch {
+			case sendErr != nil:
+				return sendErr
+			case errors.Is(err, io.EOF):
+				return nil // the client has sent everything, and has every answer
+			}
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			releaseRequest(r)
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			out := g.streamAnswer(ctx, r)
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			if sendErr == nil {
+				sendErr = stream.Send(out)
+			}
+		}()
+	}
+}
+
+// streamAnswer runs one request of a stream, a panic included: no
+// interceptor sees the goroutines a stream's requests run on.
+func (g *grpcService) streamAnswer(ctx context.Context, r *inferpb.ModelInferRequest) (out *inferpb.ModelStreamInferResponse) {
+	id, model, version := r.Id, r.ModelName, r.ModelVersion // r is released by ModelInfer
+	fail := func(err error) *inferpb.ModelStreamInferResponse {
+		return &inferpb.ModelStreamInferResponse{ErrorMessage: status.Convert(err).Message(),
+			InferResponse: &inferpb.ModelInferResponse{ModelName: model, ModelVersion: version, Id: id}}
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			g.s.log.Error("handler panic", "method", "ModelStreamInfer", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			g.s.metrics.panics.Inc()
+			out = fail(status.Error(codes.Internal, "internal server error"))
+		}
+	}()
+	resp, err := g.ModelInfer(ctx, r)
+	if err != nil {
+		return fail(err)
+	}
+	return &inferpb.ModelStreamInferResponse{InferResponse: resp}
 }
 
 func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInferRequest, start time.Time) (*inferpb.ModelInferResponse, *apiError) {

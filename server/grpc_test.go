@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -629,5 +631,79 @@ func TestGRPCShutdownFinishesInFlight(t *testing.T) {
 	}
 	if err := <-stopped; err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestGRPCStream: every request on a ModelStreamInfer stream is answered on
+// it, by id, with the unary call's answer or its error message; a panic
+// answers Internal and the stream goes on.
+func TestGRPCStream(t *testing.T) {
+	panicky := fakeModel("panicky", 1)
+	panicky.Infer = func(context.Context, []float32, int, []float32, batching.RequestOptions) (batching.Timing, error) {
+		panic("kernel bug")
+	}
+	panicky.InferBytes = nil
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1), panicky)
+	c := ts.grpcClient(t)
+	stream, err := c.ModelStreamInfer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	want := map[string]string{} // id → the answer's first score, or its error
+	for i := range n {
+		id := strconv.Itoa(i)
+		req := &inferpb.ModelInferRequest{ModelName: "toy", Id: id, Inputs: []*inferpb.ModelInferRequest_InferInputTensor{
+			grpcInput([]int64{1, 2}, "FP32", nil)}, RawInputContents: [][]byte{fp32Bytes(float32(100*i), 1)}}
+		want[id] = fmt.Sprint(float32(i)) // the fake's first output is w/100
+		switch i % 10 {
+		case 3:
+			req.ModelName, want[id] = "nope", `error: model "nope" is not served`
+		case 7:
+			req.Inputs[0].Shape, want[id] = []int64{1, 3}, "error: shape [1,3] does not match the model's [-1,2]"
+		case 9:
+			req.ModelName, want[id] = "panicky", "error: internal server error"
+			req.Inputs[0].Contents, req.RawInputContents = &inferpb.InferTensorContents{Fp32Contents: []float32{1, 2}}, nil
+		}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d answers: %v", len(got), err)
+		}
+		ir := r.InferResponse
+		if r.ErrorMessage != "" {
+			got[ir.Id] = "error: " + r.ErrorMessage
+			continue
+		}
+		got[ir.Id] = fmt.Sprint(math.Float32frombits(binary.LittleEndian.Uint32(ir.RawOutputContents[0])))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("answers by id:\n got %v\nwant %v", got, want)
+	}
+	if !strings.Contains(ts.logs.String(), "kernel bug") {
+		t.Error("the panic was not logged")
+	}
+	r := ts.do(t, "GET", "/metrics", "", nil)
+	for _, want := range []string{`fastinfer_requests_total{code="200",model="toy",version="1"} 28`, `fastinfer_requests_total{code="400",model="toy",version="1"} 4`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="ModelStreamInfer",grpc_service="inference.GRPCInferenceService",grpc_type="bidi_stream"} 1`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	held := 0
+	heldBufs.Range(func(any, any) bool { held++; return true })
+	if held != 0 {
+		t.Errorf("%d received requests still held after the stream", held)
 	}
 }

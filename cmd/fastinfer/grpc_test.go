@@ -157,6 +157,37 @@ func TestGRPCEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The same request three times on one stream (tritonclient's
+	// async_stream_infer): three answers, each the unary call's.
+	stream, err := c.ModelStreamInfer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		req.Id = strconv.Itoa(i)
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req.Id = ""
+	stream.CloseSend()
+	for range 3 {
+		r, err := stream.Recv()
+		if err != nil || r.ErrorMessage != "" {
+			t.Fatalf("stream: %v %q", err, r.GetErrorMessage())
+		}
+		b := r.InferResponse.RawOutputContents[0]
+		for i := 0; i+4 <= len(got); i += 4 {
+			v, w := math.Float32frombits(binary.LittleEndian.Uint32(b[i:])), math.Float32frombits(binary.LittleEndian.Uint32(got[i:]))
+			if math.Abs(float64(v-w)) > 1e-4*max(1, math.Abs(float64(w))) { // batched otherwise: see below
+				t.Fatalf("stream answer %s, score %d: %g, the unary call's %g", r.InferResponse.Id, i/4, v, w)
+			}
+		}
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Errorf("after the answers: %v", err)
+	}
+
 	// Classification, as tritonclient asks for it: BYTES "score:index:label".
 	req.Outputs[0].Parameters = map[string]*inferpb.InferParameter{"classification": {ParameterChoice: &inferpb.InferParameter_Int64Param{Int64Param: 1}}}
 	resp, err = c.ModelInfer(ctx, req)
