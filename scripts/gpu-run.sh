@@ -23,6 +23,9 @@
 #   scripts/gpu-run.sh graphs     CUDA graphs: their GPU test, then raw and
 #                                 the tensor path with --cuda-graphs (never
 #                                 run yet; compare with pinned's figures)
+#   scripts/gpu-run.sh grpc       the tensor path over HTTP and over gRPC,
+#                                 fp16 and fp32, c=1 and at saturation
+#                                 (never run yet)
 #   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
 #                                 .gpu/bench.tar.xz; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
@@ -161,6 +164,15 @@ staged_stage() {
 	done
 }
 
+# grpc: HTTP's binary tensors against gRPC's raw_input_contents on the same
+# server, where ResNet-50's 602 KB inputs arrive thousands of times a second.
+grpc_stage() {
+	for p in fp16 fp32; do
+		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
+		bench grpc-$p --model $m --targets tensor,grpc --concurrency "${CONC:-1,64,256}" --serve-flags "$SERVE"
+	done
+}
+
 # graphs: the same with CUDA graphs captured per bucket session.
 graphs_stage() {
 	log "GPU tests with CUDA graphs"
@@ -226,6 +238,7 @@ tune) setup && facts && tune_stage ;;
 pinned) setup && facts && pinned_stage ;;
 graphs) setup && facts && graphs_stage ;;
 staged) setup && facts && staged_stage ;;
+grpc) setup && facts && grpc_stage ;;
 batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"
