@@ -159,11 +159,11 @@ func (g *grpcService) ServerReady(context.Context, *inferpb.ServerReadyRequest) 
 	return &inferpb.ServerReadyResponse{Ready: g.s.ready.Load()}, nil
 }
 
+// ModelReady says false, not NotFound, for a model or version not served:
+// clients poll it (tritonclient's is_model_ready) until a model loads.
 func (g *grpcService) ModelReady(_ context.Context, r *inferpb.ModelReadyRequest) (*inferpb.ModelReadyResponse, error) {
-	if _, aerr := g.s.models.get(r.Name, r.Version); aerr != nil {
-		return nil, grpcError(aerr)
-	}
-	return &inferpb.ModelReadyResponse{Ready: g.s.ready.Load()}, nil
+	_, aerr := g.s.models.get(r.Name, r.Version)
+	return &inferpb.ModelReadyResponse{Ready: aerr == nil && g.s.ready.Load()}, nil
 }
 
 func (g *grpcService) ServerMetadata(context.Context, *inferpb.ServerMetadataRequest) (*inferpb.ServerMetadataResponse, error) {

@@ -359,8 +359,10 @@ func TestGRPCHealth(t *testing.T) {
 	check(false)
 	ts.srv.SetReady(true)
 	check(true)
-	if _, err := c.ModelReady(ctx, &inferpb.ModelReadyRequest{Name: "nope"}); status.Code(err) != codes.NotFound {
-		t.Errorf("ModelReady of an unknown model: %v", err)
+	for _, r := range []*inferpb.ModelReadyRequest{{Name: "nope"}, {Name: "toy", Version: "2"}} {
+		if got, err := c.ModelReady(ctx, r); err != nil || got.Ready {
+			t.Errorf("ModelReady of %v, not served: %v %v", r, got, err)
+		}
 	}
 }
 
