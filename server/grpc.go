@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // tritonclient's compression_algorithm="gzip"
 	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
@@ -47,10 +48,40 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(proto.Name)}),
 	)
 	inferpb.RegisterGRPCInferenceServiceServer(g, &grpcService{s: s})
-	healthpb.RegisterHealthServer(g, s.grpcHealth)
+	healthpb.RegisterHealthServer(g, healthService{s.grpcHealth, s.stopping})
 	reflection.Register(g)
 	return g
 }
+
+// healthService is grpc-go's health service, except that a Watch ends
+// when the server starts shutting down (Shutdown has just set
+// NOT_SERVING): a watch never ends by itself, and would hold a graceful
+// stop to its deadline.
+type healthService struct {
+	*health.Server
+	stopping <-chan struct{}
+}
+
+func (h healthService) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return h.Server.Watch(req, watchStream{stream, ctx})
+}
+
+// watchStream is a Watch's stream with a context that ends at shutdown.
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }
 
 // ServeGRPC answers the gRPC API on ln until Shutdown.
 func (s *Server) ServeGRPC(ln net.Listener) error {
@@ -97,7 +128,14 @@ func (s *Server) grpcRecover(ctx context.Context, req any, info *grpc.UnaryServe
 // stream's requests are counted as requests by ModelInfer.
 func (s *Server) grpcStreamCount(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
 	err := next(srv, ss)
-	s.countGRPC("bidi_stream", info.FullMethod, err)
+	kind := "bidi_stream"
+	switch {
+	case !info.IsClientStream:
+		kind = "server_stream" // health's Watch
+	case !info.IsServerStream:
+		kind = "client_stream"
+	}
+	s.countGRPC(kind, info.FullMethod, err)
 	return err
 }
 

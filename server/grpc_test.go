@@ -709,3 +709,33 @@ func TestGRPCStream(t *testing.T) {
 		t.Errorf("%d received requests still held after the stream", held)
 	}
 }
+
+// TestGRPCShutdownEndsHealthWatch: a client watching the health service
+// (a stream that never ends by itself) sees NOT_SERVING and its stream
+// end when the server shuts down, rather than holding Shutdown until its
+// deadline.
+func TestGRPCShutdownEndsHealthWatch(t *testing.T) {
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	w, err := healthpb.NewHealthClient(ts.grpcConn(t)).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := w.Recv(); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first status %v %v", r, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v after %s", err, time.Since(start))
+	}
+	for {
+		r, err := w.Recv()
+		if err != nil {
+			break
+		}
+		if r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("status %v during shutdown", r.Status)
+		}
+	}
+}

@@ -72,6 +72,9 @@ type Server struct {
 	// follows SetReady.
 	grpc       *grpc.Server
 	grpcHealth *health.Server
+	// stopping is closed when Shutdown begins: it ends health watches.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 
 	adminToken, apiToken token
 	started              time.Time
@@ -132,6 +135,7 @@ func New(o Options) *Server {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{o.Logger},
 	}
+	s.stopping = make(chan struct{})
 	s.grpcHealth = health.NewServer()
 	s.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.grpc = s.grpcServer()
@@ -231,6 +235,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}()
 	s.grpcHealth.Shutdown()
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 	grpcErr := make(chan error, 1)
 	go func() { grpcErr <- s.stopGRPC(ctx) }()
 	err := s.http.ShutdownWithContext(ctx)
