@@ -402,26 +402,59 @@ func (g *grpcService) ModelStreamInfer(stream inferpb.GRPCInferenceService_Model
 		slots   = make(chan struct{}, streamInFlight)
 	)
 	defer wg.Wait()
+	// Recv blocks, and a client may keep a stream open, idle, for its whole
+	// life (tritonclient's start_stream): reading on a goroutine of its own
+	// lets shutdown end the stream instead of waiting for it.
+	type received struct {
+		r   *inferpb.ModelInferRequest
+		err error
+	}
+	in, returned := make(chan received), make(chan struct{})
+	defer close(returned)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			select {
+			case in <- received{r, err}:
+			case <-returned:
+				if r != nil {
+					releaseRequest(r)
+				}
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		r, err := stream.Recv()
-		if err != nil {
+		var m received
+		select {
+		case m = <-in:
+		case <-ctx.Done(): // the client has gone
+			return status.FromContextError(ctx.Err()).Err()
+		case <-g.s.stopping:
+			wg.Wait() // what was read is answered
+			return status.Error(codes.Unavailable, "the server is shutting down: requests not yet answered on this stream were not run")
+		}
+		if m.err != nil {
 			wg.Wait() // every answer sent (or failed): sendErr is settled
 			switch {
 			case sendErr != nil:
 				return sendErr
-			case errors.Is(err, io.EOF):
+			case errors.Is(m.err, io.EOF):
 				return nil // the client has sent everything, and has every answer
 			}
-			return err
+			return m.err
 		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			releaseRequest(r)
+			releaseRequest(m.r)
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		wg.Add(1)
-		go func() {
+		go func(r *inferpb.ModelInferRequest) {
 			defer func() { <-slots; wg.Done() }()
 			out := g.streamAnswer(ctx, r)
 			sendMu.Lock()
@@ -429,7 +462,7 @@ func (g *grpcService) ModelStreamInfer(stream inferpb.GRPCInferenceService_Model
 			if sendErr == nil {
 				sendErr = stream.Send(out)
 			}
-		}()
+		}(m.r)
 	}
 }
 

@@ -739,3 +739,67 @@ func TestGRPCShutdownEndsHealthWatch(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCShutdownEndsIdleStream: an inference stream a client keeps open
+// (tritonclient's start_stream) ends with Unavailable when the server
+// shuts down, its answered requests answered, instead of holding Shutdown
+// until its deadline.
+func TestGRPCShutdownEndsIdleStream(t *testing.T) {
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	stream, err := ts.grpcClient(t).ModelStreamInfer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &inferpb.ModelInferRequest{ModelName: "toy", Id: "a", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{
+		grpcInput([]int64{1, 2}, "FP32", &inferpb.InferTensorContents{Fp32Contents: []float32{1, 2}})}}
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := stream.Recv(); err != nil || r.InferResponse.GetId() != "a" || r.ErrorMessage != "" {
+		t.Fatalf("answer %v %v", r, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v after %s", err, time.Since(start))
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("the idle stream after shutdown: %v", err)
+	}
+}
+
+// TestGRPCStreamClientCancels: a stream whose client cancels it ends on
+// the server too, whatever it was waiting for (a handler left waiting
+// would hold shutdown forever).
+func TestGRPCStreamClientCancels(t *testing.T) {
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1))
+	c := ts.grpcClient(t)
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		stream, err := c.ModelStreamInfer(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&inferpb.ModelInferRequest{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{
+			grpcInput([]int64{1, 2}, "FP32", &inferpb.InferTensorContents{Fp32Contents: []float32{1, 2}})}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	// Each handler has returned once its stream is counted.
+	const want = `grpc_server_handled_total{grpc_code="Canceled",grpc_method="ModelStreamInfer",grpc_service="inference.GRPCInferenceService",grpc_type="bidi_stream"} 20`
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r := ts.do(t, "GET", "/metrics", "", nil)
+		if strings.Contains(r.body, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			i := strings.Index(r.body, `grpc_method="ModelStreamInfer"`)
+			t.Fatalf("handlers of cancelled streams still running: want %s, metrics say %.200s", want, r.body[max(i-60, 0):])
+		}
+	}
+}
