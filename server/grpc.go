@@ -43,6 +43,11 @@ func (s *Server) grpcServer() *grpc.Server {
 		// the limit after gzip too.
 		grpc.MaxRecvMsgSize(s.opts.MaxBodyBytes),
 		grpc.ConnectionTimeout(s.opts.ReadTimeout),
+		// grpc-go allows 2^32 streams on a connection, each holding a
+		// message of up to MaxRecvMsgSize before the batcher's queue limit
+		// can refuse it; past this many a client's further calls wait
+		// their turn on its side.
+		grpc.MaxConcurrentStreams(1024),
 		grpc.ChainUnaryInterceptor(s.grpcRecover),
 		grpc.ChainStreamInterceptor(s.grpcStreamCount),
 		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(proto.Name)}),

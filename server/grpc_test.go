@@ -803,3 +803,45 @@ func TestGRPCStreamClientCancels(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCStreamLimit: one connection carries at most 1024 calls at once;
+// the rest wait on the client's side, and all are answered.
+func TestGRPCStreamLimit(t *testing.T) {
+	m := fakeModel("toy", 1)
+	var inside, most atomic.Int64
+	release := make(chan struct{})
+	infer := m.Infer
+	m.Infer = func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		n := inside.Add(1)
+		for p := most.Load(); n > p && !most.CompareAndSwap(p, n); p = most.Load() {
+		}
+		<-release
+		inside.Add(-1)
+		return infer(ctx, in, rows, out, o)
+	}
+	ts := newTestServer(t, Options{}, m)
+	c := ts.grpcClient(t) // one connection
+	const calls = 1100
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := c.ModelInfer(context.Background(), &inferpb.ModelInferRequest{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{
+				grpcInput([]int64{1, 2}, "FP32", &inferpb.InferTensorContents{Fp32Contents: []float32{1, 2}})}})
+			errs <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); inside.Load() < 1024 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for a 1025th to get in, were it let
+	got := most.Load()
+	close(release)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != 1024 {
+		t.Errorf("%d calls ran at once on one connection, want the limit, 1024", got)
+	}
+}
