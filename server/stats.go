@@ -21,9 +21,15 @@ type requestStats struct {
 	success, fail durationStat
 	// Of the requests whose rows ran: their time in the queue, and the
 	// copies in, runs and copies out of the executions that carried them.
-	queue, input, infer, output durationStat
-	inferences                  atomic.Int64 // images (rows) answered
-	last                        atomic.Int64 // Unix ms of the last answer
+	// The last three share one count, added after their times: three
+	// counts added one after another could be read apart by a snapshot
+	// taken as a request finishes, and perf_analyzer ends its run when
+	// compute_input, compute_infer and compute_output counts differ.
+	queue                      durationStat
+	computed                   atomic.Int64
+	inputNs, inferNs, outputNs atomic.Int64
+	inferences                 atomic.Int64 // images (rows) answered
+	last                       atomic.Int64 // Unix ms of the last answer
 }
 
 type durationStat struct{ count, ns atomic.Int64 }
@@ -36,9 +42,10 @@ func (d *durationStat) add(t time.Duration) {
 // ran records a request whose rows ran, with the batcher's timing.
 func (st *requestStats) ran(rows int, t batching.Timing) {
 	st.queue.add(t.Queue)
-	st.input.add(t.Input)
-	st.infer.add(t.Compute)
-	st.output.add(t.Output)
+	st.inputNs.Add(int64(t.Input))
+	st.inferNs.Add(int64(t.Compute))
+	st.outputNs.Add(int64(t.Output))
+	st.computed.Add(1)
 	st.inferences.Add(int64(rows))
 }
 
@@ -91,7 +98,9 @@ func (m *Model) statistics() modelStat {
 		InferenceCount: st.inferences.Load(), BatchStats: []batchStat{}}
 	is := &out.InferenceStats
 	is.Success, is.Fail = st.success.json(), st.fail.json()
-	is.Queue, is.ComputeInput, is.ComputeInfer, is.ComputeOutput = st.queue.json(), st.input.json(), st.infer.json(), st.output.json()
+	n := st.computed.Load()
+	is.Queue = st.queue.json()
+	is.ComputeInput, is.ComputeInfer, is.ComputeOutput = durationJSON{n, st.inputNs.Load()}, durationJSON{n, st.inferNs.Load()}, durationJSON{n, st.outputNs.Load()}
 	if m.ExecutionStats != nil {
 		for _, b := range m.ExecutionStats() {
 			out.ExecutionCount += b.Count

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,5 +114,35 @@ func TestV2Config(t *testing.T) {
 	r := ts.do(t, "GET", "/v2/models/batched/config", "", nil)
 	if err := json.Unmarshal([]byte(r.body), &c); err != nil || c.MaxBatchSize != 8 || len(c.Input) != 1 || len(c.Input[0].Dims) != 1 || c.Input[0].Dims[0] != 2 {
 		t.Errorf("batched config: %s (%v); want max_batch_size 8 and input dims [2]", r.body, err)
+	}
+}
+
+// TestStatsComputeCountsAgree: a snapshot taken while requests finish
+// shows the three compute counts equal, as perf_analyzer requires (it
+// ends its run when their deltas differ).
+func TestStatsComputeCountsAgree(t *testing.T) {
+	m := fakeModel("toy", 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					m.stats.ran(1, batching.Timing{Queue: 1, Input: 2, Compute: 3, Output: 4})
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 200000 {
+		is := m.statistics().InferenceStats
+		if a, b, c := is.ComputeInput.Count, is.ComputeInfer.Count, is.ComputeOutput.Count; a != b || b != c {
+			t.Fatalf("snapshot %d: compute counts %d, %d, %d", i, a, b, c)
+		}
 	}
 }
