@@ -417,9 +417,17 @@ func TestGRPCFailures(t *testing.T) {
 	if !strings.Contains(ts.logs.String(), "kernel bug") {
 		t.Error("the panic was not logged")
 	}
-	// gzip, as tritonclient's compression_algorithm sends it.
-	if _, err := c.ModelInfer(authed, req("toy", 2), grpc.UseCompressor(gzip.Name)); err != nil {
-		t.Errorf("gzip request: %v", err)
+	// gzip and deflate, as tritonclient's compression_algorithm and
+	// perf_analyzer's --grpc-compression-algorithm send them.
+	for _, enc := range []string{gzip.Name, "deflate"} {
+		if _, err := c.ModelInfer(authed, req("toy", 2), grpc.UseCompressor(enc)); err != nil {
+			t.Errorf("%s request: %v", enc, err)
+		}
+		// 1.6 KB of zeros that compress to a few bytes: held to the limit
+		// once inflated.
+		if _, err := c.ModelInfer(authed, req("toy", 200), grpc.UseCompressor(enc)); status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("%s request inflating past --max-body: %v", enc, err)
+		}
 	}
 	// The request metrics count gRPC calls by the HTTP status they map from
 	// (a panic, as on HTTP, only as a panic); grpc_server_handled_total by
@@ -429,7 +437,7 @@ func TestGRPCFailures(t *testing.T) {
 	for _, want := range []string{`code="429",model="full"`, `code="401",model="_unknown"`, `code="200",model="toy"`, "fastinfer_handler_panics_total 1",
 		`grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 1`,
 		`grpc_server_handled_total{grpc_code="Internal",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 1`,
-		`grpc_server_handled_total{grpc_code="OK",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 2`} {
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="ModelInfer",grpc_service="inference.GRPCInferenceService",grpc_type="unary"} 3`} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
+	"io"
 	"math"
 	"testing"
 	"unsafe"
@@ -172,4 +175,37 @@ func FuzzGRPCModelInfer(f *testing.F) {
 			t.Fatalf("an answer without data: %v", resp)
 		}
 	})
+}
+
+// TestDeflateCompressor: gRPC's deflate is zlib-wrapped; the bare stream
+// some clients send is read too, and garbage is an error.
+func TestDeflateCompressor(t *testing.T) {
+	msg := bytes.Repeat([]byte("fastinfer "), 1000)
+	var zw bytes.Buffer
+	w, _ := deflateCompressor{}.Compress(&zw)
+	w.Write(msg)
+	w.Close()
+	var fw bytes.Buffer
+	f, _ := flate.NewWriter(&fw, flate.BestSpeed)
+	f.Write(msg)
+	f.Close()
+	for _, tt := range []struct {
+		name string
+		in   []byte
+		ok   bool
+	}{
+		{"zlib", zw.Bytes(), true},
+		{"raw deflate", fw.Bytes(), true},
+		{"garbage", []byte("not compressed at all"), false},
+		{"truncated", zw.Bytes()[:len(zw.Bytes())/2], false},
+	} {
+		r, err := deflateCompressor{}.Decompress(bytes.NewReader(tt.in))
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(r)
+		}
+		if (err == nil) != tt.ok || tt.ok && !bytes.Equal(got, msg) {
+			t.Errorf("%s: %d bytes, %v", tt.name, len(got), err)
+		}
+	}
 }
