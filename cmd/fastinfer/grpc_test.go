@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,9 +36,12 @@ func dialGRPC(t *testing.T, base string) inferpb.GRPCInferenceServiceClient {
 }
 
 // TestGRPCEndToEnd serves the default model and talks to it over gRPC the
-// way perf_analyzer's and tritonclient's gRPC backends do: metadata, then
-// config, statistics around the requests, and inputs as
-// raw_input_contents. The scores are the HTTP API's for the same tensors.
+// way perf_analyzer's and tritonclient's gRPC backends do (read from
+// perf_analyzer's PerfAnalyzer, ModelParser, InferenceProfiler and its
+// Triton gRPC backend): metadata, then config, the server's extensions
+// (statistics must be one), statistics around the requests, and inputs as
+// raw_input_contents with every output asked for by name. The scores are
+// the HTTP API's for the same tensors.
 func TestGRPCEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the server; skipped in -short")
@@ -50,6 +54,10 @@ func TestGRPCEndToEnd(t *testing.T) {
 
 	if r, err := c.ServerReady(ctx, &inferpb.ServerReadyRequest{}); err != nil || !r.Ready {
 		t.Fatalf("ServerReady: %v %v", r, err)
+	}
+	// perf_analyzer reads the server's statistics only if it lists them.
+	if sm, err := c.ServerMetadata(ctx, &inferpb.ServerMetadataRequest{}); err != nil || !slices.Contains(sm.Extensions, "statistics") {
+		t.Fatalf("ServerMetadata: %v %v", sm, err)
 	}
 	meta, err := c.ModelMetadata(ctx, &inferpb.ModelMetadataRequest{Name: name})
 	if err != nil {
@@ -102,6 +110,10 @@ func TestGRPCEndToEnd(t *testing.T) {
 		Inputs:           []*inferpb.ModelInferRequest_InferInputTensor{{Name: in.Name, Datatype: "FP32", Shape: []int64{rows, in.Shape[1], in.Shape[2], in.Shape[3]}}},
 		Outputs:          []*inferpb.ModelInferRequest_InferRequestedOutputTensor{{Name: meta.Outputs[0].Name}},
 		RawInputContents: [][]byte{raw},
+		// perf_analyzer sends this on every request; it asks nothing of a
+		// server whose models are not decoupled.
+		Parameters: map[string]*inferpb.InferParameter{
+			"triton_enable_empty_final_response": {ParameterChoice: &inferpb.InferParameter_BoolParam{BoolParam: true}}},
 	}
 	resp, err := c.ModelInfer(ctx, req)
 	if err != nil {
