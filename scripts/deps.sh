@@ -29,7 +29,11 @@ ORT_GPU_SRI=sha512-FopIhNE/Ng+v2X65wVc9clPCBCvhvA53Hxo2U0Kf5fGdVsC7iCA+mZ0KLWggc
 # (monitor/predlog); they never use the cluster Debian may start on 5432.
 # curl and python3: the README's API examples run as written
 # (cmd/fastinfer/readme_test.go), and a minimal Debian has neither.
-APT_PACKAGES=(libopencv-dev libjpeg-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql curl python3)
+# python3-grpcio and python3-protobuf: a client on gRPC's C core, the one
+# tritonclient and perf_analyzer are built on, talks to the gRPC API
+# (cmd/fastinfer/grpc_test.go).
+APT_PACKAGES=(libopencv-dev libjpeg-dev pkg-config dataset-fashion-mnist libopenblas-dev chromium prometheus postgresql curl python3
+	python3-grpcio python3-protobuf)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

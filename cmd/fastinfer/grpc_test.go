@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -233,5 +235,70 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// grpcPython is a Python with grpcio and protobuf (Debian's python3-grpcio
+// and python3-protobuf, which scripts/deps.sh installs), or "".
+func grpcPython() string {
+	for _, py := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(py, "-c", "import grpc, google.protobuf").Run() == nil {
+			return py
+		}
+	}
+	return ""
+}
+
+// TestGRPCPythonClient: a client on gRPC's C core (grpcio, what
+// tritonclient.grpc and perf_analyzer are built on), not grpc-go, talks to
+// the server: metadata, config, inference raw and compressed with gzip and
+// with deflate, an unknown model, and a stream with a failing request.
+func TestGRPCPythonClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	py := grpcPython()
+	if py == "" {
+		t.Skip("no python3 with grpcio and protobuf (scripts/deps.sh installs python3-grpcio and python3-protobuf)")
+	}
+	base, _, stop := startServe(t, fashionRepo(t))
+	defer stop()
+	addr, _ := grpcAddrs.Load(base)
+	out, err := exec.Command(py, filepath.Join("testdata", "grpcpy", "client.py"), addr.(string), "fashion-resnet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got struct {
+		Live  bool
+		Input struct {
+			Name, Datatype string
+			Shape          []int64
+		}
+		MaxBatchSize int `json:"max_batch_size"`
+		Infer        map[string]struct {
+			ID, Datatype string
+			Shape        []int64
+			Top          []string
+		}
+		UnknownModel string `json:"unknown_model"`
+		Stream       map[string]string
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !got.Live || got.Input.Name != "data" || fmt.Sprint(got.Input.Shape) != "[-1 1 28 28]" || got.MaxBatchSize != 8 || got.UnknownModel != "NOT_FOUND" {
+		t.Errorf("metadata, config or errors: %s", out)
+	}
+	// An all-zero image is a T-shirt to the default model (the README's
+	// example), whatever the compression.
+	tshirt := func(s string) bool { return strings.HasSuffix(s, ":0:T-shirt/top") }
+	for _, c := range []string{"none", "gzip", "deflate"} {
+		a, ok := got.Infer[c]
+		if !ok || a.ID != "py-1" || a.Datatype != "BYTES" || fmt.Sprint(a.Shape) != "[2 1]" || len(a.Top) != 2 || !tshirt(a.Top[0]) || a.Top[0] != a.Top[1] {
+			t.Errorf("infer, %s: %+v", c, a)
+		}
+	}
+	if len(got.Stream) != 4 || !tshirt(got.Stream["s0"]) || !tshirt(got.Stream["s2"]) || got.Stream["s-bad"] != `model "no-such-model" is not served` {
+		t.Errorf("stream: %v", got.Stream)
 	}
 }
