@@ -35,6 +35,8 @@ var aptExceptions = map[string]string{
 	"postgresql":            "the prediction-log tests start their own server",
 	"curl":                  "the README examples' test only",
 	"python3":               "the README examples' test only",
+	"python3-grpcio":        "the gRPC client test only",
+	"python3-protobuf":      "the gRPC client test only",
 }
 
 // opencvSoVersion is the soname suffix of OpenCV 4.6 (libopencv_core.so.406),
