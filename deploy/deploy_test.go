@@ -25,7 +25,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
+
+	"fastinfer/server/inferpb"
 )
 
 // The files under test, relative to this folder (go test runs in it).
@@ -934,8 +938,8 @@ func TestLiveDashboardAndAlerts(t *testing.T) {
 	}
 
 	// Queue size and batch size 1, so that concurrent clients get 429s.
-	fiAddr := freeAddr(t)
-	fi := startProcess(t, "fastinfer", bin, "serve", "--models", repo, "--addr", fiAddr,
+	fiAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	fi := startProcess(t, "fastinfer", bin, "serve", "--models", repo, "--addr", fiAddr, "--grpc-addr", grpcAddr,
 		"--provider", "cpu", "--log-level", "warn", "--max-queue-size", "1", "--max-batch-size", "1",
 		"--model-control", "none", "--data-dir", t.TempDir())
 	base := "http://" + fiAddr
@@ -945,6 +949,7 @@ func TestLiveDashboardAndAlerts(t *testing.T) {
 	t.Logf("fastinfer ready after %v", time.Since(start).Round(time.Millisecond))
 
 	ld := startLoad(t, base)
+	startGRPCLoad(t, grpcAddr)
 
 	// Prometheus with the deployed configuration and rules.
 	promAddr := freeAddr(t)
@@ -1285,6 +1290,36 @@ func startLoad(t *testing.T, base string) *load {
 		}
 	})
 	return ld
+}
+
+// startGRPCLoad sends gRPC inference calls, good ones and ones for a model
+// not served, until the test ends, for the dashboard's gRPC panel.
+func startGRPCLoad(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := inferpb.NewGRPCInferenceServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait(); conn.Close() })
+	req := &inferpb.ModelInferRequest{ModelName: liveModel, Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{
+		Name: "data", Datatype: "FP32", Shape: []int64{1, 1, 28, 28},
+		Contents: &inferpb.InferTensorContents{Fp32Contents: make([]float32, 28*28)}}}}
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			if i%4 == 3 {
+				c.ModelInfer(ctx, &inferpb.ModelInferRequest{ModelName: "no-such-model"}) // NotFound
+			} else {
+				c.ModelInfer(ctx, req) // OK, or ResourceExhausted from the one-row queue
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
 }
 
 func (l *load) stop() {
