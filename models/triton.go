@@ -93,12 +93,16 @@ func (t *tritonMapper) top(c *Config, f textField, folder string) error {
 			return err
 		}
 		for _, m := range ms {
-			if t.groups++; t.groups > 1 {
-				t.other = append(t.other, fmt.Sprintf("line %d: instance group %d is not used: fastinfer takes the first", f.line, t.groups))
+			var g Instances
+			if err := t.each(textField{value: m}, func(h textField) error { return t.instances(&g, h) }); err != nil {
+				return err
+			}
+			if t.groups++; t.groups == 1 {
+				c.Instances = g
 				continue
 			}
-			if err := t.each(textField{value: m}, func(g textField) error { return t.instances(c, g) }); err != nil {
-				return err
+			if !mergeGroup(&c.Instances, g) {
+				t.other = append(t.other, fmt.Sprintf("line %d: instance group %d is not used: fastinfer puts one count of one kind on each GPU it uses, and takes the first group", f.line, t.groups))
 			}
 		}
 	case "version_policy":
@@ -235,8 +239,23 @@ func (t *tritonMapper) batching(c *Config, g textField) error {
 	return nil
 }
 
-func (t *tritonMapper) instances(c *Config, g textField) error {
-	in := &c.Instances
+// mergeGroup adds group g's GPUs to first when both place the same count
+// of the same kind on the GPUs they list (Triton's usual way to spread a
+// model over several GPUs: one group per GPU), and reports whether it did.
+func mergeGroup(first *Instances, g Instances) bool {
+	sameCount := first.Count == nil && g.Count == nil || first.Count != nil && g.Count != nil && *first.Count == *g.Count
+	if !sameCount || first.Kind != g.Kind || len(first.GPUs) == 0 || len(g.GPUs) == 0 {
+		return false
+	}
+	for _, id := range g.GPUs {
+		if !slices.Contains(first.GPUs, id) {
+			first.GPUs = append(first.GPUs, id)
+		}
+	}
+	return true
+}
+
+func (t *tritonMapper) instances(in *Instances, g textField) error {
 	switch g.name {
 	case "count":
 		return setInt(&in.Count, g)

@@ -103,6 +103,31 @@ func TestParseTritonConfig(t *testing.T) {
 			}
 		})
 	}
+	// Instance groups: one per GPU with the same count merge into one list
+	// of GPUs; others are named as not used.
+	for _, tt := range []struct {
+		name, in string
+		want     Instances
+		note     string
+	}{
+		{"one group per GPU", `instance_group [{ count: 2, kind: KIND_GPU, gpus: [0] }, { count: 2, kind: KIND_GPU, gpus: [2, 0] }, { kind: KIND_GPU, count: 2, gpus: 1 }]`,
+			Instances{Count: n(2), Kind: "gpu", GPUs: []int{0, 2, 1}}, ""},
+		{"other counts", `instance_group [{ count: 2, kind: KIND_GPU, gpus: [0] }, { count: 1, kind: KIND_GPU, gpus: [1] }]`,
+			Instances{Count: n(2), Kind: "gpu", GPUs: []int{0}}, "instance group 2 is not used"},
+		{"all GPUs first", `instance_group [{ count: 2, kind: KIND_GPU }, { count: 2, kind: KIND_GPU, gpus: [1] }]`,
+			Instances{Count: n(2), Kind: "gpu"}, "instance group 2 is not used"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, notes, err := ParseTritonConfig([]byte(tt.in), "m")
+			if err != nil || !reflect.DeepEqual(c.Instances, tt.want) {
+				t.Fatalf("instances %+v, %v; want %+v", c.Instances, err, tt.want)
+			}
+			if joined := strings.Join(notes, "\n"); tt.note == "" && joined != "" || !strings.Contains(joined, tt.note) {
+				t.Errorf("notes %q, want %q", notes, tt.note)
+			}
+		})
+	}
+
 	// Minor forms: a second output is named, not dropped; name differs.
 	_, notes, err = ParseTritonConfig([]byte(`name: "other" output { name: "a" } output { name: "b" } version_policy: { all { } }`), "m")
 	if err != nil || len(notes) != 2 || !strings.Contains(notes[0], `served as "m"`) || !strings.Contains(notes[1], `output "b" is not served`) {
