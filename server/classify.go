@@ -32,14 +32,12 @@ func (s *Server) classify(ctx *fasthttp.RequestCtx, name, version string) {
 func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bool,
 	handle func(*fasthttp.RequestCtx, *Model, time.Time) *apiError) {
 	start := time.Now()
-	label, ver := unknownModel, ""
 	if !s.authorized(ctx, s.apiToken, v2) {
-		s.metrics.requests.WithLabelValues(label, ver, "401").Inc()
+		s.metrics.requests.WithLabelValues(unknownModel, "", "401").Inc()
 		return
 	}
 	m, aerr := s.models.acquire(name, version)
 	if aerr == nil {
-		label, ver = m.Name, m.versionLabel
 		func() {
 			defer m.refs.Done() // even if the handler panics, or Drain hangs
 			aerr = handle(ctx, m, start)
@@ -52,8 +50,17 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, name, version string, v2 bo
 			writeError(ctx, aerr)
 		}
 	}
-	status, elapsed := ctx.Response.StatusCode(), time.Since(start)
+	s.finished(m, ctx.Response.StatusCode(), start)
+}
+
+// finished records an inference request's outcome, whichever transport
+// carried it: the version's statistics, when one was acquired (m is nil
+// otherwise), and the request metrics by HTTP status (a gRPC call's is the
+// status its error maps from).
+func (s *Server) finished(m *Model, status int, start time.Time) {
+	label, ver, elapsed := unknownModel, "", time.Since(start)
 	if m != nil {
+		label, ver = m.Name, m.versionLabel
 		m.stats.finished(status == fasthttp.StatusOK, elapsed)
 	}
 	code := strconv.Itoa(status)

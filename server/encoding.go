@@ -1,11 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
-	"errors"
 	"io"
 	"strconv"
 
@@ -33,11 +33,7 @@ func (s *Server) requestBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
 	case "gzip", "x-gzip":
 		r, err = gzip.NewReader(bytes.NewReader(body))
 	case "deflate":
-		// HTTP's deflate is zlib-wrapped (RFC 9110); some clients send the
-		// bare stream, which has no zlib header to check.
-		if r, err = zlib.NewReader(bytes.NewReader(body)); errors.Is(err, zlib.ErrHeader) {
-			r, err = flate.NewReader(bytes.NewReader(body)), nil
-		}
+		r, err = inflate(bytes.NewReader(body))
 	default:
 		return nil, errorf(415, codeMediaType, "Content-Encoding "+strconv.Quote(string(enc))+" is not supported: send gzip, deflate or an uncompressed body")
 	}
@@ -55,4 +51,16 @@ func (s *Server) requestBody(ctx *fasthttp.RequestCtx) ([]byte, *apiError) {
 		return nil, errorf(413, codeTooLarge, "the "+string(enc)+" body inflates beyond the "+strconv.FormatInt(limit, 10)+"-byte limit")
 	}
 	return out.Bytes(), nil
+}
+
+// inflate reads deflate as HTTP and gRPC mean it: zlib-wrapped (RFC 9110,
+// RFC 1950), or the bare stream some clients send, which has no header to
+// check. A zlib header is compression method 8 in two bytes that are a
+// multiple of 31 (RFC 1950 §2.2).
+func inflate(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
+		return zlib.NewReader(br)
+	}
+	return flate.NewReader(br), nil
 }

@@ -352,7 +352,6 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *inferpb.ModelInferReque
 	defer releaseRequest(r)
 	s := g.s
 	start := time.Now()
-	label, ver := unknownModel, ""
 	var m *Model
 	resp, aerr := func() (*inferpb.ModelInferResponse, *apiError) {
 		if aerr := grpcAuthorized(ctx, s.apiToken); aerr != nil {
@@ -364,20 +363,13 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *inferpb.ModelInferReque
 			return nil, aerr
 		}
 		defer m.refs.Done()
-		label, ver = m.Name, m.versionLabel
 		return g.infer(ctx, m, r, start)
 	}()
 	code := 200
 	if aerr != nil {
 		code = aerr.status
 	}
-	elapsed := time.Since(start)
-	if m != nil {
-		m.stats.finished(aerr == nil, elapsed)
-	}
-	c := strconv.Itoa(code)
-	s.metrics.requests.WithLabelValues(label, ver, c).Inc()
-	s.metrics.duration.WithLabelValues(label, ver, c).Observe(elapsed.Seconds())
+	s.finished(m, code, start)
 	if aerr != nil {
 		if err := ctx.Err(); err != nil {
 			return nil, status.FromContextError(err).Err()

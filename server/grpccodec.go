@@ -1,8 +1,6 @@
 package server
 
 import (
-	"bufio"
-	"compress/flate"
 	"compress/zlib"
 	"fmt"
 	"io"
@@ -106,9 +104,9 @@ func unmarshalInferRequest(b []byte, r *inferpb.ModelInferRequest) error {
 
 // deflateCompressor is gRPC's "deflate" message encoding, which grpc-go
 // does not ship and perf_analyzer's --grpc-compression-algorithm deflate
-// and tritonclient's compression_algorithm="deflate" send: zlib-wrapped
-// (RFC 1950) as HTTP's deflate, with the bare stream some clients send
-// accepted too. grpc-go holds what it inflates to MaxRecvMsgSize.
+// and tritonclient's compression_algorithm="deflate" send; it is read as
+// HTTP bodies' deflate is (inflate). grpc-go holds what it inflates to
+// MaxRecvMsgSize.
 type deflateCompressor struct{}
 
 func init() { encoding.RegisterCompressor(deflateCompressor{}) }
@@ -117,12 +115,4 @@ func (deflateCompressor) Name() string { return "deflate" }
 
 func (deflateCompressor) Compress(w io.Writer) (io.WriteCloser, error) { return zlib.NewWriter(w), nil }
 
-func (deflateCompressor) Decompress(r io.Reader) (io.Reader, error) {
-	br := bufio.NewReader(r)
-	// A zlib header: compression method 8, and the two bytes a multiple
-	// of 31 (RFC 1950 §2.2).
-	if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
-		return zlib.NewReader(br)
-	}
-	return flate.NewReader(br), nil
-}
+func (deflateCompressor) Decompress(r io.Reader) (io.Reader, error) { return inflate(r) }
