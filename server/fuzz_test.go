@@ -98,6 +98,8 @@ func FuzzV2Infer(f *testing.F) {
 		`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"data":[1,2,3]}]}`,
 		`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,1,2,2],"data":[1,2,3,4]}]}`,
 		`{"inputs":[{"name":"data","datatype":"INT8","shape":[1,2,1,2],"data":[[[1,-2]],[[3,4]]]}]}`,
+		`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"parameters":{"shared_memory_region":"in","shared_memory_byte_size":16}}]}`,
+		`{"inputs":[` + in + `],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_offset":8,"shared_memory_byte_size":64}}]}`,
 		`{"inputs":[`,
 		`{}`,
 		``,
@@ -123,6 +125,10 @@ func FuzzV2Infer(f *testing.F) {
 	f.Add([]byte(hdr("FP32", "[1,2]", 8, ``)), " 12", true, uint8(0))
 
 	s := fuzzServer(4)
+	// Regions "in" and "out" of one object, for the shared memory seeds.
+	if key, _ := fuzzShm(f, s); key != "" {
+		defer s.shm.unregister("")
+	}
 	h := s.Handler()
 	f.Fuzz(func(t *testing.T, body []byte, headerLen string, binaryHeader bool, path uint8) {
 		uri := v2Paths[int(path)%len(v2Paths)]
@@ -161,7 +167,10 @@ type inferResponse struct {
 		Shape      []int64 `json:"shape"`
 		Data       []any   `json:"data"`
 		Parameters *struct {
-			BinaryDataSize int `json:"binary_data_size"`
+			BinaryDataSize       int    `json:"binary_data_size"`
+			SharedMemoryRegion   string `json:"shared_memory_region"`
+			SharedMemoryByteSize int    `json:"shared_memory_byte_size"`
+			SharedMemoryOffset   int    `json:"shared_memory_offset"`
 		} `json:"parameters"`
 	} `json:"outputs"`
 }
@@ -202,7 +211,13 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 	if o.Datatype == "FP32" && cols != 4 {
 		t.Fatalf("FP32 output with %d columns, want all 4 classes", cols)
 	}
-	if binaryOut {
+	if p := o.Parameters; p != nil && p.SharedMemoryRegion != "" {
+		// Written into a region (fuzzShm's "in" or "out"), not the answer.
+		if binaryOut || o.Data != nil || p.BinaryDataSize != 0 || (p.SharedMemoryRegion != "in" && p.SharedMemoryRegion != "out") ||
+			(o.Datatype == "FP32" && p.SharedMemoryByteSize != 4*rows*cols) || p.SharedMemoryByteSize <= 0 || p.SharedMemoryOffset < 0 {
+			t.Fatalf("shared memory output %q", head)
+		}
+	} else if binaryOut {
 		if o.Parameters == nil || o.Parameters.BinaryDataSize != len(blob) || o.Data != nil {
 			t.Fatalf("binary output parameters %+v for %d trailing bytes", o.Parameters, len(blob))
 		}

@@ -210,7 +210,7 @@ func (g *grpcService) ModelReady(_ context.Context, r *inferpb.ModelReadyRequest
 }
 
 func (g *grpcService) ServerMetadata(context.Context, *inferpb.ServerMetadataRequest) (*inferpb.ServerMetadataResponse, error) {
-	return &inferpb.ServerMetadataResponse{Name: "fastinfer", Version: g.s.opts.Version, Extensions: extensions}, nil
+	return &inferpb.ServerMetadataResponse{Name: "fastinfer", Version: g.s.opts.Version, Extensions: g.s.extensions()}, nil
 }
 
 func (g *grpcService) ModelMetadata(_ context.Context, r *inferpb.ModelMetadataRequest) (*inferpb.ModelMetadataResponse, error) {
@@ -343,6 +343,45 @@ func (g *grpcService) RepositoryModelUnload(ctx context.Context, r *inferpb.Repo
 		return nil, grpcError(aerr)
 	}
 	return &inferpb.RepositoryModelUnloadResponse{}, nil
+}
+
+// The system shared memory calls (shm.go), with the token of the inference calls.
+func (g *grpcService) SystemSharedMemoryStatus(ctx context.Context, r *inferpb.SystemSharedMemoryStatusRequest) (*inferpb.SystemSharedMemoryStatusResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	st, aerr := g.s.shm.status(r.Name)
+	if aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	out := &inferpb.SystemSharedMemoryStatusResponse{Regions: map[string]*inferpb.SystemSharedMemoryStatusResponse_RegionStatus{}}
+	for _, e := range st {
+		out.Regions[e.Name] = &inferpb.SystemSharedMemoryStatusResponse_RegionStatus{Name: e.Name, Key: e.Key, Offset: uint64(e.Offset), ByteSize: uint64(e.ByteSize)}
+	}
+	return out, nil
+}
+
+func (g *grpcService) SystemSharedMemoryRegister(ctx context.Context, r *inferpb.SystemSharedMemoryRegisterRequest) (*inferpb.SystemSharedMemoryRegisterResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if r.Offset > math.MaxInt64 || r.ByteSize > math.MaxInt64 {
+		return nil, status.Error(codes.InvalidArgument, "offset and byte_size must be below 2^63")
+	}
+	if aerr := g.s.shm.register(r.Name, r.Key, int64(r.Offset), int64(r.ByteSize)); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.SystemSharedMemoryRegisterResponse{}, nil
+}
+
+func (g *grpcService) SystemSharedMemoryUnregister(ctx context.Context, r *inferpb.SystemSharedMemoryUnregisterRequest) (*inferpb.SystemSharedMemoryUnregisterResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if aerr := g.s.shm.unregister(r.Name); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.SystemSharedMemoryUnregisterResponse{}, nil
 }
 
 // ModelInfer is POST /v2/models/{m}/infer over gRPC. Inputs come as
@@ -496,15 +535,24 @@ func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInfer
 		return nil, aerr
 	}
 	req.Parameters.TimeoutUS = int64(timeout)
+	shmIn := false
 	for _, in := range r.Inputs {
-		req.Inputs = append(req.Inputs, inferInput{Name: in.Name, Shape: in.Shape, Datatype: in.Datatype})
-	}
-	for _, o := range r.Outputs {
-		k, aerr := intParam(o.Parameters, "classification", math.MaxInt32)
+		p, aerr := shmParams(in.Parameters)
 		if aerr != nil {
 			return nil, aerr
 		}
-		req.Outputs = append(req.Outputs, inferOutput{Name: o.Name, Parameters: inferParameters{Classification: k}})
+		shmIn = shmIn || p.SharedMemoryRegion != ""
+		req.Inputs = append(req.Inputs, inferInput{Name: in.Name, Shape: in.Shape, Datatype: in.Datatype, Parameters: p})
+	}
+	for _, o := range r.Outputs {
+		p, aerr := shmParams(o.Parameters)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if p.Classification, aerr = intParam(o.Parameters, "classification", math.MaxInt32); aerr != nil {
+			return nil, aerr
+		}
+		req.Outputs = append(req.Outputs, inferOutput{Name: o.Name, Parameters: p})
 	}
 	raw := len(r.RawInputContents) > 0
 	if raw && len(r.RawInputContents) != len(r.Inputs) {
@@ -512,6 +560,16 @@ func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInfer
 	}
 	data := func(in *inferInput, need int) (tensorSource, *apiError) {
 		c := r.Inputs[0].Contents
+		ref, aerr := in.Parameters.shmRef("input " + in.Name)
+		if aerr != nil {
+			return tensorSource{}, aerr
+		}
+		if ref != nil {
+			if raw || c != nil {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its contents too")
+			}
+			return g.s.shmInput(ref, in, need)
+		}
 		if raw {
 			if c != nil {
 				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" has contents, and the request raw_input_contents: send one or the other")
@@ -530,7 +588,9 @@ func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInfer
 		return nil, aerr
 	}
 	defer m.release(res.out)
-	return grpcInferResponse(m, &req, res, raw), nil
+	// An input from shared memory says nothing of the answer's form: it
+	// takes Triton's, raw.
+	return grpcInferResponse(m, &req, res, raw || shmIn), nil
 }
 
 // batchingOptions are a call's scheduling options: a call whose client has
@@ -658,9 +718,23 @@ func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) 
 	o := res.outs[0]
 	t := &inferpb.ModelInferResponse_InferOutputTensor{Name: m.Outputs[0].Name, Datatype: "FP32", Shape: []int64{int64(res.rows), int64(m.Classes)}}
 	resp := &inferpb.ModelInferResponse{ModelName: m.Name, ModelVersion: strconv.Itoa(m.Version), Id: req.ID, Outputs: []*inferpb.ModelInferResponse_InferOutputTensor{t}}
+	if o.classification > 0 {
+		t.Datatype, t.Shape[1] = "BYTES", int64(o.classification)
+	}
+	if o.shm != nil {
+		// In the region already: the answer says where, and carries no
+		// contents.
+		t.Parameters = map[string]*inferpb.InferParameter{
+			"shared_memory_region":    {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: o.shm.region}},
+			"shared_memory_byte_size": {ParameterChoice: &inferpb.InferParameter_Int64Param{Int64Param: o.shmWritten}},
+		}
+		if o.shm.offset != 0 {
+			t.Parameters["shared_memory_offset"] = &inferpb.InferParameter{ParameterChoice: &inferpb.InferParameter_Int64Param{Int64Param: o.shm.offset}}
+		}
+		return resp
+	}
 	switch {
 	case o.classification > 0:
-		t.Datatype, t.Shape[1] = "BYTES", int64(o.classification)
 		b := appendClassStrings(nil, m, logits, res.rows, o.classification, true)
 		if raw {
 			resp.RawOutputContents = [][]byte{b}
@@ -683,4 +757,32 @@ func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) 
 		t.Contents = &inferpb.InferTensorContents{Fp32Contents: append([]float32(nil), logits...)}
 	}
 	return resp
+}
+
+// shmParams reads a tensor's shared_memory_* parameters, which
+// inferParameters.shmRef then checks.
+func shmParams(p map[string]*inferpb.InferParameter) (inferParameters, *apiError) {
+	var out inferParameters
+	if v, ok := p["shared_memory_region"]; ok {
+		c, ok := v.GetParameterChoice().(*inferpb.InferParameter_StringParam)
+		if !ok {
+			return out, errorf(400, codeBadRequest, "parameter shared_memory_region must be a string_param")
+		}
+		out.SharedMemoryRegion = c.StringParam
+	}
+	for _, f := range []struct {
+		name string
+		dst  **int64
+	}{{"shared_memory_byte_size", &out.SharedMemoryByteSize}, {"shared_memory_offset", &out.SharedMemoryOffset}} {
+		if _, ok := p[f.name]; !ok {
+			continue
+		}
+		n, aerr := intParam(p, f.name, math.MaxInt64)
+		if aerr != nil {
+			return out, aerr
+		}
+		v := int64(n)
+		*f.dst = &v
+	}
+	return out, nil
 }

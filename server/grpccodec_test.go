@@ -125,6 +125,12 @@ func FuzzGRPCModelInfer(f *testing.F) {
 		{ModelName: "toy", Parameters: map[string]*inferpb.InferParameter{"timeout": int64Param(1000), "priority": int64Param(1)},
 			Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "INT8", Shape: []int64{2, 2},
 				Contents: &inferpb.InferTensorContents{IntContents: []int32{-1, 2, 3, 127}}}}},
+		{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "FP32", Shape: []int64{2, 2},
+			Parameters: map[string]*inferpb.InferParameter{"shared_memory_region": {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: "in"}},
+				"shared_memory_byte_size": int64Param(16)}}},
+			Outputs: []*inferpb.ModelInferRequest_InferRequestedOutputTensor{{Name: "logits", Parameters: map[string]*inferpb.InferParameter{
+				"shared_memory_region": {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: "out"}}, "shared_memory_offset": int64Param(4),
+				"shared_memory_byte_size": int64Param(100)}}}},
 	} {
 		b, err := proto.Marshal(r)
 		if err != nil {
@@ -133,6 +139,9 @@ func FuzzGRPCModelInfer(f *testing.F) {
 		f.Add(b)
 	}
 	g := &grpcService{s: fuzzServer(4)}
+	if key, _ := fuzzShm(f, g.s); key != "" {
+		defer g.s.shm.unregister("")
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := &inferpb.ModelInferRequest{}
 		if unmarshalInferRequest(b, r) != nil {
@@ -170,6 +179,10 @@ func FuzzGRPCModelInfer(f *testing.F) {
 		case o.Contents != nil:
 			if int64(len(o.Contents.BytesContents)) != rows*cols {
 				t.Fatalf("%d strings for shape %v", len(o.Contents.BytesContents), o.Shape)
+			}
+		case o.Parameters["shared_memory_region"] != nil: // written into a region
+			if n := o.Parameters["shared_memory_byte_size"].GetInt64Param(); n <= 0 || (o.Datatype == "FP32" && n != 4*rows*cols) || len(resp.RawOutputContents) != 0 || o.Contents != nil {
+				t.Fatalf("shared memory output %v", resp)
 			}
 		default:
 			t.Fatalf("an answer without data: %v", resp)

@@ -91,7 +91,7 @@ func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
 		Extensions []string `json:"extensions"`
 		Runtime    string   `json:"runtime,omitempty"`
 		Models     []served `json:"models"`
-	}{Name: "fastinfer", Version: s.opts.Version, Extensions: extensions, Runtime: s.opts.Runtime, Models: []served{}}
+	}{Name: "fastinfer", Version: s.opts.Version, Extensions: s.extensions(), Runtime: s.opts.Runtime, Models: []served{}}
 	for _, m := range s.models.list() {
 		out.Models = append(out.Models, served{m.Name, strconv.Itoa(m.Version), m.Provider})
 	}
@@ -100,7 +100,13 @@ func (s *Server) serverMetadata(ctx *fasthttp.RequestCtx) {
 
 // extensions are the protocol extensions GET /v2 and gRPC's
 // ServerMetadata name.
-var extensions = []string{"classification", "binary_tensor_data", "statistics"}
+func (s *Server) extensions() []string {
+	ext := []string{"classification", "binary_tensor_data", "statistics"}
+	if s.shm.enabled {
+		ext = append(ext, "system_shared_memory")
+	}
+	return ext
+}
 
 func writeJSON(ctx *fasthttp.RequestCtx, v any) {
 	b, err := json.Marshal(v)

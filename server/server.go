@@ -57,6 +57,10 @@ type Options struct {
 	// ReportsDir, when set, is served at /reports/: an index of the
 	// report-YYYYMMDD-HHMMSS.html files there and those files.
 	ReportsDir string
+	// AllowClientShm serves Triton's system shared memory extension
+	// (shm.go): clients on this host may register shared memory objects
+	// for the server to map, and pass tensors through them.
+	AllowClientShm bool
 }
 
 // Server answers fastinfer's HTTP API.
@@ -78,6 +82,8 @@ type Server struct {
 
 	adminToken, apiToken token
 	started              time.Time
+
+	shm shmRegistry // registered shared memory regions
 
 	connsMu sync.Mutex
 	conns   []*connListener // one per Serve
@@ -114,6 +120,7 @@ func New(o Options) *Server {
 		o.Version = "dev"
 	}
 	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken), started: time.Now()}
+	s.shm.enabled = o.AllowClientShm
 	s.metrics = newMetrics(o.Registry)
 	s.handler = s.recoverer(s.route)
 	s.http = &fasthttp.Server{
@@ -244,6 +251,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if gerr := <-grpcErr; err == nil {
 		err = gerr
 	}
+	if s.shm.enabled {
+		// Unmapped once the requests still copying finish.
+		if aerr := s.shm.unregister(""); aerr != nil && err == nil {
+			err = aerr
+		}
+	}
 	return err
 }
 
@@ -266,6 +279,10 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		s.repository(ctx, path[len(pathRepository):])
 	case bytes.HasPrefix(path, pathV2Models):
 		s.v2Models(ctx, path[len(pathV2Models):])
+	case bytes.HasPrefix(path, pathSystemShm):
+		s.systemShm(ctx, path[len(pathSystemShm):])
+	case bytes.HasPrefix(path, pathCUDAShm):
+		s.cudaShm(ctx)
 	case bytes.Equal(path, pathLive):
 		if !allow(ctx, "GET") {
 			return

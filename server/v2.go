@@ -170,6 +170,10 @@ type inferParameters struct {
 	Classification   int    `json:"classification"`
 	Priority         int    `json:"priority"`
 	TimeoutUS        int64  `json:"timeout"` // Triton's request timeout, in µs
+	// Triton's shared memory extension (shm.go).
+	SharedMemoryRegion   string `json:"shared_memory_region"`
+	SharedMemoryByteSize *int64 `json:"shared_memory_byte_size"`
+	SharedMemoryOffset   *int64 `json:"shared_memory_offset"`
 }
 
 const headerInferLength = "Inference-Header-Content-Length"
@@ -203,7 +207,15 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 	// The body holds the input as JSON numbers or, with Triton's binary
 	// extension, as bytes after the JSON header.
 	data := func(in *inferInput, need int) (tensorSource, *apiError) {
+		ref, aerr := in.Parameters.shmRef("input " + in.Name)
 		switch {
+		case aerr != nil:
+			return tensorSource{}, aerr
+		case ref != nil:
+			if in.Parameters.BinaryDataSize != nil || len(in.Data) > 0 || len(blobs) > 0 {
+				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its data too")
+			}
+			return s.shmInput(ref, in, need)
 		case in.Parameters.BinaryDataSize != nil:
 			size := *in.Parameters.BinaryDataSize
 			if size != int64(need) {
@@ -334,6 +346,12 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if aerr != nil {
 		return tensorResult{}, aerr
 	}
+	if o := outs[0]; o.shm != nil && o.classification == 0 && o.shm.size < int64(4*rows*m.Classes) {
+		// Refused before it runs; the size of classification strings is
+		// known only after.
+		return tensorResult{}, errorf(400, codeBadRequest, "output "+m.Outputs[0].Name+": shared_memory_byte_size is "+
+			strconv.FormatInt(o.shm.size, 10)+" bytes, the output takes "+strconv.Itoa(4*rows*m.Classes))
+	}
 
 	out := m.buffer(rows * m.Classes)
 	var tm batching.Timing
@@ -347,6 +365,9 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 		aerr = s.checkOutputs(m, *out, rows, true)
 	} else {
 		aerr = s.inferError(m, err)
+	}
+	if aerr == nil && outs[0].shm != nil {
+		outs[0].shmWritten, aerr = s.shmOutput(m, &outs[0], *out, rows)
 	}
 	if aerr != nil {
 		m.release(out)
@@ -411,6 +432,8 @@ func shapeString(s []int64) string {
 type v2Output struct {
 	binary         bool
 	classification int
+	shm            *shmRef // written into this region, not the response
+	shmWritten     int64   // bytes written there
 }
 
 func requestedOutputs(m *Model, req *inferRequest) ([]v2Output, *apiError) {
@@ -430,9 +453,14 @@ func requestedOutputs(m *Model, req *inferRequest) ([]v2Output, *apiError) {
 	if o.Parameters.Classification < 0 {
 		return nil, errorf(400, codeBadRequest, "classification must be a positive count")
 	}
+	ref, aerr := o.Parameters.shmRef("output " + o.Name)
+	if aerr != nil {
+		return nil, aerr
+	}
 	return []v2Output{{
 		binary:         o.Parameters.BinaryData || req.Parameters.BinaryDataOutput,
 		classification: min(o.Parameters.Classification, m.Classes),
+		shm:            ref,
 	}}, nil
 }
 
@@ -465,7 +493,18 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 	b = append(b, ',')
 	b = strconv.AppendInt(b, int64(cols), 10)
 	b = append(b, ']')
-	if o.binary {
+	if o.shm != nil {
+		b = append(b, `,"parameters":{"shared_memory_region":`...)
+		b = appendJSONString(b, o.shm.region)
+		b = append(b, `,"shared_memory_byte_size":`...)
+		b = strconv.AppendInt(b, o.shmWritten, 10)
+		if o.shm.offset != 0 {
+			b = append(b, `,"shared_memory_offset":`...)
+			b = strconv.AppendInt(b, o.shm.offset, 10)
+		}
+		b = append(b, "}}]}\n"...)
+		ctx.SetContentType("application/json")
+	} else if o.binary {
 		// FP32's size is known up front, so its bytes go straight after
 		// the header, with no buffer of their own; the strings' is not.
 		size := 4 * rows * m.Classes

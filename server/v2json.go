@@ -481,14 +481,7 @@ func (d *jsonDecoder) parameters(p *inferParameters) error {
 	return d.object("parameters", func(k []byte) error {
 		switch {
 		case key(k, "binary_data_size"):
-			if isNull, err := d.null(); isNull || err != nil {
-				p.BinaryDataSize = nil
-				return err
-			}
-			if p.BinaryDataSize == nil {
-				p.BinaryDataSize = new(int64)
-			}
-			return d.integer("binary_data_size", 64, p.BinaryDataSize)
+			return d.optInt64("binary_data_size", &p.BinaryDataSize)
 		case key(k, "binary_data"):
 			return d.boolean("binary_data", &p.BinaryData)
 		case key(k, "binary_data_output"):
@@ -499,7 +492,26 @@ func (d *jsonDecoder) parameters(p *inferParameters) error {
 			return d.intField("priority", &p.Priority)
 		case key(k, "timeout"):
 			return d.integer("timeout", 64, &p.TimeoutUS)
+		case key(k, "shared_memory_region"):
+			return d.str("shared_memory_region", &p.SharedMemoryRegion)
+		case key(k, "shared_memory_byte_size"):
+			return d.optInt64("shared_memory_byte_size", &p.SharedMemoryByteSize)
+		case key(k, "shared_memory_offset"):
+			return d.optInt64("shared_memory_offset", &p.SharedMemoryOffset)
 		}
 		return d.skip()
 	})
+}
+
+// optInt64 decodes an integer into *dst, as json.Unmarshal does a *int64:
+// null sets it nil, a number allocates it if needed.
+func (d *jsonDecoder) optInt64(what string, dst **int64) error {
+	if isNull, err := d.null(); isNull || err != nil {
+		*dst = nil
+		return err
+	}
+	if *dst == nil {
+		*dst = new(int64)
+	}
+	return d.integer(what, 64, *dst)
 }

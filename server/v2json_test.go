@@ -55,6 +55,7 @@ var inferRequestSeeds = []string{
 	`{"inputs":[{"name":"a"},{"name":"b"}],"inputs":[{"shape":[1]}],"inputs":[null,null]}`,
 	`{"inputs":[{"shape":[5,6]}],"inputs":[{"shape":[null]}],"outputs":[{"name":"x"}],"outputs":[]}`,
 	`{"inputs":[{"data":null,"shape":[null,2],"parameters":{"binary_data_size":null}}]}`,
+	`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"parameters":{"shared_memory_region":"in","shared_memory_offset":16,"shared_memory_byte_size":16}}],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_byte_size":null,"shared_memory_offset":0}}]}`,
 	`{"inputs":null,"outputs":[],"unknown":{"deep":[1,{"x":[true,false,null,"s\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"]}]}}`,
 	`{"id":"\u0069\ud800x\u00","inputs":[]}`,
 	`{"id":"caf\xc3\xa9 \xff"}`,

@@ -32,6 +32,7 @@ type serveConfig struct {
 	models          string
 	addr            string
 	grpcAddr        string
+	allowClientShm  bool
 	ortLib          string
 	provider        string
 	threads         int
@@ -101,6 +102,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token required by the inference endpoints (empty: none)")
+	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "serve Triton's system shared memory extension: clients on this host register POSIX shared memory objects (/dev/shm) for the server to map, and pass tensors through them instead of the socket")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
@@ -254,7 +256,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		Version: version, Runtime: "onnxruntime " + env.Version(),
 		AdminToken: cfg.adminToken, APIToken: cfg.apiToken, LogImageBytes: cfg.logImages,
 		ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout, MaxConnsPerIP: cfg.maxConnsPerIP,
-		ReportsDir: filepath.Join(cfg.dataDir, "reports"),
+		ReportsDir: filepath.Join(cfg.dataDir, "reports"), AllowClientShm: cfg.allowClientShm,
 	}
 	if plog != nil {
 		opts.PredictionLog = plog
