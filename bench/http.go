@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -65,6 +66,25 @@ func (c *Client) post(path, contentType string, body []byte, header [2]string) s
 		return strconv.Itoa(s)
 	}
 	return ""
+}
+
+// postJSON sends a JSON body and returns nil for a 200 answer, else an
+// error holding the answer.
+func (c *Client) postJSON(path string, body []byte) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(c.base + path)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.SetBodyRaw(body)
+	if err := c.hc.DoTimeout(req, resp, c.Timeout); err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	if s := resp.StatusCode(); s != fasthttp.StatusOK {
+		return fmt.Errorf("POST %s: %d %s", path, s, bytes.TrimSpace(resp.Body()))
+	}
+	return nil
 }
 
 // Get fetches path and returns the body of a 200 answer.
@@ -153,11 +173,15 @@ type ModelMetadata struct {
 	Name     string   `json:"name"`
 	Versions []string `json:"versions"`
 	Platform string   `json:"platform"`
-	Inputs   []struct {
-		Name     string  `json:"name"`
-		Datatype string  `json:"datatype"`
-		Shape    []int64 `json:"shape"`
-	} `json:"inputs"`
+	Inputs   []TensorMetadata `json:"inputs"`
+	Outputs  []TensorMetadata `json:"outputs"`
+}
+
+// TensorMetadata is one input or output of ModelMetadata.
+type TensorMetadata struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
 }
 
 // Metadata fetches a model's Open Inference Protocol metadata.

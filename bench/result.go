@@ -50,6 +50,7 @@ const (
 	TargetHTTPImage  = "http-image"  // POST /v1/models/{m}/classify with an encoded image
 	TargetHTTPTensor = "http-tensor" // POST /v2/models/{m}/infer with a binary FP32 tensor
 	TargetGRPCTensor = "grpc-tensor" // gRPC ModelInfer with the tensor as raw_input_contents
+	TargetShmTensor  = "shm-tensor"  // POST /v2/models/{m}/infer naming the tensor's place in system shared memory
 	TargetRaw        = "raw"         // ONNX Runtime session.Run in-process
 )
 

@@ -23,7 +23,9 @@
 #   scripts/gpu-run.sh graphs     CUDA graphs: their GPU test, then raw and
 #                                 the tensor path with --cuda-graphs (never
 #                                 run yet; compare with pinned's figures)
-#   scripts/gpu-run.sh grpc       the tensor path over HTTP and over gRPC,
+#   scripts/gpu-run.sh grpc       the tensor path over HTTP, over gRPC and
+#                                 through system shared memory (no socket:
+#                                 what the transport costs at saturation),
 #                                 fp16 and fp32, c=1 and at saturation
 #                                 (never run yet)
 #   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
@@ -164,12 +166,14 @@ staged_stage() {
 	done
 }
 
-# grpc: HTTP's binary tensors against gRPC's raw_input_contents on the same
-# server, where ResNet-50's 602 KB inputs arrive thousands of times a second.
+# grpc: HTTP's binary tensors against gRPC's raw_input_contents and against
+# system shared memory on the same server, where ResNet-50's 602 KB inputs
+# arrive thousands of times a second: shm / raw at saturation is the
+# server's ratio without the socket.
 grpc_stage() {
 	for p in fp16 fp32; do
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
-		bench grpc-$p --model $m --targets tensor,grpc --concurrency "${CONC:-1,64,256}" --serve-flags "$SERVE"
+		bench grpc-$p --model $m --targets tensor,grpc,shm --concurrency "${CONC:-1,64,256}" --serve-flags "$SERVE"
 	done
 }
 

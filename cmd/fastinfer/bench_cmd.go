@@ -55,7 +55,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "the gRPC API of the server at --url, for the grpc target (default: --url's host, port 8001)")
 	fs.StringVar(&c.models, "models", "models", "model repository (for the started server and the raw target)")
 	fs.StringVar(&c.model, "model", "", "model to load (default: the repository's only model)")
-	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), grpc (the tensor over gRPC), raw (ONNX Runtime in-process, the ceiling)")
+	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), grpc (the tensor over gRPC), shm (the tensor through system shared memory: a server on this host, with --allow-client-shm), raw (ONNX Runtime in-process, the ceiling)")
 	fs.BoolVar(&c.compare, "compare", false, "run raw, tensor and image on the same model and print the ratios")
 	fs.StringVar(&c.images, "images", "", "images for the image target, sent in turn: a folder of .jpg/.png files, or comma-separated files and globs")
 	fs.StringVar(&c.concurrency, "concurrency", "1,4,16", "closed-loop sweep: requests kept outstanding; START:END[:STEP] ranges as perf_analyzer's --concurrency-range")
@@ -154,8 +154,8 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		targets = []string{"raw", "tensor", "image"}
 	}
 	for _, t := range targets {
-		if t != "raw" && t != "tensor" && t != "grpc" && t != "image" {
-			return nil, fmt.Errorf("unknown target %q (image, tensor, grpc or raw)", t)
+		if t != "raw" && t != "tensor" && t != "grpc" && t != "shm" && t != "image" {
+			return nil, fmt.Errorf("unknown target %q (image, tensor, grpc, shm or raw)", t)
 		}
 	}
 	loads, err := benchLoads(c)
@@ -190,13 +190,13 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 
 	res := &bench.Results{Schema: bench.SchemaVersion, Meta: benchMeta(c)}
 	var client *bench.Client
-	var tensorT, grpcT, imageT bench.Target
-	if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "image") {
+	var tensorT, grpcT, shmT, imageT bench.Target
+	if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "shm") || contains(targets, "image") {
 		// The server starts first, so every round (raw included) runs
 		// beside the same idle-or-busy server process.
 		url, grpcAddr := c.url, c.grpcAddr
 		if url == "" {
-			u, g, stopServer, err := startServer(ctx, c, contains(targets, "grpc"), progress)
+			u, g, stopServer, err := startServer(ctx, c, contains(targets, "grpc"), contains(targets, "shm"), progress)
 			if err != nil {
 				return res, err
 			}
@@ -212,7 +212,7 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			return res, err
 		}
 		res.Meta.Provider = serverProvider(client, modelName, res.Meta.Provider)
-		if contains(targets, "tensor") || contains(targets, "grpc") {
+		if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "shm") {
 			meta, err := client.Metadata(modelName)
 			if err != nil {
 				return res, err
@@ -229,6 +229,18 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 				}
 				defer g.Close()
 				grpcT = g
+			}
+			if contains(targets, "shm") {
+				st, err := bench.NewShmTarget(client, meta, c.batch, 8, c.seed)
+				if err != nil {
+					return res, err
+				}
+				defer func() {
+					if err := st.Close(); err != nil {
+						fmt.Fprintf(progress, "releasing shared memory: %v\n", err)
+					}
+				}()
+				shmT = st
 			}
 		}
 		if contains(targets, "image") {
@@ -274,6 +286,11 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			}
 			if grpcT != nil {
 				if err := sweep(ctx, client, grpcT, bench.TargetGRPCTensor, modelName, loads, localCores, emit, progress); err != nil {
+					return err
+				}
+			}
+			if shmT != nil {
+				if err := sweep(ctx, client, shmT, bench.TargetShmTensor, modelName, loads, localCores, emit, progress); err != nil {
 					return err
 				}
 			}
@@ -540,6 +557,9 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 		if t, ok := best(bench.TargetGRPCTensor); ok {
 			out = append(out, bench.Comparison{Name: model + ": server gRPC tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
 		}
+		if t, ok := best(bench.TargetShmTensor); ok {
+			out = append(out, bench.Comparison{Name: model + ": server shared memory tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
+		}
 		if t, ok := best(bench.TargetHTTPImage); ok {
 			out = append(out, bench.Comparison{Name: model + ": server image / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.90})
 		}
@@ -565,8 +585,9 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 }
 
 // startServer runs `fastinfer serve` on a free loopback port, and its
-// gRPC API on another when withGRPC, until the returned stop is called.
-func startServer(ctx context.Context, c *benchConfig, withGRPC bool, log io.Writer) (string, string, func(), error) {
+// gRPC API on another when withGRPC (with client shared memory when
+// withShm), until the returned stop is called.
+func startServer(ctx context.Context, c *benchConfig, withGRPC, withShm bool, log io.Writer) (string, string, func(), error) {
 	addr, err := freePort()
 	if err != nil {
 		return "", "", nil, err
@@ -584,6 +605,9 @@ func startServer(ctx context.Context, c *benchConfig, withGRPC bool, log io.Writ
 	args := []string{"serve", "--models", c.models, "--addr", addr, "--grpc-addr", grpcAddr, "--log-level", "warn"}
 	if c.ortLib != "" {
 		args = append(args, "--ort-lib", c.ortLib)
+	}
+	if withShm {
+		args = append(args, "--allow-client-shm")
 	}
 	args = append(args, strings.Fields(c.serveFlags)...)
 	cmd := exec.Command(self, args...)

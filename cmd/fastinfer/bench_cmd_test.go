@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,12 +222,28 @@ func TestBenchGRPCTarget(t *testing.T) {
 	base, _, stop := startServe(t, repo)
 	defer stop()
 	addr, _ := grpcAddrs.Load(base)
+	out := benchTwoSteps(t, bench.TargetGRPCTensor, "--url", base, "--grpc-addr", addr.(string), "--targets", "grpc")
+	var stdout, stderr bytes.Buffer
+	// No gRPC server there: the step records the calls' failures by their
+	// code, as the HTTP targets record statuses.
+	code := run([]string{"bench", "--url", base, "--grpc-addr", "127.0.0.1:1", "--model", "fashion-resnet", "--targets", "grpc",
+		"--concurrency", "1", "--warmup", "100ms", "--duration", "200ms", "--out", out},
+		&stdout, &stderr, func(string) string { return "" })
+	if res, err := bench.ReadFile(out); code != 0 || err != nil || len(res.Steps) != 1 || res.Steps[0].Errors["Unavailable"] == 0 {
+		t.Errorf("no gRPC server: exit %d, %v, %+v", code, err, res)
+	}
+}
+
+// benchTwoSteps runs bench with args against fashion-resnet at batch 2
+// and concurrency 1 and 3, checks that both steps ran target without
+// errors and carry the server's split, and returns the results file.
+func benchTwoSteps(t *testing.T, target string, args ...string) string {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "r.json")
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"bench", "--url", base, "--grpc-addr", addr.(string), "--model", "fashion-resnet", "--targets", "grpc",
-		"--batch", "2", "--concurrency", "1,3", "--warmup", "200ms", "--duration", "400ms", "--out", out},
-		&stdout, &stderr, func(string) string { return "" })
-	if code != 0 {
+	args = append([]string{"bench", "--model", "fashion-resnet", "--batch", "2", "--concurrency", "1,3",
+		"--warmup", "200ms", "--duration", "400ms", "--out", out}, args...)
+	if code := run(args, &stdout, &stderr, func(string) string { return "" }); code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}
 	res, err := bench.ReadFile(out)
@@ -236,18 +254,53 @@ func TestBenchGRPCTarget(t *testing.T) {
 		t.Fatalf("%d steps", len(res.Steps))
 	}
 	for _, s := range res.Steps {
-		if s.Target != bench.TargetGRPCTensor || s.BatchSize != 2 || s.ImagesPerSec <= 0 || len(s.Errors) > 0 ||
+		if s.Target != target || s.BatchSize != 2 || s.ImagesPerSec <= 0 || len(s.Errors) > 0 ||
 			s.Server == nil || s.Server.Executions == 0 || s.Server.ComputeMs <= 0 {
 			t.Errorf("%s: %.1f img/s, errors %v, server %+v", s.Key(), s.ImagesPerSec, s.Errors, s.Server)
 		}
 	}
-	// No gRPC server there: the step records the calls' failures by their
-	// code, as the HTTP targets record statuses.
-	code = run([]string{"bench", "--url", base, "--grpc-addr", "127.0.0.1:1", "--model", "fashion-resnet", "--targets", "grpc",
+	return out
+}
+
+// The shm target drives a server on this host through registered shared
+// memory, and leaves neither regions nor objects behind; a server without
+// --allow-client-shm is named as the reason it cannot.
+func TestBenchShmTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	leftovers := func() []string {
+		m, _ := filepath.Glob(fmt.Sprintf("/dev/shm/fastinfer-bench-%d-*", os.Getpid()))
+		return m
+	}
+	repo := fashionRepo(t)
+	base, _, stop := startServe(t, repo, "--allow-client-shm")
+	defer stop()
+	out := benchTwoSteps(t, bench.TargetShmTensor, "--url", base, "--targets", "shm")
+	if resp, err := http.Get(base + "/v2/systemsharedmemory/status"); err != nil {
+		t.Error(err)
+	} else {
+		st, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(st) != "[]\n" {
+			t.Errorf("regions left registered: %s", st)
+		}
+	}
+	if l := leftovers(); len(l) > 0 {
+		t.Errorf("objects left behind: %v", l)
+	}
+
+	off, _, stopOff := startServe(t, repo)
+	defer stopOff()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"bench", "--url", off, "--model", "fashion-resnet", "--targets", "shm",
 		"--concurrency", "1", "--warmup", "100ms", "--duration", "200ms", "--out", out},
 		&stdout, &stderr, func(string) string { return "" })
-	if res, err := bench.ReadFile(out); code != 0 || err != nil || len(res.Steps) != 1 || res.Steps[0].Errors["Unavailable"] == 0 {
-		t.Errorf("no gRPC server: exit %d, %v, %+v", code, err, res)
+	if code == 0 || !strings.Contains(stderr.String(), "--allow-client-shm") {
+		t.Errorf("a server without shared memory: exit %d, %s", code, stderr.String())
+	}
+	if l := leftovers(); len(l) > 0 {
+		t.Errorf("objects left behind after the failure: %v", l)
 	}
 }
 

@@ -53,6 +53,8 @@ func TestREADMEExamples(t *testing.T) {
 	base, _, stop := startServe(t, repo, "--admin-token", token)
 	defer stop()
 	addr := strings.TrimPrefix(base, "http://")
+	// Examples marked "shm" need a server started with --allow-client-shm.
+	shmAddr := ""
 
 	// The files the examples name, in a folder of their own.
 	dir := t.TempDir()
@@ -83,7 +85,16 @@ func TestREADMEExamples(t *testing.T) {
 			t.Logf("%s: skipped (marked)", name)
 			continue
 		}
-		script := strings.ReplaceAll(ex.sh, "localhost:8080", addr)
+		target := addr
+		if ex.mode == "shm" {
+			if shmAddr == "" {
+				b, _, stopShm := startServe(t, repo, "--allow-client-shm")
+				defer stopShm()
+				shmAddr = strings.TrimPrefix(b, "http://")
+			}
+			target = shmAddr
+		}
+		script := strings.ReplaceAll(ex.sh, "localhost:8080", target)
 		cmd := exec.Command("bash", "-e", "-o", "pipefail", "-c", script)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "TOKEN="+token)
@@ -118,7 +129,7 @@ type readmeExample struct {
 	line int    // the ```sh fence's line number
 	sh   string // the commands
 	want string // the ```json block after it, or ""
-	mode string // "", "skip" or "run"
+	mode string // "", "skip", "run" or "shm" (a server with --allow-client-shm)
 }
 
 // readmeExamples finds the ```sh blocks that talk to localhost:8080 (fences
