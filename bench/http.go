@@ -170,9 +170,9 @@ func LoadImages(dir string) ([][]byte, error) {
 
 // ModelMetadata is the part of GET /v2/models/{m} the tensor target needs.
 type ModelMetadata struct {
-	Name     string   `json:"name"`
-	Versions []string `json:"versions"`
-	Platform string   `json:"platform"`
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions"`
+	Platform string           `json:"platform"`
 	Inputs   []TensorMetadata `json:"inputs"`
 	Outputs  []TensorMetadata `json:"outputs"`
 }

@@ -391,7 +391,9 @@ func TestShmGRPC(t *testing.T) {
 			r.Inputs[0].Contents = &inferpb.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}
 		}, "must not carry its contents too"},
 		{"region as an int", func(r *inferpb.ModelInferRequest) { r.Inputs[0].Parameters["shared_memory_region"] = int64Param(3) }, "must be a string_param"},
-		{"negative size", func(r *inferpb.ModelInferRequest) { r.Inputs[0].Parameters["shared_memory_byte_size"] = int64Param(-16) }, "must not be negative"},
+		{"negative size", func(r *inferpb.ModelInferRequest) {
+			r.Inputs[0].Parameters["shared_memory_byte_size"] = int64Param(-16)
+		}, "must not be negative"},
 		{"past the region", func(r *inferpb.ModelInferRequest) { r.Inputs[0].Parameters["shared_memory_offset"] = int64Param(4) }, `outside region "in"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
