@@ -261,7 +261,7 @@ func TestGRPCPythonClient(t *testing.T) {
 	if py == "" {
 		t.Skip("no python3 with grpcio and protobuf (scripts/deps.sh installs python3-grpcio and python3-protobuf)")
 	}
-	base, _, stop := startServe(t, fashionRepo(t))
+	base, _, stop := startServe(t, fashionRepo(t), "--allow-client-shm")
 	defer stop()
 	addr, _ := grpcAddrs.Load(base)
 	out, err := exec.Command(py, filepath.Join("testdata", "grpcpy", "client.py"), addr.(string), "fashion-resnet").CombinedOutput()
@@ -282,6 +282,13 @@ func TestGRPCPythonClient(t *testing.T) {
 		}
 		UnknownModel string `json:"unknown_model"`
 		Stream       map[string]string
+		Shm          struct {
+			Regions    []string
+			KeyOK      bool `json:"key_ok"`
+			Top        []string
+			RawOutputs int `json:"raw_outputs"`
+			Left       int
+		}
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -297,6 +304,9 @@ func TestGRPCPythonClient(t *testing.T) {
 		if !ok || a.ID != "py-1" || a.Datatype != "BYTES" || fmt.Sprint(a.Shape) != "[2 1]" || len(a.Top) != 2 || !tshirt(a.Top[0]) || a.Top[0] != a.Top[1] {
 			t.Errorf("infer, %s: %+v", c, a)
 		}
+	}
+	if sh := got.Shm; fmt.Sprint(sh.Regions) != "[py-in py-out]" || !sh.KeyOK || len(sh.Top) != 2 || !tshirt(sh.Top[0]) || sh.Top[0] != sh.Top[1] || sh.RawOutputs != 0 || sh.Left != 0 {
+		t.Errorf("shared memory: %+v", sh)
 	}
 	if len(got.Stream) != 4 || !tshirt(got.Stream["s0"]) || !tshirt(got.Stream["s2"]) || got.Stream["s-bad"] != `model "no-such-model" is not served` {
 		t.Errorf("stream: %v", got.Stream)

@@ -88,7 +88,46 @@ def main():
         for r in stream(requests()):
             streamed[r.infer_response.id] = r.error_message or strings(r.infer_response.raw_output_contents[0])[0]
         result["stream"] = streamed
+        result["shm"] = shared_memory_infer(ch, model, inp.name, shape, count, infer)
     print(json.dumps(result, sort_keys=True))
+
+
+def shared_memory_infer(ch, model, input_name, shape, count, infer):
+    """The same request through system shared memory, as tritonclient's
+    utils.shared_memory does it: an object from shm_open (Python's
+    SharedMemory), two regions of it registered, the input read from one
+    and the classification strings written into the other."""
+    from multiprocessing import shared_memory
+    size = 4 * count
+    shm = shared_memory.SharedMemory(create=True, size=size + 4096)
+    try:
+        shm.buf[:size] = bytes(size)
+        key = "/" + shm.name
+        register = unary(ch, "SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterResponse)
+        register(pb.SystemSharedMemoryRegisterRequest(name="py-in", key=key, offset=0, byte_size=size))
+        register(pb.SystemSharedMemoryRegisterRequest(name="py-out", key=key, offset=size, byte_size=4096))
+        status = unary(ch, "SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusResponse)(pb.SystemSharedMemoryStatusRequest())
+
+        req = pb.ModelInferRequest(model_name=model, id="py-shm")
+        t = req.inputs.add(name=input_name, datatype="FP32")
+        t.shape.extend(shape)
+        t.parameters["shared_memory_region"].string_param = "py-in"
+        t.parameters["shared_memory_byte_size"].int64_param = size
+        o = req.outputs.add(name="logits")
+        o.parameters["classification"].int64_param = 1
+        o.parameters["shared_memory_region"].string_param = "py-out"
+        o.parameters["shared_memory_byte_size"].int64_param = 4096
+        resp = infer(req)
+        written = resp.outputs[0].parameters["shared_memory_byte_size"].int64_param
+        top = strings(bytes(shm.buf[size:size + written]))
+        unary(ch, "SystemSharedMemoryUnregister", pb.SystemSharedMemoryUnregisterResponse)(
+            pb.SystemSharedMemoryUnregisterRequest())
+        left = unary(ch, "SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusResponse)(pb.SystemSharedMemoryStatusRequest())
+        return {"regions": sorted(status.regions), "key_ok": status.regions["py-in"].key == key, "top": top,
+                "raw_outputs": len(resp.raw_output_contents), "left": len(left.regions)}
+    finally:
+        shm.close()
+        shm.unlink()
 
 
 if __name__ == "__main__":
