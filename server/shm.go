@@ -20,7 +20,7 @@ import (
 // the input out of the region and writes the output into it, so a
 // 602 KB ResNet input crosses no socket.
 //
-// Off unless --allow-client-shm (as in Triton since 2.53): registering
+// Off unless --allow-client-shm (Triton's flag, off there too): registering
 // makes the server open and map any shared memory object its user can,
 // by a name the client picks.
 
