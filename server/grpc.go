@@ -748,11 +748,7 @@ func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) 
 		}
 		t.Contents = &inferpb.InferTensorContents{BytesContents: strs}
 	case raw:
-		b := make([]byte, 0, 4*len(logits))
-		for _, v := range logits {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-		}
-		resp.RawOutputContents = [][]byte{b}
+		resp.RawOutputContents = [][]byte{appendFP32(make([]byte, 0, 4*len(logits)), logits)}
 	default:
 		t.Contents = &inferpb.InferTensorContents{Fp32Contents: append([]float32(nil), logits...)}
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"math"
 	"runtime/debug"
@@ -254,7 +253,8 @@ func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (i
 			copy(b, blob)
 			return
 		}
-		putFP32(b, logits[:rows*m.Classes])
+		// b's capacity holds the output: appending writes into the region.
+		appendFP32(b[:0], logits[:rows*m.Classes])
 	})
 	return need, aerr
 }
@@ -340,11 +340,4 @@ func shmPath(rest []byte) (name, op string, ok bool) {
 
 func (s *Server) cudaShm(ctx *fasthttp.RequestCtx) {
 	writeV2Error(ctx, errorf(501, "not_implemented", "CUDA shared memory is not served; use system shared memory (/v2/systemsharedmemory) with --allow-client-shm"))
-}
-
-// putFP32 writes v little-endian into b (4·len(v) bytes).
-func putFP32(b []byte, v []float32) {
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
 }

@@ -520,9 +520,7 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 		if blob != nil {
 			b = append(b, blob...)
 		} else {
-			for _, v := range logits[:rows*m.Classes] {
-				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-			}
+			b = appendFP32(b, logits[:rows*m.Classes])
 		}
 	} else {
 		b = append(b, `,"data":[`...)
@@ -541,6 +539,14 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.SetBodyRaw(b)
+}
+
+// appendFP32 appends v as little-endian FP32, the raw form of an output.
+func appendFP32(b []byte, v []float32) []byte {
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
 }
 
 // appendClassStrings appends Triton's classification strings
