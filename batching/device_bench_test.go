@@ -22,7 +22,7 @@ type deviceInstance struct {
 	runs    *int
 }
 
-func (d *deviceInstance) Input(rows int) []float32  { return d.in[:rows*d.inLen] }
+func (d *deviceInstance) Input(rows int) []byte     { return floatBytes(d.in[:rows*d.inLen]) }
 func (d *deviceInstance) Output(rows int) []float32 { return d.out[:rows*d.outLen] }
 func (d *deviceInstance) Run(rows int) error {
 	d.dev.Lock()
@@ -41,9 +41,9 @@ type stagedDevice struct {
 }
 
 func (d *stagedDevice) Slots() int { return 2 }
-func (d *stagedDevice) InputSlot(slot, rows int) []float32 {
+func (d *stagedDevice) InputSlot(slot, rows int) []byte {
 	if slot == 1 {
-		return d.in1[:rows*d.inLen]
+		return floatBytes(d.in1[:rows*d.inLen])
 	}
 	return d.Input(rows)
 }
@@ -103,7 +103,7 @@ func BenchmarkSimulatedDevice(b *testing.B) {
 						insts[i] = &stagedDevice{d, make([]float32, maxBatch*inLen)}
 					}
 				}
-				s, err := New(Config{MaxBatchSize: maxBatch, MaxQueueDelay: 2 * time.Millisecond}, inLen, outLen, insts, nil)
+				s, err := New(Config{MaxBatchSize: maxBatch, MaxQueueDelay: 2 * time.Millisecond}, 4*inLen, outLen, insts, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -16,6 +16,7 @@ import (
 
 	"fastinfer/batching"
 	"fastinfer/internal/cpusched"
+	"fastinfer/internal/dtype"
 	"fastinfer/internal/testutil"
 	"fastinfer/models/onnxpb"
 	"fastinfer/models/resnet"
@@ -125,7 +126,7 @@ func batchedEqualsUnbatched(t *testing.T, staged bool) {
 			t.Fatal(err)
 		}
 	}
-	s, err := batching.New(batching.Config{MaxBatchSize: 4, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{4}}, ref.InputLen(), ref.OutputLen(), insts, nil)
+	s, err := batching.New(batching.Config{MaxBatchSize: 4, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{4}}, ref.InputBytes(), ref.OutputLen(), insts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func BenchmarkRawVsBatcher(b *testing.B) {
 				}
 				dst := make([]float32, batch*ref.OutputLen())
 				for b.Loop() {
-					in := bind.Input(batch)
+					in := dtype.Float32s(bind.Input(batch))
 					for i, src := range srcs {
 						copy(in[i*ref.InputLen():], src)
 					}
@@ -289,7 +290,7 @@ func BenchmarkRawVsBatcher(b *testing.B) {
 // concurrent single-row clients on one instance.
 func benchBatcher(b *testing.B, ref *runtime.Session, insts []batching.Instance, batch, clients int) {
 	s, err := batching.New(batching.Config{MaxBatchSize: batch, MaxQueueDelay: 5e6, PreferredBatchSizes: []int{batch}},
-		ref.InputLen(), ref.OutputLen(), insts, nil)
+		ref.InputBytes(), ref.OutputLen(), insts, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

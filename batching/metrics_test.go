@@ -15,7 +15,7 @@ type slowCopies struct {
 	in, out time.Duration
 }
 
-func (s *slowCopies) Input(rows int) []float32 {
+func (s *slowCopies) Input(rows int) []byte {
 	time.Sleep(s.in)
 	return s.fakeInstance.Input(rows)
 }
@@ -33,7 +33,7 @@ func TestMetricsTimeCopiesApart(t *testing.T) {
 	f := newFake(&recorder{}, 4)
 	f.failOn = 300 // request 3's batch fails
 	const in, out = 30 * time.Millisecond, 60 * time.Millisecond
-	s, err := New(Config{MaxBatchSize: 4}, inLen, outLen, []Instance{&slowCopies{f, in, out}}, m.For("toy", "1"))
+	s, err := New(Config{MaxBatchSize: 4}, 4*inLen, outLen, []Instance{&slowCopies{f, in, out}}, m.For("toy", "1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,10 @@ import (
 // with its own buffers). One worker goroutine owns it, so it need not be
 // safe for concurrent use.
 type Instance interface {
-	// Input returns the buffer for rows rows of input; the scheduler fills
-	// it before Run.
-	Input(rows int) []float32
+	// Input returns the buffer for rows rows of input (rows × the row's
+	// bytes, in the model's input datatype); the scheduler fills it
+	// before Run.
+	Input(rows int) []byte
 	// Output returns rows rows of output, valid after Run.
 	Output(rows int) []float32
 	// Run executes the first rows rows.
@@ -35,7 +36,7 @@ type Instance interface {
 type Staged interface {
 	Instance
 	Slots() int
-	InputSlot(slot, rows int) []float32
+	InputSlot(slot, rows int) []byte
 	RunSlot(slot, rows int) error
 }
 
@@ -90,10 +91,11 @@ var (
 
 // Scheduler batches requests for one model version onto its instances.
 type Scheduler struct {
-	cfg           Config
-	inLen, outLen int
-	instances     int
-	obs           *Observer
+	cfg       Config
+	inBytes   int // an input row, in the model's datatype
+	outLen    int // output floats per row
+	instances int
+	obs       *Observer
 
 	mu          sync.Mutex
 	levels      [][]*request // FIFO per priority level, index 0 = priority 1
@@ -131,13 +133,15 @@ type Scheduler struct {
 	pool      sync.Pool
 }
 
-// New starts one worker per instance. inLen and outLen are floats per row.
-func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*Scheduler, error) {
+// New starts one worker per instance. inBytes is the bytes of one input
+// row, in whatever datatype the model takes (the scheduler only moves
+// them), and outLen the floats of one output row.
+func New(cfg Config, inBytes, outLen int, instances []Instance, obs *Observer) (*Scheduler, error) {
 	if len(instances) == 0 {
 		return nil, fmt.Errorf("%w: no instances", ErrBadRequest)
 	}
-	if inLen <= 0 || outLen <= 0 {
-		return nil, fmt.Errorf("%w: row lengths %d and %d", ErrBadRequest, inLen, outLen)
+	if inBytes <= 0 || outLen <= 0 {
+		return nil, fmt.Errorf("%w: row sizes %d bytes and %d floats", ErrBadRequest, inBytes, outLen)
 	}
 	cfg.MaxBatchSize = max(cfg.MaxBatchSize, 1)
 	cfg.PriorityLevels = max(cfg.PriorityLevels, 1)
@@ -156,7 +160,7 @@ func New(cfg Config, inLen, outLen int, instances []Instance, obs *Observer) (*S
 		obs = nopObserver
 	}
 	s := &Scheduler{
-		cfg: cfg, inLen: inLen, outLen: outLen, instances: len(instances), obs: obs,
+		cfg: cfg, inBytes: inBytes, outLen: outLen, instances: len(instances), obs: obs,
 		levels:    make([][]*request, cfg.PriorityLevels),
 		arrive:    make(chan struct{}, 1),
 		stageWake: make(chan struct{}, 1),
@@ -239,7 +243,7 @@ func (s *Scheduler) Config() Config { return s.cfg }
 // request is one caller's rows. It is pooled: Do returns it to the pool
 // only when no worker and no queue refers to it any more.
 type request struct {
-	in       []byte // rows × inLen float32s in the host's byte order, at any alignment
+	in       []byte // rows × inBytes, at any alignment
 	out      []float32
 	rows     int
 	next     int // next row to dispatch
@@ -260,28 +264,29 @@ type part struct {
 	from, rows int
 }
 
-// Do queues rows rows of in (rows × inLen floats) and waits until out
+// Do queues rows rows of in (FP32 rows: rows × inBytes/4 floats) and
+// waits until out
 // (rows × outLen floats) holds their outputs, or an error. A request whose
 // ctx ends, or whose timeout passes, while none of its rows has started is
 // removed from the queue; once rows run, Do waits for them, since workers
 // write into out.
 func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float32, o RequestOptions) (Timing, error) {
-	if rows <= 0 || len(in) < rows*s.inLen || len(out) < rows*s.outLen {
-		return Timing{}, fmt.Errorf("%w: %d rows need %d input and %d output floats, got %d and %d",
-			ErrBadRequest, rows, rows*s.inLen, rows*s.outLen, len(in), len(out))
+	if rows <= 0 || 4*len(in) < rows*s.inBytes || len(out) < rows*s.outLen {
+		return Timing{}, fmt.Errorf("%w: %d rows need %d input bytes and %d output floats, got %d and %d",
+			ErrBadRequest, rows, rows*s.inBytes, rows*s.outLen, 4*len(in), len(out))
 	}
 	return s.do(ctx, floatBytes(in), rows, out, o)
 }
 
-// DoBytes is Do for input given as bytes: rows × inLen float32s in the
-// host's byte order, at any alignment. A binary tensor in an HTTP body
-// starts wherever its JSON header ends, so it can be copied from the body
-// straight into the batch even when it does not start at a multiple of
-// four bytes.
+// DoBytes is Do for input given as bytes: rows × inBytes in the model's
+// input datatype and the host's byte order, at any alignment. A binary
+// tensor in an HTTP body starts wherever its JSON header ends, so it can
+// be copied from the body straight into the batch even when it does not
+// start at a multiple of four bytes.
 func (s *Scheduler) DoBytes(ctx context.Context, in []byte, rows int, out []float32, o RequestOptions) (Timing, error) {
-	if rows <= 0 || len(in) < rows*s.inLen*4 || len(out) < rows*s.outLen {
+	if rows <= 0 || len(in) < rows*s.inBytes || len(out) < rows*s.outLen {
 		return Timing{}, fmt.Errorf("%w: %d rows need %d input bytes and %d output floats, got %d and %d",
-			ErrBadRequest, rows, rows*s.inLen*4, rows*s.outLen, len(in), len(out))
+			ErrBadRequest, rows, rows*s.inBytes, rows*s.outLen, len(in), len(out))
 	}
 	return s.do(ctx, in, rows, out, o)
 }
@@ -634,26 +639,24 @@ var parallelGatherBytes = 4 << 20
 const gatherWorkers = 8
 
 // gather copies the parts' rows, in order, into in (total rows).
-func (s *Scheduler) gather(in []float32, parts []part, total int) {
-	if total*s.inLen*4 < parallelGatherBytes || total == 1 {
-		copyRows(in, parts, s.inLen, 0, total)
+func (s *Scheduler) gather(in []byte, parts []part, total int) {
+	if total*s.inBytes < parallelGatherBytes || total == 1 {
+		copyRows(in, parts, s.inBytes, 0, total)
 		return
 	}
 	n := min(gatherWorkers, total, max(goruntime.GOMAXPROCS(0)/2, 2))
 	var wg sync.WaitGroup
 	for w := range n {
 		lo, hi := total*w/n, total*(w+1)/n
-		wg.Go(func() { copyRows(in, parts, s.inLen, lo, hi) })
+		wg.Go(func() { copyRows(in, parts, s.inBytes, lo, hi) })
 	}
 	wg.Wait()
 }
 
 // copyRows copies batch rows lo..hi-1 (numbered across the parts in
-// order) into their places in in.
-func copyRows(in []float32, parts []part, inLen, lo, hi int) {
-	dst := floatBytes(in)
-	n := 4 * inLen // bytes a row
-	row := 0       // batch row of the current part's first row
+// order), n bytes each, into their places in dst.
+func copyRows(dst []byte, parts []part, n, lo, hi int) {
+	row := 0 // batch row of the current part's first row
 	for _, p := range parts {
 		a, b := max(lo, row), min(hi, row+p.rows)
 		if a < b {

@@ -41,7 +41,7 @@ func newFake(rec *recorder, maxRows int) *fakeInstance {
 	return &fakeInstance{in: make([]float32, maxRows*inLen), out: make([]float32, maxRows*outLen), rec: rec, failOn: float32(math.NaN())}
 }
 
-func (f *fakeInstance) Input(rows int) []float32  { return f.in[:rows*inLen] }
+func (f *fakeInstance) Input(rows int) []byte     { return floatBytes(f.in[:rows*inLen]) }
 func (f *fakeInstance) Output(rows int) []float32 { return f.out[:rows*outLen] }
 
 func (f *fakeInstance) Run(rows int) error {
@@ -76,7 +76,7 @@ func newScheduler(t testing.TB, cfg Config, fakes ...*fakeInstance) *Scheduler {
 	for i, f := range fakes {
 		insts[i] = f
 	}
-	s, err := New(cfg, inLen, outLen, insts, nil)
+	s, err := New(cfg, 4*inLen, outLen, insts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,7 +664,7 @@ func TestLinearFit(t *testing.T) {
 // noopInstance does nothing: it measures the batcher's own cost.
 type noopInstance struct{ buf []float32 }
 
-func (n *noopInstance) Input(rows int) []float32  { return n.buf[:rows*inLen] }
+func (n *noopInstance) Input(rows int) []byte     { return floatBytes(n.buf[:rows*inLen]) }
 func (n *noopInstance) Output(rows int) []float32 { return n.buf[:rows*outLen] }
 func (n *noopInstance) Run(int) error             { return nil }
 
@@ -676,7 +676,7 @@ func BenchmarkDoNoop(b *testing.B) {
 		parallel bool
 	}{{"serial", false}, {"parallel", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			s, err := New(Config{MaxBatchSize: 32, MaxQueueDelay: 0}, inLen, outLen,
+			s, err := New(Config{MaxBatchSize: 32, MaxQueueDelay: 0}, 4*inLen, outLen,
 				[]Instance{&noopInstance{buf: make([]float32, 32*inLen)}}, nil)
 			if err != nil {
 				b.Fatal(err)
@@ -719,11 +719,11 @@ func TestCopyRowsInPieces(t *testing.T) {
 	}
 	const total = 11
 	want := make([]float32, total*inLen)
-	copyRows(want, parts, inLen, 0, total)
+	copyRows(floatBytes(want), parts, 4*inLen, 0, total)
 	for _, cuts := range [][]int{{0, 11}, {0, 5, 11}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {0, 3, 4, 9, 11}} {
 		got := make([]float32, total*inLen)
 		for i := range len(cuts) - 1 {
-			copyRows(got, parts, inLen, cuts[i], cuts[i+1])
+			copyRows(floatBytes(got), parts, 4*inLen, cuts[i], cuts[i+1])
 		}
 		if !slices.Equal(got, want) {
 			t.Errorf("cuts %v: %v, want %v", cuts, got, want)
@@ -761,7 +761,7 @@ func TestPinnedInstancesStayOnOneThread(t *testing.T) {
 		{fakeInstance: newFake(rec, 4), threads: map[int]bool{}},
 		{fakeInstance: newFake(rec, 4), threads: map[int]bool{}},
 	}
-	s, err := New(Config{MaxBatchSize: 4, MaxQueueDelay: 100 * time.Microsecond}, inLen, outLen, []Instance{pins[0], pins[1]}, nil)
+	s, err := New(Config{MaxBatchSize: 4, MaxQueueDelay: 100 * time.Microsecond}, 4*inLen, outLen, []Instance{pins[0], pins[1]}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -787,7 +787,7 @@ func TestPinnedInstancesStayOnOneThread(t *testing.T) {
 	}
 
 	bad := &pinnedFake{fakeInstance: newFake(rec, 4), threads: map[int]bool{}, warmErr: errors.New("out of GPU memory")}
-	if _, err := New(Config{MaxBatchSize: 4}, inLen, outLen, []Instance{newFake(rec, 4), bad}, nil); err == nil || !strings.Contains(err.Error(), "out of GPU memory") {
+	if _, err := New(Config{MaxBatchSize: 4}, 4*inLen, outLen, []Instance{newFake(rec, 4), bad}, nil); err == nil || !strings.Contains(err.Error(), "out of GPU memory") {
 		t.Errorf("New with a failing warm-up: %v", err)
 	}
 }

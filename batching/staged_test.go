@@ -40,7 +40,7 @@ func newStagedFake(maxRows int) *stagedFake {
 }
 
 func (f *stagedFake) Slots() int                { return 2 }
-func (f *stagedFake) Input(rows int) []float32  { return f.InputSlot(0, rows) }
+func (f *stagedFake) Input(rows int) []byte     { return f.InputSlot(0, rows) }
 func (f *stagedFake) Output(rows int) []float32 { return f.out[:rows*outLen] }
 func (f *stagedFake) Run(int) error             { return errors.New("Run called on a staged instance") }
 func (f *stagedFake) Warmup() error             { f.note(0); return nil }
@@ -52,14 +52,14 @@ func (f *stagedFake) ranBatches() []int {
 }
 func (f *stagedFake) threadCount() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.threads) }
 
-func (f *stagedFake) InputSlot(slot, rows int) []float32 {
+func (f *stagedFake) InputSlot(slot, rows int) []byte {
 	if int(f.runSlot.Load()) == slot {
 		f.overlaps.Add(1)
 	}
 	if f.copied != nil {
 		f.copied <- slot
 	}
-	return f.in[slot][:rows*inLen]
+	return floatBytes(f.in[slot][:rows*inLen])
 }
 
 func (f *stagedFake) RunSlot(slot, rows int) error {
@@ -95,7 +95,7 @@ func TestStagedRowsAndSlots(t *testing.T) {
 	for _, f := range fakes {
 		f.delay = 300 * time.Microsecond // a copy into a running slot has time to happen
 	}
-	s, err := New(Config{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond}, inLen, outLen, []Instance{fakes[0], fakes[1]}, nil)
+	s, err := New(Config{MaxBatchSize: 8, MaxQueueDelay: 200 * time.Microsecond}, 4*inLen, outLen, []Instance{fakes[0], fakes[1]}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestStagedCopiesAhead(t *testing.T) {
 	f.hold = make(chan struct{})
 	f.started = make(chan int, 8)
 	f.copied = make(chan int, 8)
-	s, err := New(Config{MaxBatchSize: 4}, inLen, outLen, []Instance{f}, nil)
+	s, err := New(Config{MaxBatchSize: 4}, 4*inLen, outLen, []Instance{f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestStagedCopiesAhead(t *testing.T) {
 func TestStagedFailure(t *testing.T) {
 	f := newStagedFake(2)
 	f.failOn = 300 // request 3's first row
-	s, err := New(Config{MaxBatchSize: 2}, inLen, outLen, []Instance{f}, nil)
+	s, err := New(Config{MaxBatchSize: 2}, 4*inLen, outLen, []Instance{f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestStagedCloseDrains(t *testing.T) {
 	f := newStagedFake(2)
 	f.hold = make(chan struct{})
 	f.started = make(chan int, 8)
-	s, err := New(Config{MaxBatchSize: 2, MaxQueueDelay: time.Hour}, inLen, outLen, []Instance{f}, nil)
+	s, err := New(Config{MaxBatchSize: 2, MaxQueueDelay: time.Hour}, 4*inLen, outLen, []Instance{f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestStagedChaos(t *testing.T) {
 		f.delay = 200 * time.Microsecond
 		insts[i] = f
 	}
-	s, err := New(Config{MaxBatchSize: 6, MaxQueueDelay: 300 * time.Microsecond, MaxQueueRows: 300, PriorityLevels: 2}, inLen, outLen, insts, nil)
+	s, err := New(Config{MaxBatchSize: 6, MaxQueueDelay: 300 * time.Microsecond, MaxQueueRows: 300, PriorityLevels: 2}, 4*inLen, outLen, insts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

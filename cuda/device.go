@@ -63,16 +63,16 @@ func (b *DeviceBuffer) Len() int {
 
 // CopyIn copies src to the start of the buffer and returns when the copy
 // is done. From a pinned HostBuffer the copy is one DMA.
-func (b *DeviceBuffer) CopyIn(src []float32) error { return b.copy(true, src) }
+func (b *DeviceBuffer) CopyIn(src []byte) error { return b.copy(true, src) }
 
 // CopyOut copies the start of the buffer into dst and returns when the
 // copy is done.
-func (b *DeviceBuffer) CopyOut(dst []float32) error { return b.copy(false, dst) }
+func (b *DeviceBuffer) CopyOut(dst []byte) error { return b.copy(false, dst) }
 
-func (b *DeviceBuffer) copy(toDevice bool, h []float32) error {
+func (b *DeviceBuffer) copy(toDevice bool, h []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	bytes := 4 * len(h)
+	bytes := len(h)
 	switch {
 	case b.p == 0:
 		return fmt.Errorf("device buffer used after Free")

@@ -323,21 +323,21 @@ func TestFakeDriverHostMemory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("AllocHost: %v", err)
 	}
-	f := b.Float32s()
-	if len(f) != 1000 || b.Len() != 4000 {
-		t.Fatalf("Float32s has %d floats, Len %d; want 1000 and 4000", len(f), b.Len())
+	f := b.Bytes()
+	if len(f) != 4000 || b.Len() != 4000 {
+		t.Fatalf("Bytes has %d, Len %d; want 4000", len(f), b.Len())
 	}
 	for i := range f { // the memory is usable from Go
-		f[i] = float32(i)
+		f[i] = byte(i)
 	}
-	if f[999] != 999 || !b.Pinned() {
-		t.Errorf("f[999] = %v, Pinned() = %v", f[999], b.Pinned())
+	if f[3999] != byte(3999%256) || !b.Pinned() {
+		t.Errorf("f[3999] = %v, Pinned() = %v", f[3999], b.Pinned())
 	}
 	if err := b.Free(); err != nil {
 		t.Fatalf("Free: %v", err)
 	}
-	if err := b.Free(); err != nil || b.Float32s() != nil || b.Len() != 0 || b.Pinned() {
-		t.Errorf("after Free: second Free %v, Float32s %v, Len %d, Pinned %v", err, b.Float32s(), b.Len(), b.Pinned())
+	if err := b.Free(); err != nil || b.Bytes() != nil || b.Len() != 0 || b.Pinned() {
+		t.Errorf("after Free: second Free %v, Bytes %v, Len %d, Pinned %v", err, b.Bytes(), b.Len(), b.Pinned())
 	}
 	// Alloc: retain for the call, kept by the buffer. Pinned: retain,
 	// release. Free: retain, free, release twice.
@@ -408,18 +408,18 @@ func TestFakeDriverDeviceMemory(t *testing.T) {
 	if d.Ptr() == 0 || d.Len() != 64 {
 		t.Fatalf("Ptr %#x, Len %d", d.Ptr(), d.Len())
 	}
-	in := []float32{1, 2, 3, 4, 5}
+	in := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}
 	if err := d.CopyIn(in); err != nil {
 		t.Fatal(err)
 	}
-	out := make([]float32, 5)
+	out := make([]byte, 20)
 	if err := d.CopyOut(out); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(in, out) {
 		t.Errorf("round trip gave %v, want %v", out, in)
 	}
-	if err := d.CopyIn(make([]float32, 17)); err == nil || !strings.Contains(err.Error(), "68 bytes into a 64-byte") {
+	if err := d.CopyIn(make([]byte, 68)); err == nil || !strings.Contains(err.Error(), "68 bytes into a 64-byte") {
 		t.Errorf("oversized copy = %v", err)
 	}
 	if err := d.Free(); err != nil {

@@ -94,15 +94,16 @@ func (b *HostBuffer) Len() int {
 	return b.n
 }
 
-// Float32s is the buffer as float32s (its size rounded down to 4 bytes);
-// nil after Free. The slice must not be used after Free.
-func (b *HostBuffer) Float32s() []float32 {
+// Bytes is the buffer's memory; nil after Free. The slice must not be
+// used after Free. The driver page-aligns it, so it may be viewed as any
+// element type.
+func (b *HostBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.p == nil {
 		return nil
 	}
-	return unsafe.Slice((*float32)(b.p), b.n/4)
+	return unsafe.Slice((*byte)(b.p), b.n)
 }
 
 // Pinned asks the driver whether the buffer is page-locked memory it

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"fastinfer/internal/dtype"
 )
 
 // Binding is one model instance's reusable input and output buffers and the
@@ -39,8 +41,12 @@ type Binding struct {
 // batchBuffers are an instance's batch memory: the host buffers the caller
 // fills and reads (one input per slot: two for a staged instance, see
 // batching.Staged) and, on a CUDA-graph session, the device buffers.
+// Inputs hold the input's datatype; outRaw is the output as the model
+// writes it, and out the same as float32: a view of outRaw for a FP32
+// output, a buffer it is widened into after each run for FP16.
 type batchBuffers struct {
-	ins     [][]float32
+	ins     [][]byte
+	outRaw  []byte
 	out     []float32
 	pinned  bool
 	dev     *devIO
@@ -51,7 +57,12 @@ type batchBuffers struct {
 // input buffers.
 func (s *Session) newBuffers(maxRows, slots int) (*batchBuffers, error) {
 	b := &batchBuffers{}
-	b.ins, b.out, b.pinned, b.release = s.hostBuffers(maxRows, slots)
+	b.ins, b.outRaw, b.pinned, b.release = s.hostBuffers(maxRows, slots)
+	if s.outType == elemFP32 {
+		b.out = dtype.Float32s(b.outRaw)
+	} else {
+		b.out = make([]float32, maxRows*s.outLen)
+	}
 	if s.graph {
 		var err error
 		if b.dev, err = s.newDevIO(maxRows); err != nil {
@@ -72,15 +83,15 @@ func (b *batchBuffers) free() error {
 		errs = append(errs, b.release())
 		b.release = nil
 	}
-	b.ins, b.out = nil, nil
+	b.ins, b.out, b.outRaw = nil, nil, nil
 	return errors.Join(errs...)
 }
 
 // boundSize is the ORT state for one batch size: tensors over the prefixes
 // of the Binding's buffers, bound to the session's input and output.
 type boundSize struct {
-	in, out *ort.Tensor[float32] // over host buffers
-	dIn     unsafe.Pointer       // or OrtValues over device buffers
+	in, out *ort.CustomDataTensor // over host buffers
+	dIn     unsafe.Pointer        // or OrtValues over device buffers
 	dOut    unsafe.Pointer
 	io      *ort.IoBinding
 }
@@ -89,8 +100,8 @@ type boundSize struct {
 var errBindingClosed = errors.New("binding is closed")
 
 // NewBinding allocates buffers for up to maxRows batch rows
-// (maxRows*InputLen and maxRows*OutputLen float32s). No ORT object is
-// created until Run.
+// (maxRows*InputBytes bytes and maxRows*OutputLen float32s). No ORT
+// object is created until Run.
 func (s *Session) NewBinding(maxRows int) (*Binding, error) { return s.newBinding(maxRows, 1) }
 
 // NewStagedBinding is NewBinding with a second input buffer, so the next
@@ -130,13 +141,14 @@ func (b *Binding) Slots() int { return len(b.buf.ins) }
 // MaxRows is the largest batch the Binding holds.
 func (b *Binding) MaxRows() int { return b.maxRows }
 
-// Input is the first rows*InputLen floats of the input buffer, for the
+// Input is the first rows*InputBytes bytes of the input buffer, in the
+// input's datatype (dtype.Float32s views a FP32 one as floats), for the
 // caller to fill before Run(rows). It panics when rows is outside
 // 0..MaxRows, as slicing past a buffer does.
-func (b *Binding) Input(rows int) []float32 { return b.InputSlot(0, rows) }
+func (b *Binding) Input(rows int) []byte { return b.InputSlot(0, rows) }
 
 // InputSlot is Input of one slot's buffer (0 or, when staged, 1).
-func (b *Binding) InputSlot(slot, rows int) []float32 { return b.buf.ins[slot][:rows*b.s.inLen] }
+func (b *Binding) InputSlot(slot, rows int) []byte { return b.buf.ins[slot][:rows*b.s.InputBytes()] }
 
 // Output is the first rows*OutputLen floats of the output buffer, valid
 // after Run(rows) until the next Run. It panics when rows is outside
@@ -195,9 +207,12 @@ func (b *Binding) RunSlot(slot, rows int) error {
 		return fmt.Errorf("running %s (batch %d): %w", b.s.in.Name, rows, err)
 	}
 	if dev != nil {
-		if err := dev.out.CopyOut(b.Output(rows)); err != nil {
+		if err := dev.out.CopyOut(b.buf.outRaw[:rows*b.s.outLen*b.s.outType.size]); err != nil {
 			return fmt.Errorf("copying batch %d from the device: %w", rows, err)
 		}
+	}
+	if b.s.outType == elemFP16 {
+		dtype.Widen(b.Output(rows), b.buf.outRaw)
 	}
 	return nil
 }
@@ -217,10 +232,11 @@ func (b *Binding) bind(slot, rows int) (_ *boundSize, err error) {
 		bs.dIn, bs.dOut, err = b.buf.dev.bind(b.s, rows, bs.io)
 		return bs, err
 	}
-	if bs.in, err = ort.NewTensor(batchShape(rows, b.s.inRow), b.InputSlot(slot, rows)); err != nil {
+	if bs.in, err = ort.NewCustomDataTensor(batchShape(rows, b.s.inRow), b.InputSlot(slot, rows), b.s.inType.ort); err != nil {
 		return nil, fmt.Errorf("input tensor (batch %d): %w", rows, err)
 	}
-	if bs.out, err = ort.NewTensor(batchShape(rows, b.s.outRow), b.Output(rows)); err != nil {
+	outRaw := b.buf.outRaw[:rows*b.s.outLen*b.s.outType.size]
+	if bs.out, err = ort.NewCustomDataTensor(batchShape(rows, b.s.outRow), outRaw, b.s.outType.ort); err != nil {
 		return nil, fmt.Errorf("output tensor (batch %d): %w", rows, err)
 	}
 	if err = bs.io.BindInput(b.s.in.Name, bs.in); err != nil {

@@ -12,6 +12,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/internal/testutil"
 	"fastinfer/models/onnxpb"
 )
@@ -127,7 +128,7 @@ func TestBindingTinyExact(t *testing.T) {
 	defer b.Close()
 	for step, rows := range []int{1, 3, 5, 3, 1, 5, 2} {
 		t.Run(fmt.Sprintf("step%d_rows%d", step, rows), func(t *testing.T) {
-			in := b.Input(rows)
+			in := b.in32(rows)
 			for i := range in {
 				in[i] = float32((i*7+step*3)%11) - 5 // small integers: exact
 			}
@@ -178,7 +179,7 @@ func TestBindingMatchesSessionRun(t *testing.T) {
 	var prev3 []float32
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := b.Input(tt.rows)
+			in := b.in32(tt.rows)
 			if len(in) != tt.rows*s.InputLen() {
 				t.Fatalf("Input(%d) has %d floats", tt.rows, len(in))
 			}
@@ -266,7 +267,7 @@ func TestBindingClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var tensors []*ort.Tensor[float32]
+	var tensors []*ort.CustomDataTensor
 	for _, bs := range b.sizes[0] {
 		if bs != nil {
 			tensors = append(tensors, bs.in, bs.out)
@@ -323,7 +324,7 @@ func TestBindingsConcurrentOnOneSession(t *testing.T) {
 			defer b.Close()
 			for it := range 200 {
 				rows := 1 + (w+it)%8
-				in := b.Input(rows)
+				in := b.in32(rows)
 				for i := range in {
 					in[i] = float32((i+w*5+it)%9) - 4
 				}
@@ -366,7 +367,7 @@ func TestBindingRunAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	fill(b.Input(4), 1)
+	fill(b.in32(4), 1)
 	if err := b.Run(4); err != nil { // creates the batch-4 tensors
 		t.Fatal(err)
 	}
@@ -494,7 +495,7 @@ func benchBinding(b *testing.B, path string, batches []int) {
 				b.Fatal(err)
 			}
 			defer bd.Close()
-			fill(bd.Input(rows), rows)
+			fill(bd.in32(rows), rows)
 			if err := bd.Run(rows); err != nil {
 				b.Fatal(err)
 			}
@@ -522,7 +523,7 @@ func benchBinding(b *testing.B, path string, batches []int) {
 				b.Fatal(err)
 			}
 			defer bd.Close()
-			fill(bd.Input(rows), rows)
+			fill(bd.in32(rows), rows)
 			if err := bd.Run(rows); err != nil {
 				b.Fatal(err)
 			}
@@ -536,4 +537,14 @@ func benchBinding(b *testing.B, path string, batches []int) {
 			}
 		})
 	}
+}
+
+// in32 and inSlot32 view a FP32 model's input buffers as floats.
+func (b *Binding) in32(rows int) []float32 { return dtype.Float32s(b.Input(rows)) }
+func (b *Binding) inSlot32(slot, rows int) []float32 {
+	return dtype.Float32s(b.InputSlot(slot, rows))
+}
+func (b *Buckets) in32(rows int) []float32 { return dtype.Float32s(b.Input(rows)) }
+func (b *Buckets) inSlot32(slot, rows int) []float32 {
+	return dtype.Float32s(b.InputSlot(slot, rows))
 }

@@ -25,11 +25,12 @@ import (
 // use. All its Bindings share one input and one output buffer, so filling
 // Input(rows) and reading Output(rows) involve no copies.
 type Buckets struct {
-	sizes         []int      // ascending; the last is the largest batch
-	bind          []*Binding // bind[i] runs exactly sizes[i] rows
-	pick          []int      // rows-1 → index into sizes
-	buf           *batchBuffers
-	inLen, outLen int
+	sizes   []int      // ascending; the last is the largest batch
+	bind    []*Binding // bind[i] runs exactly sizes[i] rows
+	pick    []int      // rows-1 → index into sizes
+	buf     *batchBuffers
+	inBytes int // per row
+	outLen  int
 }
 
 // BucketSizes are the batch sizes Buckets keeps for batches of up to
@@ -73,8 +74,9 @@ func newBuckets(sessions []*Session, sizes []int, slots int) (*Buckets, error) {
 	first := sessions[0]
 	maxRows := sizes[len(sizes)-1]
 	for i, s := range sessions {
-		if s.inLen != first.inLen || s.outLen != first.outLen {
-			return nil, fmt.Errorf("%w: session %d takes %d→%d floats per row, session 0 %d→%d", ErrShape, i, s.inLen, s.outLen, first.inLen, first.outLen)
+		if s.inLen != first.inLen || s.outLen != first.outLen || s.inType != first.inType || s.outType != first.outType {
+			return nil, fmt.Errorf("%w: session %d takes %d %s → %d %s per row, session 0 %d %s → %d %s", ErrShape,
+				i, s.inLen, s.in.DataType, s.outLen, s.out.DataType, first.inLen, first.in.DataType, first.outLen, first.out.DataType)
 		}
 	}
 	buf, err := first.newBuffers(maxRows, slots)
@@ -82,10 +84,10 @@ func newBuckets(sessions []*Session, sizes []int, slots int) (*Buckets, error) {
 		return nil, err
 	}
 	b := &Buckets{
-		sizes: slices.Clone(sizes),
-		pick:  make([]int, maxRows),
-		buf:   buf,
-		inLen: first.inLen, outLen: first.outLen,
+		sizes:   slices.Clone(sizes),
+		pick:    make([]int, maxRows),
+		buf:     buf,
+		inBytes: first.InputBytes(), outLen: first.outLen,
 	}
 	// One set of buffers for every size (pinned, and on the device with
 	// CUDA graphs, as a Binding's are).
@@ -113,11 +115,11 @@ func (b *Buckets) MaxRows() int { return b.sizes[len(b.sizes)-1] }
 // Slots is how many input buffers the Buckets has: 2 when staged.
 func (b *Buckets) Slots() int { return len(b.buf.ins) }
 
-// Input is the first rows*InputLen floats of the shared input buffer.
-func (b *Buckets) Input(rows int) []float32 { return b.InputSlot(0, rows) }
+// Input is the first rows*InputBytes bytes of the shared input buffer.
+func (b *Buckets) Input(rows int) []byte { return b.InputSlot(0, rows) }
 
 // InputSlot is Input of one slot's buffer.
-func (b *Buckets) InputSlot(slot, rows int) []float32 { return b.buf.ins[slot][:rows*b.inLen] }
+func (b *Buckets) InputSlot(slot, rows int) []byte { return b.buf.ins[slot][:rows*b.inBytes] }
 
 // Output is the first rows*OutputLen floats of the shared output buffer,
 // valid after Run(rows).
@@ -141,7 +143,7 @@ func (b *Buckets) RunSlot(slot, rows int) error {
 	}
 	i := b.pick[rows-1]
 	size := b.sizes[i]
-	clear(b.buf.ins[slot][rows*b.inLen : size*b.inLen])
+	clear(b.buf.ins[slot][rows*b.inBytes : size*b.inBytes])
 	return b.bind[i].RunSlot(slot, size)
 }
 

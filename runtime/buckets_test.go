@@ -59,10 +59,10 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 		b.buf.ins[0][i] = 7 // stale rows from an earlier, larger batch
 	}
 	const rows = 3
-	for i := range b.Input(rows) {
+	for i := range b.in32(rows) {
 		v := float32(math.Sin(float64(i) * 0.01))
-		b.Input(rows)[i] = v
-		exact.Input(rows)[i] = v
+		b.in32(rows)[i] = v
+		exact.in32(rows)[i] = v
 	}
 	if err := b.Run(rows); err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestBucketsPadToTheNextSize(t *testing.T) {
 	if err := exact.Run(rows); err != nil {
 		t.Fatal(err)
 	}
-	if pad := b.buf.ins[0][rows*inLen : 4*inLen]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
+	if pad := b.buf.ins[0][4*rows*inLen : 4*4*inLen]; slices.ContainsFunc(pad, func(v byte) bool { return v != 0 }) {
 		t.Error("padding row not zeroed")
 	}
 	got, want := b.Output(rows), exact.Output(rows)

@@ -24,8 +24,8 @@ import (
 // devMem is a device buffer (cuda.DeviceBuffer).
 type devMem interface {
 	Ptr() uint64
-	CopyIn(src []float32) error
-	CopyOut(dst []float32) error
+	CopyIn(src []byte) error
+	CopyOut(dst []byte) error
 	Free() error
 }
 
@@ -53,10 +53,10 @@ func (s *Session) newDevIO(maxRows int) (_ *devIO, err error) {
 	if d.info, err = deviceMemInfo(s.env, s.device); err != nil {
 		return nil, fmt.Errorf("device memory description: %w", err)
 	}
-	if d.in, err = allocDevice(s.device, 4*maxRows*s.inLen); err != nil {
+	if d.in, err = allocDevice(s.device, maxRows*s.InputBytes()); err != nil {
 		return nil, fmt.Errorf("device input buffer: %w", err)
 	}
-	if d.out, err = allocDevice(s.device, 4*maxRows*s.outLen); err != nil {
+	if d.out, err = allocDevice(s.device, maxRows*s.outLen*s.outType.size); err != nil {
 		return nil, fmt.Errorf("device output buffer: %w", err)
 	}
 	return d, nil
@@ -86,10 +86,10 @@ func (d *devIO) bind(s *Session, rows int, io *ort.IoBinding) (in, out unsafe.Po
 			in, out = nil, nil
 		}
 	}()
-	if in, err = floatTensor(d.info, uintptr(d.in.Ptr()), batchShape(rows, s.inRow)); err != nil {
+	if in, err = deviceTensor(d.info, uintptr(d.in.Ptr()), batchShape(rows, s.inRow), s.inType); err != nil {
 		return nil, nil, fmt.Errorf("device input tensor (batch %d): %w", rows, err)
 	}
-	if out, err = floatTensor(d.info, uintptr(d.out.Ptr()), batchShape(rows, s.outRow)); err != nil {
+	if out, err = deviceTensor(d.info, uintptr(d.out.Ptr()), batchShape(rows, s.outRow), s.outType); err != nil {
 		return in, nil, fmt.Errorf("device output tensor (batch %d): %w", rows, err)
 	}
 	if err = bindValue(io, true, s.in.Name, in); err != nil {

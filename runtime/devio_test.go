@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"fastinfer/internal/dtype"
 )
 
 // fakeDevice stands in for GPU memory with Go memory, and its CopyIn adds
@@ -32,16 +34,16 @@ func (d *fakeDevice) alloc(dev, bytes int) (devMem, error) {
 }
 
 func (b *fakeDevBuf) Ptr() uint64 { return uint64(uintptr(unsafe.Pointer(&b.f[0]))) }
-func (b *fakeDevBuf) CopyIn(src []float32) error {
+func (b *fakeDevBuf) CopyIn(src []byte) error {
 	b.owner.ins++
-	for i, v := range src {
+	for i, v := range dtype.Float32s(src) { // the tiny model's FP32 rows
 		b.f[i] = v + 1
 	}
 	return nil
 }
-func (b *fakeDevBuf) CopyOut(dst []float32) error {
+func (b *fakeDevBuf) CopyOut(dst []byte) error {
 	b.owner.outs++
-	copy(dst, b.f)
+	copy(dst, dtype.Bytes(b.f))
 	return nil
 }
 func (b *fakeDevBuf) Free() error { b.owner.frees++; return nil }
@@ -81,7 +83,7 @@ func TestDeviceIOBinding(t *testing.T) {
 		t.Fatalf("%d device buffers, want an input and an output", d.allocs)
 	}
 	for run := range 3 {
-		in := b.Input(3)
+		in := b.in32(3)
 		fillInts(in, run)
 		if err := b.Run(3); err != nil {
 			t.Fatal(err)
@@ -102,7 +104,7 @@ func TestDeviceIOBinding(t *testing.T) {
 	if err := b.Run(2); err == nil || !strings.Contains(err.Error(), "one session per batch size") {
 		t.Errorf("Run(2) after Run(3) = %v, want the one-size error", err)
 	}
-	if err := s.Run(b.Input(1), 1, make([]float32, tinyOut)); err == nil {
+	if err := s.Run(b.in32(1), 1, make([]float32, tinyOut)); err == nil {
 		t.Error("Session.Run on a CUDA-graph session succeeded")
 	}
 	// A second Binding would replay the graph over the first one's device
@@ -135,7 +137,7 @@ func TestDeviceIOBuckets(t *testing.T) {
 		t.Fatalf("%d device buffers, want one pair", d.allocs)
 	}
 	for _, rows := range []int{1, 3, 1, 4} {
-		in := b.Input(rows)
+		in := b.in32(rows)
 		fillInts(in, rows)
 		if err := b.Run(rows); err != nil {
 			t.Fatalf("rows %d: %v", rows, err)

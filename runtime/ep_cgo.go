@@ -47,8 +47,7 @@ enum {
 	FI_DEVICE_ALLOCATOR = 0,
 	FI_MEM_TYPE_DEFAULT = 0,
 	FI_ARENA_ALLOCATOR = 1,
-	FI_DEVICE_MEMORY_TYPE_DEFAULT = 0,
-	FI_FLOAT = 1
+	FI_DEVICE_MEMORY_TYPE_DEFAULT = 0
 };
 
 typedef struct {
@@ -132,13 +131,13 @@ static const void *fi_ep_mem_info(const void *ep_device) {
 	return ((const void *(*)(const void *, int))fi_api[FI_EP_DEVICE_MEMORY_INFO])(ep_device, FI_DEVICE_MEMORY_TYPE_DEFAULT);
 }
 
-// fi_float_tensor wraps bytes at p, which stay the caller's, as a float32
-// tensor of the given shape in the memory info describes.
+// fi_tensor wraps bytes at p, which stay the caller's, as a tensor of
+// ONNX element type elem and the given shape in the memory info describes.
 // p is an address (uintptr_t): device memory, which Go must not take for
 // a pointer.
-static char *fi_float_tensor(const void *info, uintptr_t p, size_t bytes, const int64_t *shape, size_t ndim, void **out) {
+static char *fi_tensor(const void *info, uintptr_t p, size_t bytes, const int64_t *shape, size_t ndim, int elem, void **out) {
 	return fi_status(((void *(*)(const void *, void *, size_t, const int64_t *, size_t, int, void **))
-		fi_api[FI_CREATE_TENSOR_WITH_DATA])(info, (void *)p, bytes, shape, ndim, FI_FLOAT, out));
+		fi_api[FI_CREATE_TENSOR_WITH_DATA])(info, (void *)p, bytes, shape, ndim, elem, out));
 }
 
 static void fi_release_value(void *v) {
@@ -284,7 +283,10 @@ func apiConstants() map[string]int {
 		"ArenaAllocator":          C.FI_ARENA_ALLOCATOR,
 		"MemTypeDefault":          C.FI_MEM_TYPE_DEFAULT,
 		"DeviceMemoryTypeDefault": C.FI_DEVICE_MEMORY_TYPE_DEFAULT,
-		"Float":                   C.FI_FLOAT,
+		// deviceTensor passes onnxruntime_go's element types to C.
+		"Float":   int(elemFP32.ort),
+		"Float16": int(elemFP16.ort),
+		"Uint8":   int(elemUINT8.ort),
 	}
 }
 
@@ -346,16 +348,17 @@ func (e *Env) cpuMemInfo() (memInfo, error) {
 	return memInfo{p: p, owned: true}, nil
 }
 
-// floatTensor is an OrtValue over bytes at address p in the memory info
-// describes; the memory stays the caller's and must outlive the value.
-func floatTensor(info memInfo, p uintptr, shape []int64) (unsafe.Pointer, error) {
-	n := 4
+// deviceTensor is an OrtValue of elements of type t over bytes at address
+// p in the memory info describes; the memory stays the caller's and must
+// outlive the value.
+func deviceTensor(info memInfo, p uintptr, shape []int64, t elemType) (unsafe.Pointer, error) {
+	n := t.size
 	for _, d := range shape {
 		n *= int(d)
 	}
 	var v unsafe.Pointer
-	err := cError(C.fi_float_tensor(info.p, C.uintptr_t(p), C.size_t(n),
-		(*C.int64_t)(unsafe.Pointer(&shape[0])), C.size_t(len(shape)), &v))
+	err := cError(C.fi_tensor(info.p, C.uintptr_t(p), C.size_t(n),
+		(*C.int64_t)(unsafe.Pointer(&shape[0])), C.size_t(len(shape)), C.int(t.ort), &v))
 	return v, err
 }
 

@@ -42,7 +42,8 @@ func TestOrtAPIIndicesMatchHeader(t *testing.T) {
 	for n, expr := range map[string]string{
 		"DeviceAllocator": "OrtDeviceAllocator", "ArenaAllocator": "OrtArenaAllocator",
 		"MemTypeDefault": "OrtMemTypeDefault", "DeviceMemoryTypeDefault": "OrtDeviceMemoryType_DEFAULT",
-		"Float": "ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT",
+		"Float": "ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT", "Float16": "ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16",
+		"Uint8": "ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8",
 	} {
 		if _, ok := consts[n]; !ok {
 			t.Fatalf("apiConstants lacks %s", n)

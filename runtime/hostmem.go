@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"fastinfer/cuda"
+	"fastinfer/internal/dtype"
 )
 
 // Host memory for a GPU session's batch buffers (CUDAOptions.HostMemory).
@@ -21,27 +22,29 @@ const (
 
 // pinnedMem is a page-locked buffer (cuda.HostBuffer).
 type pinnedMem interface {
-	Float32s() []float32
+	Bytes() []byte
 	Free() error
 }
 
 // allocPinned allocates page-locked memory on device dev; tests replace it.
 var allocPinned = func(dev, bytes int) (pinnedMem, error) { return cuda.AllocHost(dev, bytes) }
 
-// hostBuffers returns slots input buffers and one output buffer for
-// maxRows rows, whether they are pinned, and a function that releases
-// them. They are pinned when the session runs on a GPU and the Env asks
-// for pinned memory. When pinning fails (a driver without the calls, say,
-// or no page-locked memory left) the buffers are Go memory, the reason is
-// logged once, and the session still works, only with slower copies.
-func (s *Session) hostBuffers(maxRows, slots int) (ins [][]float32, out []float32, pinned bool, release func() error) {
-	nIn, nOut := maxRows*s.inLen, maxRows*s.outLen
-	goMem := func() ([][]float32, []float32, bool, func() error) {
-		ins := make([][]float32, slots)
+// hostBuffers returns slots input buffers and one output buffer, in the
+// session's input and output datatypes, for maxRows rows, whether they
+// are pinned, and a function that releases them. They are pinned when the
+// session runs on a GPU and the Env asks for pinned memory. When pinning
+// fails (a driver without the calls, say, or no page-locked memory left)
+// the buffers are Go memory, the reason is logged once, and the session
+// still works, only with slower copies.
+func (s *Session) hostBuffers(maxRows, slots int) (ins [][]byte, out []byte, pinned bool, release func() error) {
+	nIn, nOut := maxRows*s.InputBytes(), maxRows*s.outLen*s.outType.size
+	goMem := func() ([][]byte, []byte, bool, func() error) {
+		ins := make([][]byte, slots)
 		for i := range ins {
-			ins[i] = make([]float32, nIn)
+			ins[i] = make([]byte, nIn)
 		}
-		return ins, make([]float32, nOut), false, func() error { return nil }
+		// float32 words: a FP32 output is read as []float32.
+		return ins, dtype.Bytes(make([]float32, (nOut+3)/4))[:nOut], false, func() error { return nil }
 	}
 	if !s.pin {
 		return goMem()
@@ -61,16 +64,16 @@ func (s *Session) hostBuffers(maxRows, slots int) (ins [][]float32, out []float3
 			n = nOut
 		}
 		var m pinnedMem
-		if m, err = allocPinned(s.device, 4*n); err != nil {
+		if m, err = allocPinned(s.device, n); err != nil {
 			break
 		}
 		held = append(held, m)
-		f := m.Float32s()[:n]
-		clear(f) // the driver does not zero what it hands out; Go memory is
+		b := m.Bytes()[:n]
+		clear(b) // the driver does not zero what it hands out; Go memory is
 		if i < slots {
-			ins = append(ins, f)
+			ins = append(ins, b)
 		} else {
-			out = f
+			out = b
 		}
 	}
 	if err == nil {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"fastinfer/internal/dtype"
 )
 
 // fakePinned stands in for the driver: it hands out Go memory filled with
@@ -22,7 +24,7 @@ type fakeBuf struct {
 	freed bool
 }
 
-func (b *fakeBuf) Float32s() []float32 { return b.f }
+func (b *fakeBuf) Bytes() []byte { return dtype.Bytes(b.f) }
 func (b *fakeBuf) Free() error {
 	if b.freed {
 		return errors.New("double free")
@@ -99,10 +101,10 @@ func TestBindingPinnedBuffers(t *testing.T) {
 	if p.allocs != 2 || p.sizes[0] != 4*4*tinyIn || p.sizes[1] != 4*4*tinyOut || !b.Pinned() {
 		t.Fatalf("pinned allocations %d of %v bytes, Pinned() %v; want input and output for 4 rows", p.allocs, p.sizes, b.Pinned())
 	}
-	if in := b.Input(4); len(in) != 4*tinyIn || in[0] != 0 || in[len(in)-1] != 0 {
+	if in := b.in32(4); len(in) != 4*tinyIn || in[0] != 0 || in[len(in)-1] != 0 {
 		t.Fatalf("input buffer %v: want 16 zeros", in)
 	}
-	in := b.Input(3)
+	in := b.in32(3)
 	fillInts(in, 1)
 	if err := b.Run(3); err != nil {
 		t.Fatal(err)
@@ -138,7 +140,7 @@ func TestBindingPinnedFallsBack(t *testing.T) {
 		if b.Pinned() {
 			t.Error("Pinned() after the driver refused")
 		}
-		in := b.Input(2)
+		in := b.in32(2)
 		fillInts(in, 2)
 		if err := b.Run(2); err != nil {
 			t.Fatal(err)
@@ -168,7 +170,7 @@ func TestBucketsPinnedBuffers(t *testing.T) {
 	if p.allocs != 2 || !b.Pinned() {
 		t.Fatalf("%d pinned allocations, Pinned() %v; want one input and one output", p.allocs, b.Pinned())
 	}
-	in := b.Input(3)
+	in := b.in32(3)
 	fillInts(in, 3)
 	if err := b.Run(3); err != nil {
 		t.Fatal(err)

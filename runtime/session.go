@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"fastinfer/internal/dtype"
 )
 
 // SessionOptions picks the tensors a Session runs and where.
@@ -39,8 +41,9 @@ const (
 	KindCPU  = "cpu"
 )
 
-// Session is one ONNX Runtime session over a model with one float32 input
-// whose first dimension is the batch. Run is safe for concurrent use (ORT
+// Session is one ONNX Runtime session over a model's input (FP32, FP16 or
+// UINT8) and output (FP32 or FP16), each with the batch as its first
+// dimension. Run is safe for concurrent use (ORT
 // sessions are).
 type Session struct {
 	sess           *ort.DynamicAdvancedSession
@@ -49,7 +52,9 @@ type Session struct {
 	in, out        TensorInfo
 	inRow, outRow  []int64 // shape of one batch row
 	inLen, outLen  int     // elements per row
-	threads        int     // intra-op threads the session was created with
+	inType         elemType
+	outType        elemType
+	threads        int // intra-op threads the session was created with
 	provider       string
 	fallbackReason string
 	env            *Env
@@ -98,9 +103,12 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 	if s.out, err = pick("output", s.outputs, o.Output, path); err != nil {
 		return nil, err
 	}
-	if s.in.DataType != "FP32" || s.out.DataType != "FP32" {
-		return nil, fmt.Errorf("%s: input %s is %s and output %s is %s; only FP32 is served for now",
-			path, s.in.Name, s.in.DataType, s.out.Name, s.out.DataType)
+	var ok bool
+	if s.inType, ok = servedInput[s.in.DataType]; !ok {
+		return nil, fmt.Errorf("%s: input %s is %s; fastinfer serves %s inputs", path, s.in.Name, s.in.DataType, ServedInputTypes)
+	}
+	if s.outType, ok = servedOutput[s.out.DataType]; !ok {
+		return nil, fmt.Errorf("%s: output %s is %s; fastinfer serves %s outputs", path, s.out.Name, s.out.DataType, ServedOutputTypes)
 	}
 	if s.inRow, err = rowShape(s.in, o.RowShape); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -236,7 +244,10 @@ func appendLegacyCUDA(opts *ort.SessionOptions, device int, tuning map[string]st
 }
 
 // Run executes batch rows: in holds batch*InputLen() floats, out receives
-// batch*OutputLen() floats. Both buffers are used in place, without copies.
+// batch*OutputLen() floats. On a FP32 model both are used in place; on
+// others in is converted to the input's type (FP16 rounds to nearest,
+// UINT8 rounds and clamps to 0..255) and the output widened to float32.
+// It allocates: the served path is a Binding's.
 func (s *Session) Run(in []float32, batch int, out []float32) error {
 	if s.graph {
 		// Host tensors would be copied to the device at capture only.
@@ -246,21 +257,31 @@ func (s *Session) Run(in []float32, batch int, out []float32) error {
 		return fmt.Errorf("%w: batch %d needs %d input and %d output floats, got %d and %d",
 			ErrShape, batch, batch*s.inLen, batch*s.outLen, len(in), len(out))
 	}
-	inT, err := ort.NewTensor(batchShape(batch, s.inRow), in[:batch*s.inLen])
+	in, out = in[:batch*s.inLen], out[:batch*s.outLen]
+	inB := make([]byte, len(in)*s.inType.size)
+	dtype.Encode(s.in.DataType, inB, in)
+	outB := dtype.Bytes(out)
+	if s.outType != elemFP32 {
+		outB = make([]byte, len(out)*s.outType.size)
+	}
+	inT, err := ort.NewCustomDataTensor(batchShape(batch, s.inRow), inB, s.inType.ort)
 	if err != nil {
 		return fmt.Errorf("input tensor: %w", err)
 	}
 	defer inT.Destroy()
-	outT, err := ort.NewTensor(batchShape(batch, s.outRow), out[:batch*s.outLen])
+	outT, err := ort.NewCustomDataTensor(batchShape(batch, s.outRow), outB, s.outType.ort)
 	if err != nil {
 		return fmt.Errorf("output tensor: %w", err)
 	}
 	defer outT.Destroy()
 	err = s.sess.Run([]ort.Value{inT}, []ort.Value{outT})
-	goruntime.KeepAlive(in)
-	goruntime.KeepAlive(out)
+	goruntime.KeepAlive(inB)
+	goruntime.KeepAlive(outB)
 	if err != nil {
 		return fmt.Errorf("running %s: %w", s.in.Name, err)
+	}
+	if s.outType == elemFP16 {
+		dtype.Widen(out, outB)
 	}
 	return nil
 }
@@ -283,6 +304,10 @@ func (s *Session) OutputRow() []int64 { return s.outRow }
 // InputLen and OutputLen are elements per batch row.
 func (s *Session) InputLen() int  { return s.inLen }
 func (s *Session) OutputLen() int { return s.outLen }
+
+// InputBytes is the bytes of one input row in the input's datatype: what
+// a Binding's Input holds per row.
+func (s *Session) InputBytes() int { return s.inLen * s.inType.size }
 
 // Threads is the intra-op thread count the session was created with.
 func (s *Session) Threads() int { return s.threads }

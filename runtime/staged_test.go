@@ -31,17 +31,17 @@ func TestStagedBindingSlots(t *testing.T) {
 	if b.Slots() != 2 {
 		t.Fatalf("Slots() = %d, want 2", b.Slots())
 	}
-	if &b.InputSlot(0, 1)[0] == &b.InputSlot(1, 1)[0] {
+	if &b.inSlot32(0, 1)[0] == &b.inSlot32(1, 1)[0] {
 		t.Fatal("the two slots share a buffer")
 	}
 	for step, tc := range []struct{ slot, rows int }{{1, 3}, {0, 3}, {1, 5}, {0, 2}, {1, 2}, {0, 5}} {
-		in0, in1 := b.InputSlot(0, tc.rows), b.InputSlot(1, tc.rows)
+		in0, in1 := b.inSlot32(0, tc.rows), b.inSlot32(1, tc.rows)
 		fillInts(in0, 2*step)
 		fillInts(in1, 2*step+1)
 		if err := b.RunSlot(tc.slot, tc.rows); err != nil {
 			t.Fatal(err)
 		}
-		checkTiny(t, "step "+string(rune('0'+step)), b.InputSlot(tc.slot, tc.rows), b.Output(tc.rows))
+		checkTiny(t, "step "+string(rune('0'+step)), b.inSlot32(tc.slot, tc.rows), b.Output(tc.rows))
 	}
 	if err := b.RunSlot(2, 1); !errors.Is(err, ErrShape) {
 		t.Errorf("RunSlot(2) = %v, want ErrShape", err)
@@ -79,23 +79,23 @@ func TestStagedBucketsSlots(t *testing.T) {
 		t.Fatalf("Slots() = %d, want 2", b.Slots())
 	}
 	for slot := range 2 {
-		for i := range b.InputSlot(slot, 4) {
-			b.InputSlot(slot, 4)[i] = 7 // stale rows
+		for i := range b.inSlot32(slot, 4) {
+			b.inSlot32(slot, 4)[i] = 7 // stale rows
 		}
 	}
-	in1 := b.InputSlot(1, 3)
+	in1 := b.inSlot32(1, 3)
 	fillInts(in1, 4)
 	if err := b.RunSlot(1, 3); err != nil {
 		t.Fatal(err)
 	}
 	checkTiny(t, "slot 1", in1, b.Output(3))
-	if pad := b.InputSlot(1, 4)[3*tinyIn:]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
+	if pad := b.inSlot32(1, 4)[3*tinyIn:]; slices.ContainsFunc(pad, func(v float32) bool { return v != 0 }) {
 		t.Errorf("slot 1's padding row %v, want zeros", pad)
 	}
-	if slot0 := b.InputSlot(0, 4); slices.ContainsFunc(slot0, func(v float32) bool { return v != 7 }) {
+	if slot0 := b.inSlot32(0, 4); slices.ContainsFunc(slot0, func(v float32) bool { return v != 7 }) {
 		t.Errorf("running slot 1 changed slot 0: %v", slot0)
 	}
-	in0 := b.InputSlot(0, 1)
+	in0 := b.inSlot32(0, 1)
 	fillInts(in0, 5)
 	if err := b.RunSlot(0, 1); err != nil {
 		t.Fatal(err)
@@ -117,10 +117,10 @@ func TestStagedPinned(t *testing.T) {
 		t.Fatalf("pinned allocations %d of %v bytes, Pinned() %v; want two inputs and an output", p.allocs, p.sizes, b.Pinned())
 	}
 	for slot := range 2 {
-		if in := b.InputSlot(slot, 4); slices.ContainsFunc(in, func(v float32) bool { return v != 0 }) {
+		if in := b.inSlot32(slot, 4); slices.ContainsFunc(in, func(v float32) bool { return v != 0 }) {
 			t.Fatalf("slot %d not zeroed: %v", slot, in)
 		}
-		in := b.InputSlot(slot, 2)
+		in := b.inSlot32(slot, 2)
 		fillInts(in, slot+1)
 		if err := b.RunSlot(slot, 2); err != nil {
 			t.Fatal(err)
@@ -141,7 +141,7 @@ func TestStagedPinned(t *testing.T) {
 	if b.Pinned() || q.allocs != 2 || q.frees != 2 {
 		t.Fatalf("after a failed third allocation: Pinned() %v, %d allocations, %d frees; want Go memory and both freed", b.Pinned(), q.allocs, q.frees)
 	}
-	in := b.InputSlot(1, 1)
+	in := b.inSlot32(1, 1)
 	fillInts(in, 9)
 	if err := b.RunSlot(1, 1); err != nil {
 		t.Fatal(err)
@@ -164,9 +164,9 @@ func TestStagedDeviceIO(t *testing.T) {
 	}
 	for run := range 4 {
 		slot := run % 2
-		in := b.InputSlot(slot, 3)
+		in := b.inSlot32(slot, 3)
 		fillInts(in, run)
-		fillInts(b.InputSlot(1-slot, 3), run+7) // the other slot holds other rows
+		fillInts(b.inSlot32(1-slot, 3), run+7) // the other slot holds other rows
 		if err := b.RunSlot(slot, 3); err != nil {
 			t.Fatal(err)
 		}

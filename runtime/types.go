@@ -73,3 +73,31 @@ func toInfo(io ort.InputOutputInfo) TensorInfo {
 	}
 	return TensorInfo{Name: io.Name, DataType: dataTypeName(io.DataType), Shape: shape}
 }
+
+// Element types a Session feeds and reads. Inputs may be FP32, FP16 or
+// UINT8: a float16 input halves the bytes a batch moves to the GPU and
+// raw pixels quarter them, which is where a GPU server's copies go.
+// Outputs may be FP32 or FP16; FP16 outputs are widened to float32 (exact)
+// after each run, since a classifier's output rows are small.
+type elemType struct {
+	ort  ort.TensorElementDataType
+	size int // bytes
+}
+
+var (
+	elemFP32  = elemType{ort.TensorElementDataTypeFloat, 4}
+	elemFP16  = elemType{ort.TensorElementDataTypeFloat16, 2}
+	elemUINT8 = elemType{ort.TensorElementDataTypeUint8, 1}
+)
+
+// servedInput and servedOutput map the datatypes a Session serves.
+var (
+	servedInput  = map[string]elemType{"FP32": elemFP32, "FP16": elemFP16, "UINT8": elemUINT8}
+	servedOutput = map[string]elemType{"FP32": elemFP32, "FP16": elemFP16}
+)
+
+// ServedInputTypes and ServedOutputTypes name them, for messages.
+const (
+	ServedInputTypes  = "FP32, FP16 or UINT8"
+	ServedOutputTypes = "FP32 or FP16"
+)

@@ -24,6 +24,7 @@ import (
 
 	"fastinfer/bench"
 	"fastinfer/cuda"
+	"fastinfer/internal/dtype"
 	"fastinfer/models"
 	"fastinfer/runtime"
 )
@@ -433,9 +434,14 @@ func benchRaw(ctx context.Context, c *benchConfig, m *models.Model, batches []in
 	}
 	defer shared.Close()
 	rng := rand.New(rand.NewPCG(c.seed, 0x7a3))
-	for i, in := 0, shared.Input(maxB); i < len(in); i++ {
-		in[i] = float32(rng.NormFloat64())
+	vals := make([]float32, maxB*sess.InputLen())
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64())
+		if sess.Input().DataType == "UINT8" { // pixels
+			vals[i] = float32(rng.IntN(256))
+		}
 	}
+	dtype.Encode(sess.Input().DataType, shared.Input(maxB), vals)
 	// bindingFor is the binding batch b runs on. A CUDA-graph session
 	// replays one batch shape, so there each size gets a session of its
 	// own, as the server's buckets do; done closes it.

@@ -240,7 +240,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		return fail(v.Path, err)
 	}
 	obs := metrics.For(m.Name, fmt.Sprint(v.Number))
-	sched, err := batching.New(bc, first.InputLen(), first.OutputLen(), instances, obs)
+	sched, err := batching.New(bc, first.InputBytes(), first.OutputLen(), instances, obs)
 	if err != nil {
 		return fail(cfgPath, err)
 	}
@@ -490,7 +490,7 @@ type instance struct {
 // instance is a batching.Staged, passing on its executor's slots; with
 // one slot the scheduler runs it as a plain Instance.
 func (i instance) Slots() int { return i.Instance.(batching.Staged).Slots() }
-func (i instance) InputSlot(slot, rows int) []float32 {
+func (i instance) InputSlot(slot, rows int) []byte {
 	return i.Instance.(batching.Staged).InputSlot(slot, rows)
 }
 func (i instance) RunSlot(slot, rows int) error {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"fastinfer/batching"
+	"fastinfer/internal/dtype"
 	"fastinfer/models"
 	"fastinfer/runtime"
 )
@@ -150,8 +151,8 @@ func TestNewInstanceBuckets(t *testing.T) {
 	for _, rows := range []int{1, 3, 5, 12, 2} {
 		for i := range rows * n {
 			v := float32((i*7+rows)%255) / 255
-			inst.Input(rows)[i] = v
-			plain.Input(rows)[i] = v
+			dtype.Float32s(inst.Input(rows))[i] = v
+			dtype.Float32s(plain.Input(rows))[i] = v
 		}
 		if err := inst.Run(rows); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/models/onnxpb"
 )
 
@@ -73,7 +74,7 @@ var floatByDefault = map[string]bool{"RandomNormal": true, "RandomUniform": true
 
 // Convert returns a float16 copy of m and what it changed; m itself is not
 // modified. Float32 initializers and Constant tensors are rounded to
-// nearest, ties to even (see FromFloat32); value_info types and Cast nodes
+// nearest, ties to even (see dtype.FromFloat32); value_info types and Cast nodes
 // targeting float become float16. Unless o.Float16IO, each float32 graph
 // input gets a Cast to float16 before its first use and each float32 graph
 // output is computed in float16 under a new name and cast back, so the
@@ -412,11 +413,11 @@ func (c *converter) tensor(t *onnxpb.TensorProto, where string) error {
 	}
 	raw := make([]byte, 2*n)
 	for i := range n {
-		h, how := half(at(i))
+		h, how := dtype.Half(at(i))
 		switch how {
-		case saturated:
+		case dtype.Saturated:
 			c.r.Saturated++
-		case flushed:
+		case dtype.Flushed:
 			c.r.FlushedToZero++
 		}
 		binary.LittleEndian.PutUint16(raw[2*i:], h)

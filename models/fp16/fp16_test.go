@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/models/onnxpb"
 )
 
@@ -280,7 +281,7 @@ func TestConvertInitializerValues(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("float16 bits %#04x, want %#04x", got, want)
 			}
-			if !math.IsNaN(float64(ToFloat32(got[5]))) {
+			if !math.IsNaN(float64(dtype.ToFloat32(got[5]))) {
 				t.Errorf("NaN became %#04x", got[5])
 			}
 			if r.Saturated != 2 || r.FlushedToZero != 1 || r.Initializers != 1 || r.CastsInserted != 2 {

@@ -11,6 +11,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/internal/testutil"
 	"fastinfer/models/resnet"
 	"fastinfer/runtime"
@@ -158,7 +159,7 @@ func runFloat16IO(t *testing.T, env *runtime.Env, path string, in []float32, bat
 	}
 	inBytes := make([]byte, 2*len(in))
 	for i, v := range in {
-		binary.LittleEndian.PutUint16(inBytes[2*i:], FromFloat32(v))
+		binary.LittleEndian.PutUint16(inBytes[2*i:], dtype.FromFloat32(v))
 	}
 	outBytes := make([]byte, 2*batch*classes)
 	inT, err := ort.NewCustomDataTensor(ort.NewShape(int64(batch), 3, 224, 224), inBytes, ort.TensorElementDataTypeFloat16)
@@ -181,7 +182,7 @@ func runFloat16IO(t *testing.T, env *runtime.Env, path string, in []float32, bat
 	}
 	out := make([]float32, batch*classes)
 	for i := range out {
-		out[i] = ToFloat32(binary.LittleEndian.Uint16(outBytes[2*i:]))
+		out[i] = dtype.ToFloat32(binary.LittleEndian.Uint16(outBytes[2*i:]))
 	}
 	return out
 }

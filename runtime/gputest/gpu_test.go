@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"fastinfer/cuda"
+	"fastinfer/internal/dtype"
 	"fastinfer/internal/testutil"
 	"fastinfer/models/fp16"
 	"fastinfer/models/onnxpb"
@@ -201,7 +202,7 @@ func TestPinnedBindingMatchesCPU(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, rows := range []int{1, 8, 32} {
-		in := b.Input(rows)
+		in := dtype.Float32s(b.Input(rows))
 		for i := range in {
 			in[i] = float32(rng.NormFloat64())
 		}
@@ -248,16 +249,16 @@ func TestStagedBindingMatchesCPU(t *testing.T) {
 			x[i] = float32(rng.NormFloat64())
 		}
 	}
-	fillRandom(b.InputSlot(0, rows))
+	fillRandom(dtype.Float32s(b.InputSlot(0, rows)))
 	for round := range 4 {
 		cur := round % 2
 		want := make([]float32, rows*gpu.OutputLen())
-		if err := cpu.Run(b.InputSlot(cur, rows), rows, want); err != nil {
+		if err := cpu.Run(dtype.Float32s(b.InputSlot(cur, rows)), rows, want); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- b.RunSlot(cur, rows) }()
-		fillRandom(b.InputSlot(1-cur, rows)) // the next batch, during the run
+		fillRandom(dtype.Float32s(b.InputSlot(1-cur, rows))) // the next batch, during the run
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
@@ -335,7 +336,7 @@ func TestCUDAGraphsMatchCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for pass := range 4 { // run 1 plain, 2 captures, 3 and 4 replay
 		for _, rows := range []int{1, 5, 8, 32} {
-			in := b.Input(rows)
+			in := dtype.Float32s(b.Input(rows))
 			for i := range in {
 				in[i] = float32(rng.NormFloat64())
 			}

@@ -1,4 +1,4 @@
-package fp16
+package dtype
 
 import (
 	"math"
@@ -11,46 +11,46 @@ func TestFP16HalfKnownValues(t *testing.T) {
 		name string
 		in   float32
 		want uint16
-		how  rounding
+		how  Rounding
 	}{
-		{"one", 1, 0x3c00, fitted},
-		{"minus two", -2, 0xc000, fitted},
-		{"tenth", 0.1, 0x2e66, fitted},
-		{"third", 1.0 / 3, 0x3555, fitted},
-		{"max", 65504, 0x7bff, fitted},
-		{"minus max", -65504, 0xfbff, fitted},
-		{"just over max", 65505, 0x7bff, saturated},
-		{"70000", 70000, 0x7bff, saturated},
-		{"minus 1e9", -1e9, 0xfbff, saturated},
-		{"float32 max", math.MaxFloat32, 0x7bff, saturated},
-		{"zero", 0, 0x0000, fitted},
-		{"minus zero", float32(math.Copysign(0, -1)), 0x8000, fitted},
-		{"infinity", float32(math.Inf(1)), 0x7c00, fitted},
-		{"minus infinity", float32(math.Inf(-1)), 0xfc00, fitted},
-		{"smallest normal", 0x1p-14, 0x0400, fitted},
-		{"largest subnormal", 0x1p-14 - 0x1p-24, 0x03ff, fitted},
-		{"smallest subnormal", 0x1p-24, 0x0001, fitted},
-		{"minus smallest subnormal", -0x1p-24, 0x8001, fitted},
-		{"subnormal 3·2^-24", 3 * 0x1p-24, 0x0003, fitted},
+		{"one", 1, 0x3c00, Fitted},
+		{"minus two", -2, 0xc000, Fitted},
+		{"tenth", 0.1, 0x2e66, Fitted},
+		{"third", 1.0 / 3, 0x3555, Fitted},
+		{"max", 65504, 0x7bff, Fitted},
+		{"minus max", -65504, 0xfbff, Fitted},
+		{"just over max", 65505, 0x7bff, Saturated},
+		{"70000", 70000, 0x7bff, Saturated},
+		{"minus 1e9", -1e9, 0xfbff, Saturated},
+		{"float32 max", math.MaxFloat32, 0x7bff, Saturated},
+		{"zero", 0, 0x0000, Fitted},
+		{"minus zero", float32(math.Copysign(0, -1)), 0x8000, Fitted},
+		{"infinity", float32(math.Inf(1)), 0x7c00, Fitted},
+		{"minus infinity", float32(math.Inf(-1)), 0xfc00, Fitted},
+		{"smallest normal", 0x1p-14, 0x0400, Fitted},
+		{"largest subnormal", 0x1p-14 - 0x1p-24, 0x03ff, Fitted},
+		{"smallest subnormal", 0x1p-24, 0x0001, Fitted},
+		{"minus smallest subnormal", -0x1p-24, 0x8001, Fitted},
+		{"subnormal 3·2^-24", 3 * 0x1p-24, 0x0003, Fitted},
 		// Ties go to the even neighbour.
-		{"tie 1+2^-11 down", 1 + 0x1p-11, 0x3c00, fitted},
-		{"tie 1+3·2^-11 up", 1 + 3*0x1p-11, 0x3c02, fitted},
-		{"subnormal tie 1.5·2^-24 up", 1.5 * 0x1p-24, 0x0002, fitted},
-		{"subnormal tie 2.5·2^-24 down", 2.5 * 0x1p-24, 0x0002, fitted},
-		{"rounds up into the normals", 0x1p-14 - 0x1p-26, 0x0400, fitted},
-		{"rounds up to the next exponent", 2 - 0x1p-12, 0x4000, fitted},
+		{"tie 1+2^-11 down", 1 + 0x1p-11, 0x3c00, Fitted},
+		{"tie 1+3·2^-11 up", 1 + 3*0x1p-11, 0x3c02, Fitted},
+		{"subnormal tie 1.5·2^-24 up", 1.5 * 0x1p-24, 0x0002, Fitted},
+		{"subnormal tie 2.5·2^-24 down", 2.5 * 0x1p-24, 0x0002, Fitted},
+		{"rounds up into the normals", 0x1p-14 - 0x1p-26, 0x0400, Fitted},
+		{"rounds up to the next exponent", 2 - 0x1p-12, 0x4000, Fitted},
 		// Half the smallest subnormal ties to the even zero; above it rounds up.
-		{"2^-25", 0x1p-25, 0x0000, flushed},
-		{"just over 2^-25", 0x1p-25 * (1 + 0x1p-23), 0x0001, fitted},
-		{"1e-8", 1e-8, 0x0000, flushed},
-		{"minus 1e-8", -1e-8, 0x8000, flushed},
-		{"float32 subnormal", 0x1p-149, 0x0000, flushed},
+		{"2^-25", 0x1p-25, 0x0000, Flushed},
+		{"just over 2^-25", 0x1p-25 * (1 + 0x1p-23), 0x0001, Fitted},
+		{"1e-8", 1e-8, 0x0000, Flushed},
+		{"minus 1e-8", -1e-8, 0x8000, Flushed},
+		{"float32 subnormal", 0x1p-149, 0x0000, Flushed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, how := half(tt.in)
+			got, how := Half(tt.in)
 			if got != tt.want || how != tt.how {
-				t.Errorf("half(%g) = %#04x, %d; want %#04x, %d", tt.in, got, how, tt.want, tt.how)
+				t.Errorf("Half(%g) = %#04x, %d; want %#04x, %d", tt.in, got, how, tt.want, tt.how)
 			}
 			if FromFloat32(tt.in) != tt.want {
 				t.Errorf("FromFloat32(%g) = %#04x, want %#04x", tt.in, FromFloat32(tt.in), tt.want)

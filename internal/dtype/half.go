@@ -1,17 +1,18 @@
-package fp16
+package dtype
 
 import "math"
 
 // MaxHalf is the largest finite float16 value, 0x7BFF.
 const MaxHalf = 65504
 
-// rounding says what happened to a value on its way to float16, for Report.
-type rounding uint8
+// Rounding says what happened to a value on its way to float16 (for
+// models/fp16's report).
+type Rounding uint8
 
 const (
-	fitted    rounding = iota // rounded to nearest (or exact)
-	saturated                 // finite, beyond ±MaxHalf, stored as ±MaxHalf
-	flushed                   // nonzero, below half the smallest subnormal, stored as ±0
+	Fitted    Rounding = iota // rounded to nearest (or exact)
+	Saturated                 // finite, beyond ±MaxHalf, stored as ±MaxHalf
+	Flushed                   // nonzero, below half the smallest subnormal, stored as ±0
 )
 
 // FromFloat32 returns the IEEE 754 binary16 bits nearest to f, ties to
@@ -21,23 +22,24 @@ const (
 // spreads through every activation after it. Infinities stay infinite and
 // NaNs stay NaN (quiet, sign and leading payload bits kept).
 func FromFloat32(f float32) uint16 {
-	h, _ := half(f)
+	h, _ := Half(f)
 	return h
 }
 
-func half(f float32) (uint16, rounding) {
+// Half is FromFloat32, also saying how the value fared.
+func Half(f float32) (uint16, Rounding) {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
 	abs := b &^ (1 << 31)
 	switch {
 	case abs > 0x7f800000: // NaN: the quiet bit keeps it NaN once the low payload bits are cut
-		return sign | 0x7e00 | uint16(abs>>13)&0x3ff, fitted
+		return sign | 0x7e00 | uint16(abs>>13)&0x3ff, Fitted
 	case abs == 0x7f800000:
-		return sign | 0x7c00, fitted
+		return sign | 0x7c00, Fitted
 	case abs > math.Float32bits(MaxHalf):
-		return sign | 0x7bff, saturated
+		return sign | 0x7bff, Saturated
 	case abs == 0:
-		return sign, fitted
+		return sign, Fitted
 	}
 	exp := int(abs>>23) - 127
 	sig := abs&0x7fffff | 0x800000 // float32 subnormals (below 2^-126) are flushed by the shift check below
@@ -49,21 +51,21 @@ func half(f float32) (uint16, rounding) {
 		if roundUp(sig, 13, h) {
 			h++
 		}
-		return sign | uint16(h), fitted
+		return sign | uint16(h), Fitted
 	}
 	// Subnormal half: the value is k·2^-24 with k = sig·2^(exp-23+24).
 	shift := uint(-exp - 1) // 14 for exp = -15
 	if abs>>23 == 0 || shift > 24 {
-		return sign, flushed // below 2^-25, half the smallest subnormal
+		return sign, Flushed // below 2^-25, half the smallest subnormal
 	}
 	k := sig >> shift
 	if roundUp(sig, shift, k) {
 		k++ // k = 0x400 is the smallest normal, 0x0400, which is right
 	}
 	if k == 0 {
-		return sign, flushed
+		return sign, Flushed
 	}
-	return sign | uint16(k), fitted
+	return sign | uint16(k), Fitted
 }
 
 // roundUp says whether dropping the low shift bits of sig, leaving kept,
