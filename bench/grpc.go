@@ -53,7 +53,7 @@ func NewGRPCTensorTarget(addr string, meta *ModelMetadata, batch, variants int, 
 	for _, x := range tensors {
 		t.reqs = append(t.reqs, &inferpb.ModelInferRequest{
 			ModelName:        meta.Name,
-			Inputs:           []*inferpb.ModelInferRequest_InferInputTensor{{Name: meta.Inputs[0].Name, Datatype: "FP32", Shape: shape}},
+			Inputs:           []*inferpb.ModelInferRequest_InferInputTensor{{Name: meta.Inputs[0].Name, Datatype: meta.Inputs[0].Datatype, Shape: shape}},
 			RawInputContents: [][]byte{x},
 		})
 	}

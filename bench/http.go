@@ -3,11 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"fastinfer/internal/dtype"
 )
 
 // Client is a connection pool to one fastinfer server.
@@ -222,10 +222,12 @@ func (c *Client) Batching(model string) ModelBatching {
 	return m.Batching
 }
 
-// TensorTarget posts pre-made FP32 tensors with the binary tensor
-// extension, so no image is decoded: the server's cost without
-// preprocessing. The values are seeded normal noise; a convolutional
-// network's cost does not depend on them.
+// TensorTarget posts pre-made tensors in the input's datatype (FP32, FP16
+// or UINT8, as perf_analyzer sends what the metadata says) with the
+// binary tensor extension, so no image is decoded: the server's cost
+// without preprocessing. The values are seeded normal noise (uniform
+// pixels for UINT8); a convolutional network's cost does not depend on
+// them.
 type TensorTarget struct {
 	c      *Client
 	path   string
@@ -249,8 +251,8 @@ func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed u
 	// Asking for every output in binary keeps the answer small without
 	// naming the output.
 	name, _ := json.Marshal(meta.Inputs[0].Name)
-	header := fmt.Sprintf(`{"inputs":[{"name":%s,"datatype":"FP32","shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
-		name, strings.Join(dims, ","), len(tensors[0]))
+	header := fmt.Sprintf(`{"inputs":[{"name":%s,"datatype":%q,"shape":[%s],"parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`,
+		name, meta.Inputs[0].Datatype, strings.Join(dims, ","), len(tensors[0]))
 	// Spaces after the JSON put the tensor at a multiple of 8 bytes into
 	// the body. fastinfer reads a tensor in place at any offset, but an
 	// aligned one costs it 3 % less CPU.
@@ -262,8 +264,9 @@ func NewTensorTarget(c *Client, meta *ModelMetadata, batch, variants int, seed u
 	return t, nil
 }
 
-// noiseTensors makes variants different FP32 tensors of batch rows for
-// the model's one input, as little-endian bytes, and their shape.
+// noiseTensors makes variants different tensors of batch rows for the
+// model's one input, in its datatype as little-endian bytes, and their
+// shape.
 func noiseTensors(meta *ModelMetadata, batch, variants int, seed uint64) ([]int64, [][]byte, error) {
 	if batch < 1 {
 		return nil, nil, fmt.Errorf("batch size must be at least 1, got %d", batch)
@@ -272,8 +275,9 @@ func noiseTensors(meta *ModelMetadata, batch, variants int, seed uint64) ([]int6
 		return nil, nil, fmt.Errorf("model %s has %d inputs; the tensor targets drive one", meta.Name, len(meta.Inputs))
 	}
 	in := meta.Inputs[0]
-	if in.Datatype != "FP32" {
-		return nil, nil, fmt.Errorf("input %s is %s; the tensor targets send FP32", in.Name, in.Datatype)
+	size := dtype.Size(in.Datatype)
+	if size == 0 {
+		return nil, nil, fmt.Errorf("input %s is %s; the tensor targets send FP32, FP16 or UINT8", in.Name, in.Datatype)
 	}
 	shape := slices.Clone(in.Shape)
 	if len(shape) == 0 {
@@ -290,11 +294,16 @@ func noiseTensors(meta *ModelMetadata, batch, variants int, seed uint64) ([]int6
 	n *= int64(batch)
 	rng := rand.New(rand.NewPCG(seed, 0x7e45))
 	var out [][]byte
+	vals := make([]float32, n)
 	for range max(variants, 1) {
-		b := make([]byte, 0, 4*n)
-		for range n {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(rng.NormFloat64())))
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64())
+			if in.Datatype == "UINT8" {
+				vals[i] = float32(rng.IntN(256))
+			}
 		}
+		b := make([]byte, int(n)*size)
+		dtype.Encode(in.Datatype, b, vals)
 		out = append(out, b)
 	}
 	return shape, out, nil

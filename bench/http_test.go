@@ -504,8 +504,8 @@ func TestNewTensorTargetRejects(t *testing.T) {
 		batch int
 		want  string
 	}{
-		{"UINT8 input", `{"name":"m","inputs":[{"name":"x","datatype":"UINT8","shape":[-1,3,4,4]}]}`, 1, "FP32"},
-		{"FP16 input", `{"name":"m","inputs":[{"name":"x","datatype":"FP16","shape":[-1,3,4,4]}]}`, 1, "FP32"},
+		{"INT64 input", `{"name":"m","inputs":[{"name":"x","datatype":"INT64","shape":[-1,3,4,4]}]}`, 1, "send FP32, FP16 or UINT8"},
+		{"BYTES input", `{"name":"m","inputs":[{"name":"x","datatype":"BYTES","shape":[-1,3,4,4]}]}`, 1, "send FP32, FP16 or UINT8"},
 		{"dynamic height", `{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,3,-1,4]}]}`, 1, "dimension 2"},
 		{"dynamic channels", `{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[1,-1,4,4]}]}`, 1, "dimension 1"},
 		{"zero dimension", `{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,3,0]}]}`, 1, "dimension 2"},
@@ -598,6 +598,40 @@ func TestClientBatching(t *testing.T) {
 	for model, want := range map[string]ModelBatching{"toy": {Instances: 3, MaxBatchSize: 8}, "garbled": {}, "absent": {}} {
 		if got := c.Batching(model); got != want {
 			t.Errorf("Batching(%q) = %+v, want %+v", model, got, want)
+		}
+	}
+}
+
+// The tensor target sends the input's own datatype, as perf_analyzer
+// does: FP16 halves and UINT8 quarters the bytes of FP32, and a header
+// that says so.
+func TestTensorTargetDatatypes(t *testing.T) {
+	c := newTestClient(t, deadURL(t))
+	for _, tt := range []struct {
+		dt    string
+		bytes int // of a batch of 2 rows of 3×4×4
+	}{{"FP32", 384}, {"FP16", 192}, {"UINT8", 96}} {
+		meta := &ModelMetadata{Name: "m", Inputs: []TensorMetadata{{Name: "x", Datatype: tt.dt, Shape: []int64{-1, 3, 4, 4}}}}
+		tg, err := NewTensorTarget(c, meta, 2, 1, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hlen, _ := strconv.Atoi(tg.hlen)
+		body := tg.bodies[0]
+		header := string(body[:hlen])
+		if want := fmt.Sprintf(`"datatype":%q,"shape":[2,3,4,4],"parameters":{"binary_data_size":%d}`, tt.dt, tt.bytes); !strings.Contains(header, want) {
+			t.Errorf("%s: header %s; want %s", tt.dt, header, want)
+		}
+		blob := body[hlen:]
+		if len(blob) != tt.bytes {
+			t.Errorf("%s: %d bytes of tensor, want %d", tt.dt, len(blob), tt.bytes)
+		}
+		distinct := map[byte]bool{}
+		for _, b := range blob {
+			distinct[b] = true
+		}
+		if len(distinct) < 16 {
+			t.Errorf("%s: the tensor holds %d distinct byte values: not noise", tt.dt, len(distinct))
 		}
 	}
 }

@@ -94,9 +94,9 @@ func NewShmTarget(c *Client, meta *ModelMetadata, batch, variants int, seed uint
 	out, _ := json.Marshal(meta.Outputs[0].Name)
 	for i := range n {
 		t.bodies = append(t.bodies, fmt.Appendf(nil,
-			`{"inputs":[{"name":%s,"datatype":"FP32","shape":[%s],"parameters":{"shared_memory_region":%q,"shared_memory_offset":%d,"shared_memory_byte_size":%d}}],`+
+			`{"inputs":[{"name":%s,"datatype":%q,"shape":[%s],"parameters":{"shared_memory_region":%q,"shared_memory_offset":%d,"shared_memory_byte_size":%d}}],`+
 				`"outputs":[{"name":%s,"parameters":{"shared_memory_region":%q,"shared_memory_offset":%d,"shared_memory_byte_size":%d}}]}`,
-			in, strings.Join(dims, ","), inRegion, i*inSize, inSize, out, outRegion, i*outSize, outSize))
+			in, meta.Inputs[0].Datatype, strings.Join(dims, ","), inRegion, i*inSize, inSize, out, outRegion, i*outSize, outSize))
 	}
 	return t, nil
 }

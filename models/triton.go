@@ -165,8 +165,14 @@ func (t *tritonMapper) tensor(c *Config, m textMsg, input bool, line int) error 
 		case "name":
 			name, _ = g.value.(string)
 		case "data_type":
-			if s, _ := g.value.(string); s != "TYPE_FP32" {
-				return fmt.Errorf("%s: fastinfer serves FP32 tensors", s)
+			// As runtime.Session serves them; the model's own type is
+			// what it runs with, and a mismatch fails at load.
+			s, _ := g.value.(string)
+			if ok := s == "TYPE_FP32" || s == "TYPE_FP16" || input && s == "TYPE_UINT8"; !ok {
+				if input {
+					return fmt.Errorf("%s: fastinfer serves FP32, FP16 or UINT8 inputs", s)
+				}
+				return fmt.Errorf("%s: fastinfer serves FP32 or FP16 outputs", s)
 			}
 		case "format":
 			format, _ = g.value.(string)

@@ -88,7 +88,8 @@ func TestParseTritonConfig(t *testing.T) {
 	}{
 		{"tensorrt", `platform: "tensorrt_plan"`, "fastinfer serves ONNX models"},
 		{"python", `backend: "python"`, "fastinfer serves ONNX models"},
-		{"uint8 input", `input [{ name: "x" data_type: TYPE_UINT8 dims: [3] }]`, "TYPE_UINT8: fastinfer serves FP32"},
+		{"int64 input", `input [{ name: "x" data_type: TYPE_INT64 dims: [3] }]`, "TYPE_INT64: fastinfer serves FP32, FP16 or UINT8 inputs"},
+		{"uint8 output", `output [{ name: "y" data_type: TYPE_UINT8 dims: [3] }]`, "TYPE_UINT8: fastinfer serves FP32 or FP16 outputs"},
 		{"bad format", `input { name: "x" format: FORMAT_CHW }`, "format FORMAT_CHW"},
 		{"other file name", `default_model_filename: "resnet.onnx"`, "loads each version's model.onnx"},
 		{"batch not a number", `max_batch_size: lots`, `"lots" is not an integer`},
@@ -102,6 +103,15 @@ func TestParseTritonConfig(t *testing.T) {
 				t.Errorf("err %v, want %q", err, tt.want)
 			}
 		})
+	}
+	// The datatypes runtime.Session serves map.
+	for _, in := range []string{
+		`input [{ name: "x" data_type: TYPE_UINT8 dims: [3] }] output [{ name: "y" data_type: TYPE_FP16 dims: [2] }]`,
+		`input [{ name: "x" data_type: TYPE_FP16 dims: [3] }]`,
+	} {
+		if _, _, err := ParseTritonConfig([]byte(in), "m"); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
 	}
 	// Instance groups: one per GPU with the same count merge into one list
 	// of GPUs; others are named as not used.

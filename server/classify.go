@@ -105,7 +105,7 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	defer m.release(out)
 	g := watchClient(ctx)
 	opts.Gone = g.fn
-	tm, err := m.Infer(context.Background(), *in, rows, *out, opts)
+	tm, err := m.inferFloats(context.Background(), *in, rows, *out, opts)
 	unwatchClient(g)
 	if err != nil {
 		return s.inferError(m, err)

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"fastinfer/batching"
+	"fastinfer/internal/dtype"
 	"fastinfer/server/inferpb"
 )
 
@@ -254,7 +255,7 @@ func TestGRPCMatchesHTTP(t *testing.T) {
 // floatToHalf converts a float32 that fits a half exactly.
 func floatToHalf(f float32) uint16 {
 	for h := range uint32(1 << 16) {
-		if halfToFloat(uint16(h)) == f {
+		if dtype.ToFloat32(uint16(h)) == f {
 			return uint16(h)
 		}
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"strconv"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"fastinfer/batching"
+	"fastinfer/internal/dtype"
 	"fastinfer/monitor/drift"
 )
 
@@ -40,7 +42,12 @@ type Model struct {
 	Outputs  []Tensor
 	Labels   []string
 	Classes  int // output floats per image
-	InputLen int // input floats per image
+	InputLen int // input elements per image
+	// InputDatatype is the datatype the model's input rows are in: FP32
+	// ("" means the same), FP16 or UINT8 (the Open Inference Protocol's
+	// names). Tensors of other datatypes, and preprocessed images, are
+	// converted to it; a model whose input is not FP32 needs InferBytes.
+	InputDatatype string
 	// Preprocessing and Batching are echoed by GET /v1/models (the
 	// configuration in force).
 	Preprocessing any
@@ -77,7 +84,8 @@ type Model struct {
 	// reference profile (GET /v1/models/{m}/drift).
 	Drift *drift.Monitor
 
-	pool sync.Pool // *[]float32 scratch for inputs and outputs
+	pool  sync.Pool // *[]float32 scratch for inputs and outputs
+	bpool sync.Pool // *[]byte scratch for inputs in InputDatatype
 
 	stats requestStats // for GET /v2/models/{m}/stats
 
@@ -104,6 +112,42 @@ func (m *Model) buffer(n int) *[]float32 {
 }
 
 func (m *Model) release(p *[]float32) { m.pool.Put(p) }
+
+// inputType is InputDatatype with its default.
+func (m *Model) inputType() string {
+	if m.InputDatatype == "" {
+		return "FP32"
+	}
+	return m.InputDatatype
+}
+
+// errNoBytes is a Model whose input is not FP32 but that has no
+// InferBytes to take it: a composition error, answered 500.
+var errNoBytes = errors.New("model input is not FP32 and the model has no InferBytes")
+
+// inferFloats runs rows given as float32s (preprocessed images, decoded
+// tensors): as they are when the input is FP32, else converted to its
+// datatype first (dtype.Encode: FP16 rounds to nearest, UINT8 rounds and
+// clamps; callers that must refuse misfits check with dtype.Check).
+func (m *Model) inferFloats(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+	dt := m.inputType()
+	if dt == "FP32" {
+		return m.Infer(ctx, in, rows, out, o)
+	}
+	if m.InferBytes == nil {
+		return batching.Timing{}, errNoBytes
+	}
+	n := len(in) * dtype.Size(dt)
+	p, ok := m.bpool.Get().(*[]byte)
+	if !ok || cap(*p) < n {
+		b := make([]byte, n)
+		p = &b
+	}
+	defer m.bpool.Put(p)
+	b := (*p)[:n]
+	dtype.Encode(dt, b, in)
+	return m.InferBytes(ctx, b, rows, out, o)
+}
 
 // ImageStats are cheap facts about one input image, for drift monitoring:
 // its size as uploaded, and the brightness and contrast (mean and standard

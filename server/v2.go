@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastinfer/batching"
+	"fastinfer/internal/dtype"
 )
 
 // The Open Inference Protocol (KServe v2) over HTTP: model metadata and
@@ -314,13 +315,20 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 		}
 	}()
 	var dst []float32
-	var raw []byte // the request's FP32 tensor, for m.InferBytes
+	var raw []byte // the request's tensor in the model's datatype, for m.InferBytes
 	bad := -1      // the first element that is not a finite number
+	mt := m.inputType()
 	if src.binary {
-		if in.Datatype == "FP32" && hostLittleEndian && m.InferBytes != nil {
+		if in.Datatype == mt && hostLittleEndian && m.InferBytes != nil {
 			// Checked where it lies; the batcher copies it straight into
 			// the batch.
-			raw, bad = src.raw, checkFiniteLE(src.raw)
+			raw = src.raw
+			switch mt {
+			case "FP32":
+				bad = checkFiniteLE(raw)
+			case "FP16":
+				bad = dtype.CheckHalf(raw)
+			}
 		} else {
 			buf = m.buffer(n)
 			dst = *buf
@@ -341,6 +349,14 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if bad >= 0 {
 		return tensorResult{}, errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(bad)+" is not a finite number")
 	}
+	if raw == nil && mt != "FP32" {
+		// Converted, so refused where the conversion would change a
+		// value: a UINT8 model takes whole numbers 0..255 only.
+		if i := dtype.Check(mt, dst); i >= 0 {
+			return tensorResult{}, errorf(400, codeBadRequest, "input "+in.Name+": element "+strconv.Itoa(i)+" ("+
+				strconv.FormatFloat(float64(dst[i]), 'g', -1, 32)+") does not fit the model's "+mt+" input")
+		}
+	}
 
 	outs, aerr := requestedOutputs(m, req)
 	if aerr != nil {
@@ -359,7 +375,7 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if raw != nil {
 		tm, err = m.InferBytes(ctx, raw, rows, *out, opts)
 	} else {
-		tm, err = m.Infer(ctx, dst, rows, *out, opts)
+		tm, err = m.inferFloats(ctx, dst, rows, *out, opts)
 	}
 	if err == nil {
 		aerr = s.checkOutputs(m, *out, rows, true)
@@ -714,7 +730,7 @@ var datatypes = map[string]datatype{
 	}},
 	"FP16": {2, func(dst []float32, src []byte) int {
 		for i := range dst {
-			dst[i] = halfToFloat(binary.LittleEndian.Uint16(src[2*i:]))
+			dst[i] = dtype.ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
 		}
 		return firstNonFinite(dst)
 	}},
@@ -748,27 +764,6 @@ var datatypes = map[string]datatype{
 		}
 		return -1 // |int64| < 2^63 is finite as a float32 (max 3.4e38)
 	}},
-}
-
-// halfToFloat converts an IEEE 754 binary16 to float32.
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf or NaN
-		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal: normalise
-		e := uint32(127 - 15 + 1)
-		for frac&0x400 == 0 {
-			frac <<= 1
-			e--
-		}
-		return math.Float32frombits(sign | e<<23 | (frac&0x3ff)<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
 }
 
 // parseNumbers reads a JSON array of numbers, flat or nested to any depth,

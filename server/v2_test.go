@@ -296,25 +296,6 @@ func TestParseNumbers(t *testing.T) {
 	}
 }
 
-func TestHalfToFloat(t *testing.T) {
-	tests := []struct {
-		h    uint16
-		want float32
-	}{
-		{0x0000, 0}, {0x3c00, 1}, {0xc000, -2}, {0x7bff, 65504}, {0x3555, 0.33325195},
-		{0x0001, 5.9604645e-08}, {0x03ff, 6.097555e-05}, {0x5cb0, 300},
-		{0x7c00, float32(math.Inf(1))}, {0xfc00, float32(math.Inf(-1))},
-	}
-	for _, tt := range tests {
-		if got := halfToFloat(tt.h); got != tt.want {
-			t.Errorf("halfToFloat(%#04x) = %v, want %v", tt.h, got, tt.want)
-		}
-	}
-	if v := halfToFloat(0x7e00); v == v {
-		t.Errorf("0x7e00 should be NaN, got %v", v)
-	}
-}
-
 // decodeFP32 is bit-exact whatever the alignment of source and
 // destination (signed zero, subnormals, the largest finite value,
 // infinities, NaN payloads), and finds the first non-finite value wherever

@@ -252,8 +252,8 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		// Only the tensors served: of a model with several outputs, the one
 		// config.yaml names (or the first). Clients such as perf_analyzer
 		// ask for every output the metadata lists.
-		Inputs: tensors(first.Input()), Outputs: tensors(first.Output()),
-		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), Card: card,
+		Inputs: tensors(first.Input()), Outputs: tensors(servedOutput(first.Output())),
+		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), InputDatatype: first.Input().DataType, Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std, Layout: spec.Layout},
 		Batching: server.BatchingInfo{
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
@@ -401,6 +401,15 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 	if p.Resize == 0 {
 		p.Resize = p.Crop
 	}
+	if in.DataType == "UINT8" {
+		// Raw pixels: whatever normalisation such a model wants is in its
+		// graph. The default scale (1/255, set when none is written) gives
+		// way; a normalisation asked for cannot be honoured.
+		if !p.Implicit && (len(p.Mean) > 0 || len(p.Std) > 0 || p.Scale != 1 && p.Scale != 1.0/255) {
+			return vision.Spec{}, nil, fmt.Errorf("input %s is UINT8, pixel values 0..255: remove preprocess.scale, mean and std (or set scale: 1)", in.Name)
+		}
+		p.Scale, p.Mean, p.Std = 1, nil, nil
+	}
 	spec := vision.Spec{Resize: p.Resize, Crop: p.Crop, Color: p.Color, Scale: p.Scale, Mean: p.Mean, Std: p.Std, Layout: p.Layout}
 	if want := int64(spec.Channels()); ch >= 0 && ch != want {
 		hint := "set preprocess.layout if that is not its layout"
@@ -425,6 +434,13 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 		return spec, []int64{int64(p.Crop), int64(p.Crop), int64(spec.Channels())}, nil
 	}
 	return spec, []int64{int64(spec.Channels()), int64(p.Crop), int64(p.Crop)}, nil
+}
+
+// servedOutput is the output as the server answers it: FP32, a FP16
+// output widened (exactly) by the runtime.
+func servedOutput(t runtime.TensorInfo) runtime.TensorInfo {
+	t.DataType = "FP32"
+	return t
 }
 
 func tensors(ts ...runtime.TensorInfo) []server.Tensor {

@@ -282,3 +282,38 @@ func TestImplicitPreprocess(t *testing.T) {
 		})
 	}
 }
+
+// A UINT8 input takes pixel values: without a preprocess section, or with
+// one that leaves scale, mean and std alone (or says scale: 1), the
+// preprocessing passes 0..255 through; a normalisation asked for is
+// refused, since the input cannot hold its results.
+func TestInputSpecUINT8(t *testing.T) {
+	for _, tt := range []struct {
+		name, yaml string
+		wantErr    string
+	}{
+		{"no section", "", ""},
+		{"sizes only", "preprocess: {resize: 256, crop: 224}\n", ""},
+		{"scale 1", "preprocess: {scale: 1}\n", ""},
+		{"mean", "preprocess: {mean: [0.5, 0.5, 0.5]}\n", "input x is UINT8, pixel values 0..255: remove preprocess.scale, mean and std"},
+		{"std", "preprocess: {std: [2]}\n", "input x is UINT8"},
+		{"scale", "preprocess: {scale: 0.5}\n", "input x is UINT8"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := models.ParseConfig([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec, _, err := inputSpec(cfg, []runtime.TensorInfo{{Name: "x", DataType: "UINT8", Shape: []int64{-1, 224, 224, 3}}})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || spec.Scale != 1 || spec.Mean != nil || spec.Std != nil || spec.Crop != 224 {
+				t.Errorf("spec %+v, %v; want scale 1, no mean or std, crop 224", spec, err)
+			}
+		})
+	}
+}

@@ -181,7 +181,7 @@ func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) 
 	fs := flag.NewFlagSet("models convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	half := fs.Bool("fp16", false, "convert float32 weights and activations to float16 (the only conversion so far)")
-	halfIO := fs.Bool("fp16-io", false, "with --fp16: make the graph's inputs and outputs float16 too, instead of keeping them float32 behind Cast nodes (fastinfer serves float32 inputs and outputs only)")
+	halfIO := fs.Bool("fp16-io", false, "with --fp16: make the graph's inputs and outputs float16 too, instead of keeping them float32 behind Cast nodes: batches move half the bytes to the GPU, and the server converts float32 requests")
 	fs.Usage = usageWithEnv(fs, "fastinfer models convert --fp16 [--fp16-io] IN.onnx OUT\n\n"+
 		"OUT is the file to write when it ends in .onnx; otherwise it is a folder (created\n"+
 		"if needed) that gets "+models.ModelFile+". IN is never overwritten.")

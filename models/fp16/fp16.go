@@ -29,7 +29,8 @@ import (
 type Options struct {
 	// Float16IO makes the graph's float inputs and outputs float16 too,
 	// instead of inserting Cast nodes at them. Callers must then feed and
-	// read float16; fastinfer's runtime serves float32 tensors only.
+	// read float16 (the server converts other tensors, and widens the
+	// outputs to float32), and a batch moves half the bytes to a GPU.
 	Float16IO bool
 }
 

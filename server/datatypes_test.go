@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"fastinfer/batching"
+	"fastinfer/internal/dtype"
+	"fastinfer/vision/guard"
+)
+
+// typedModel is fakeModel with its input in datatype dt: it records the
+// bytes InferBytes is handed and answers from them as fakeModel does,
+// reading them back as float32.
+func typedModel(dt string) (*Model, func() []byte) {
+	m := fakeModel("typed", 1)
+	m.InputDatatype = dt
+	m.Inputs[0].Datatype = dt
+	var mu sync.Mutex
+	var got []byte
+	infer := m.Infer
+	m.Infer = func(context.Context, []float32, int, []float32, batching.RequestOptions) (batching.Timing, error) {
+		panic("a " + dt + " model's rows went to Infer")
+	}
+	m.InferBytes = func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		mu.Lock()
+		got = slices.Clone(in)
+		mu.Unlock()
+		f := make([]float32, len(in)/dtype.Size(dt))
+		for i := range f {
+			switch dt {
+			case "FP16":
+				f[i] = dtype.ToFloat32(binary.LittleEndian.Uint16(in[2*i:]))
+			case "UINT8":
+				f[i] = float32(in[i])
+			}
+		}
+		return infer(ctx, f, rows, out, o)
+	}
+	return m, func() []byte { mu.Lock(); defer mu.Unlock(); return got }
+}
+
+func halves(v ...float32) []byte {
+	b := make([]byte, 2*len(v))
+	dtype.Encode("FP16", b, v)
+	return b
+}
+
+// A model whose input is FP16 or UINT8 gets its rows in that datatype
+// from every path: a binary tensor of its own datatype as sent, others
+// and JSON converted, images preprocessed then converted. What the
+// conversion would change is refused with a 400 naming the element.
+func TestInputDatatypes(t *testing.T) {
+	fp16m, fp16Got := typedModel("FP16")
+	u8m, u8Got := typedModel("UINT8")
+	u8m.Name = "pixels"
+	ts := newTestServer(t, Options{}, fp16m, u8m)
+	tests := []struct {
+		name     string
+		model    string
+		header   string // JSON request header; a binary blob follows when blob is set
+		blob     []byte
+		status   int
+		want     []byte // bytes the model was handed
+		errorHas string
+	}{
+		{"fp16 binary as sent", "typed", `{"inputs":[{"name":"data","datatype":"FP16","shape":[2,2],"parameters":{"binary_data_size":8}}]}`,
+			halves(300, 200, 50, 7), 200, halves(300, 200, 50, 7), ""},
+		{"fp16 from JSON FP32", "typed", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[0.1,-2.5]}]}`,
+			nil, 200, halves(0.1, -2.5), ""},
+		{"fp16 from binary FP32", "typed", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]}`,
+			fp32Bytes(1.5, 65504), 200, halves(1.5, 65504), ""},
+		{"fp16 too large", "typed", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[1,70000]}]}`,
+			nil, 400, nil, "element 1 (70000) does not fit the model's FP16 input"},
+		{"fp16 binary infinity", "typed", `{"inputs":[{"name":"data","datatype":"FP16","shape":[1,2],"parameters":{"binary_data_size":4}}]}`,
+			[]byte{0x00, 0x3c, 0x00, 0x7c}, 400, nil, "element 1 is not a finite number"},
+		{"uint8 binary as sent", "pixels", `{"inputs":[{"name":"data","datatype":"UINT8","shape":[2,2],"parameters":{"binary_data_size":4}}]}`,
+			[]byte{200, 100, 0, 255}, 200, []byte{200, 100, 0, 255}, ""},
+		{"uint8 from JSON", "pixels", `{"inputs":[{"name":"data","datatype":"UINT8","shape":[1,2],"data":[0,255]}]}`,
+			nil, 200, []byte{0, 255}, ""},
+		{"uint8 from INT64", "pixels", `{"inputs":[{"name":"data","datatype":"INT64","shape":[1,2],"data":[7,8]}]}`,
+			nil, 200, []byte{7, 8}, ""},
+		{"uint8 fraction", "pixels", `{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[1,2.5]}]}`,
+			nil, 400, nil, "element 1 (2.5) does not fit the model's UINT8 input"},
+		{"uint8 too large", "pixels", `{"inputs":[{"name":"data","datatype":"UINT8","shape":[1,2],"data":[256,0]}]}`,
+			nil, 400, nil, "element 0 (256) does not fit the model's UINT8 input"},
+		{"uint8 negative", "pixels", `{"inputs":[{"name":"data","datatype":"INT16","shape":[1,2],"data":[0,-1]}]}`,
+			nil, 400, nil, "element 1 (-1) does not fit the model's UINT8 input"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r response
+			if tt.blob != nil {
+				hl, body := binaryBody(tt.header, tt.blob)
+				r = ts.doInfer(t, "/v2/models/"+tt.model+"/infer", hl, body)
+			} else {
+				r = ts.doInfer(t, "/v2/models/"+tt.model+"/infer", "", []byte(tt.header))
+			}
+			if r.status != tt.status || !strings.Contains(r.body, tt.errorHas) {
+				t.Fatalf("status %d body %s; want %d with %q", r.status, r.body, tt.status, tt.errorHas)
+			}
+			got := fp16Got()
+			if tt.model == "pixels" {
+				got = u8Got()
+			}
+			if tt.status == 200 && !slices.Equal(got, tt.want) {
+				t.Errorf("model was handed % x, want % x", got, tt.want)
+			}
+		})
+	}
+
+	// Images: preprocessing writes float32s (here width and height), which
+	// reach a UINT8 model rounded and clamped, a FP16 one rounded.
+	img := fixture(t, "smarties.png")
+	info, err := guard.Check(img, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct {
+		name string
+		got  func() []byte
+	}{{"typed", fp16Got}, {"pixels", u8Got}} {
+		r := ts.do(t, "POST", "/v1/models/"+m.name+"/classify", "image/png", img)
+		if r.status != 200 {
+			t.Fatalf("%s: classify %d %s", m.name, r.status, r.body)
+		}
+		want := []byte{255, 255} // the fixture is larger than 255 px both ways
+		if m.name == "typed" {
+			want = halves(float32(info.Width), float32(info.Height))
+		}
+		if got := m.got(); !slices.Equal(got, want) {
+			t.Errorf("%s: image reached the model as % x, want % x", m.name, got, want)
+		}
+	}
+}
+
+// A model whose input is not FP32 but that has no InferBytes is a wiring
+// mistake: a 500, not a crash or a float32 row in a FP16 batch.
+func TestInputDatatypeWithoutInferBytes(t *testing.T) {
+	m, _ := typedModel("FP16")
+	m.InferBytes = nil
+	ts := newTestServer(t, Options{}, m)
+	r := ts.doInfer(t, "/v2/models/typed/infer", "", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[1,2]}]}`))
+	if r.status != 500 {
+		t.Errorf("status %d %s; want 500", r.status, r.body)
+	}
+}
