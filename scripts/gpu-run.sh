@@ -28,6 +28,9 @@
 #                                 what the transport costs at saturation),
 #                                 fp16 and fp32, c=1 and at saturation
 #                                 (never run yet)
+#   scripts/gpu-run.sh dtypes     FP16 and UINT8 inputs: raw and the tensor
+#                                 path for ResNet-50 fp16 with float32,
+#                                 float16 and pixel inputs (never run yet)
 #   scripts/gpu-run.sh batcher    BenchmarkRawVsBatcher on CUDA (in a.tar.xz, or
 #                                 .gpu/bench.tar.xz; never run yet)
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
@@ -189,6 +192,35 @@ graphs_stage() {
 	done
 }
 
+# dtypes: the batch in the input's own datatype. resnet50-fp16io takes
+# FP16 tensors (`models convert --fp16 --fp16-io`: half the bytes of
+# resnet50-fp16's float32 I/O at every copy, body to GPU), resnet50-px16
+# UINT8 pixels with the normalisation in the graph and the rest float16
+# (`--pixels --fp16`: a quarter). Raw and the tensor path for each, in a
+# repository of their own so other stages' servers do not load them.
+dtypes_stage() {
+	local D="$B/models-dt"
+	mkdir -p "$D"
+	[ -e "$D/resnet50-fp16" ] || ln -s "$M/resnet50-fp16" "$D/resnet50-fp16"
+	for v in fp16io px16; do
+		[ -f "$D/resnet50-$v/1/model.onnx" ] && continue
+		local flags="--fp16 --fp16-io"
+		[ $v = px16 ] && flags="--pixels --fp16"
+		log "converting resnet50 ($flags)"
+		"$FI" models convert $flags "$M/resnet50/1/model.onnx" "$D/resnet50-$v/1" || return 1
+		# A UINT8 input takes pixels: its config.yaml keeps the sizes only.
+		if [ $v = px16 ]; then
+			grep -vE '^[[:space:]]*(scale|mean|std):' "$M/resnet50/config.yaml"
+		else
+			cat "$M/resnet50/config.yaml"
+		fi > "$D/resnet50-$v/config.yaml"
+	done
+	for m in resnet50-fp16 resnet50-fp16io resnet50-px16; do
+		M="$D" bench dt-raw-$m --model $m --targets raw --provider cuda --raw-batches "${RAW_BATCHES:-1,64,128}"
+		M="$D" bench dt-tensor-$m --model $m --targets tensor --concurrency "${CONC:-1,256}" --serve-flags "$SERVE --instances 3"
+	done
+}
+
 # batcher: BenchmarkRawVsBatcher on CUDA at batch 1, 8, 32 and 64 (the
 # batcher's instance bucketed and pinned, as in the server).
 batcher_stage() {
@@ -243,6 +275,7 @@ pinned) setup && facts && pinned_stage ;;
 graphs) setup && facts && graphs_stage ;;
 staged) setup && facts && staged_stage ;;
 grpc) setup && facts && grpc_stage ;;
+dtypes) setup && facts && dtypes_stage ;;
 batcher) setup && batcher_stage ;;
 unpack-cv)
 	mkdir -p "$B/cv"

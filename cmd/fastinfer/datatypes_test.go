@@ -14,60 +14,16 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-
 	"fastinfer/internal/dtype"
 	"fastinfer/internal/testutil"
 	"fastinfer/models"
-	"fastinfer/models/onnxpb"
 	"fastinfer/train/data"
 )
 
-// pixelModel is the default model with its preprocessing moved into the
-// graph, as exporters that bake it in write it: a UINT8 NHWC [N,28,28,1]
-// input, Cast to float, (v·scale − mean)/std, then the model itself.
-func pixelModel(t *testing.T, src string, p models.Preprocess) *onnxpb.ModelProto {
-	t.Helper()
-	raw, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	g := m.Graph
-	in := g.Input[0]
-	name := in.GetName()
-	pre := &onnxpb.Graph{}
-	pre.FloatInit("px_scale", nil, func(int) float32 { return p.Scale })
-	pre.FloatInit("px_mean", nil, func(int) float32 { return p.Mean[0] })
-	pre.FloatInit("px_std", nil, func(int) float32 { return p.Std[0] })
-	g.Initializer = append(g.Initializer, pre.Inits...)
-	g.Initializer = append(g.Initializer, &onnxpb.TensorProto{
-		Name: proto.String("px_shape"), Dims: []int64{4}, DataType: proto.Int32(int32(onnxpb.TensorProto_INT64)),
-		Int64Data: []int64{-1, 1, 28, 28},
-	})
-	// Gray NHWC and NCHW share a memory layout: a Reshape moves the axis.
-	pre.Node("Cast", "px_cast", "px_f", []string{"pixels"}, onnxpb.AttrInt("to", int64(onnxpb.TensorProto_FLOAT)))
-	pre.Node("Reshape", "px_nchw", "px_r", []string{"px_f", "px_shape"})
-	pre.Node("Mul", "px_mul", "px_s", []string{"px_r", "px_scale"})
-	pre.Node("Sub", "px_sub", "px_c", []string{"px_s", "px_mean"})
-	pre.Node("Div", "px_div", name, []string{"px_c", "px_std"})
-	g.Node = append(pre.Nodes, g.Node...)
-	g.Input = []*onnxpb.ValueInfoProto{{
-		Name: proto.String("pixels"),
-		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{
-			ElemType: proto.Int32(int32(onnxpb.TensorProto_UINT8)),
-			Shape:    &onnxpb.TensorShapeProto{Dim: []*onnxpb.TensorShapeProto_Dimension{onnxpb.DimParam("N"), onnxpb.Dim(28), onnxpb.Dim(28), onnxpb.Dim(1)}},
-		}}},
-	}}
-	return &m
-}
-
 // The default model served three ways from one repository: as trained
 // (FP32), converted by `models convert --fp16 --fp16-io` (FP16 inputs and
-// outputs) and with its preprocessing in the graph (UINT8 pixels). Their
+// outputs) and by `models convert --pixels` (its normalisation in the
+// graph, UINT8 pixels in). Their
 // metadata name the datatypes; their own binary tensors go in as sent;
 // the same Fashion-MNIST photos get the same top-1 through /v1 from all
 // three (the pixel model's logits within float rounding of FP32's).
@@ -100,12 +56,18 @@ func TestServeInputDatatypes(t *testing.T) {
 	if code := run([]string{"models", "convert", "--fp16", "--fp16-io", model32, filepath.Join(repo, "f16", "1")}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
 		t.Fatalf("models convert: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
-	testutil.WriteModel(t, filepath.Join(repo, "u8", "1"), models.ModelFile, pixelModel(t, model32, *cfg.Preprocess))
+	stdout.Reset()
+	if code := run([]string{"models", "convert", "--pixels", model32, filepath.Join(repo, "u8", "1")}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+		t.Fatalf("models convert --pixels: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if want := "fashion-resnet/config.yaml's normalisation in the graph"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("convert said %q; want %q", stdout.String(), want)
+	}
 	noLabels := strings.ReplaceAll(string(cfgText), "labels: labels.txt\n", "")
 	for name, c := range map[string]string{
 		"f32": noLabels, "f16": noLabels,
 		// No normalisation: the graph does it.
-		"u8": "output: logits\npreprocess: {resize: 28, crop: 28, color: gray}\n",
+		"u8": "input: data\noutput: logits\npreprocess: {resize: 28, crop: 28, color: gray}\n",
 	} {
 		if err := os.WriteFile(filepath.Join(repo, name, models.ConfigFile), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
@@ -117,7 +79,7 @@ func TestServeInputDatatypes(t *testing.T) {
 	call := caller(t, base)
 	for _, tt := range []struct{ model, want string }{
 		{"f16", `"inputs":[{"name":"data","datatype":"FP16","shape":[-1,1,28,28]}],"outputs":[{"name":"logits","datatype":"FP32","shape":[-1,10]}]`},
-		{"u8", `"inputs":[{"name":"pixels","datatype":"UINT8","shape":[-1,28,28,1]}]`},
+		{"u8", `"inputs":[{"name":"data","datatype":"UINT8","shape":[-1,1,28,28]}]`},
 	} {
 		if meta := call("GET", "/v2/models/"+tt.model, "", ""); !strings.Contains(meta, tt.want) {
 			t.Errorf("%s metadata %s; want %s", tt.model, meta, tt.want)
@@ -189,7 +151,7 @@ func TestServeInputDatatypes(t *testing.T) {
 	}
 	l32 := logits("f32", "data", "FP32", "[1,1,28,28]", dtype.Bytes(norm))
 	l16 := logits("f16", "data", "FP16", "[1,1,28,28]", half)
-	l8 := logits("u8", "pixels", "UINT8", "[1,28,28,1]", px)
+	l8 := logits("u8", "data", "UINT8", "[1,1,28,28]", px)
 	a32 := testutil.Argmax(l32)
 	for k := range l32 {
 		if d := math.Abs(float64(l8[k] - l32[k])); d > 1e-3 {

@@ -164,6 +164,8 @@ func TestModelsConvertArguments(t *testing.T) {
 		{"three paths", []string{"--fp16", in, "a.onnx", "b.onnx"}, 2, "usage", ""},
 		{"no conversion", []string{in, filepath.Join(dir, "out.onnx")}, 2, "nothing to do without --fp16", ""},
 		{"same file", []string{"--fp16", in, in}, 1, "refusing to overwrite", ""},
+		{"pixels, not an image", []string{"--pixels", in, filepath.Join(dir, "px.onnx")}, 1, "input x has 1 dimensions; an image input has 4", ""},
+		{"pixels, missing config", []string{"--pixels", "--config", filepath.Join(dir, "nope.yaml"), in, filepath.Join(dir, "px.onnx")}, 1, "nope.yaml: no such file", ""},
 		{"folder of the input", []string{"--fp16", in, dir}, 1, "refusing to overwrite", ""},
 		{"symlink to the input", []string{"--fp16", in, filepath.Join(dir, "link.onnx")}, 1, "refusing to overwrite", ""},
 		{"missing input", []string{"--fp16", filepath.Join(dir, "nope.onnx"), filepath.Join(dir, "o.onnx")}, 1, "no such file", ""},
@@ -200,5 +202,67 @@ func TestModelsConvertArguments(t *testing.T) {
 	var m onnxpb.ModelProto
 	if b, err := os.ReadFile(in); err != nil || proto.Unmarshal(b, &m) != nil || m.GetGraph().GetInitializer()[0].GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
 		t.Errorf("input model changed: %v", err)
+	}
+}
+
+// --pixels and --fp16 together: the pixel input stays UINT8, the Cast
+// that reads it targets float16, and the normalisation comes from
+// --config.
+func TestModelsConvertPixelsFP16(t *testing.T) {
+	dir := t.TempDir()
+	g := &onnxpb.Graph{}
+	g.FloatInit("w", []int64{1, 3, 2, 2}, func(i int) float32 { return float32(i) })
+	g.Node("Add", "add", "y", []string{"x", "w"})
+	in := testutil.WriteModel(t, dir, "img.onnx", &onnxpb.ModelProto{
+		IrVersion:   proto.Int64(8),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(17)}},
+		Graph: &onnxpb.GraphProto{
+			Name: proto.String("img"), Node: g.Nodes, Initializer: g.Inits,
+			Input:  []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("x", onnxpb.DimParam("N"), onnxpb.Dim(3), onnxpb.Dim(2), onnxpb.Dim(2))},
+			Output: []*onnxpb.ValueInfoProto{onnxpb.FloatTensor("y", onnxpb.DimParam("N"), onnxpb.Dim(3), onnxpb.Dim(2), onnxpb.Dim(2))},
+		},
+	})
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte("preprocess: {scale: 2, mean: [1], std: [4]}\n"), 0o644)
+	out := filepath.Join(dir, "px16.onnx")
+	var stdout bytes.Buffer
+	if code := run([]string{"models", "convert", "--pixels", "--fp16", "--config", cfg, in, out}, &stdout, &stdout, func(string) string { return "" }); code != 0 {
+		t.Fatalf("exit %d: %s", code, stdout.String())
+	}
+	for _, want := range []string{"c.yaml's normalisation in the graph (scale 2, mean [1], std [4])", "float16, float32 inputs and outputs"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output %q lacks %q", stdout.String(), want)
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if dt := m.GetGraph().GetInput()[0].GetType().GetTensorType().GetElemType(); dt != int32(onnxpb.TensorProto_UINT8) {
+		t.Errorf("input type %d, want UINT8", dt)
+	}
+	cast := m.GetGraph().GetNode()[0]
+	if cast.GetOpType() != "Cast" || cast.GetAttribute()[0].GetI() != int64(onnxpb.TensorProto_FLOAT16) {
+		t.Errorf("first node %s to %d; want a Cast to FLOAT16", cast.GetOpType(), cast.GetAttribute()[0].GetI())
+	}
+	// And ONNX Runtime runs it: (v·2 − 1)/4 + w, in float16.
+	s, err := cpuEnv(t).NewSession(out, runtime.SessionOptions{Kind: runtime.KindCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	px := []float32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+	got := make([]float32, 12)
+	if err := s.Run(px, 1, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range px {
+		if want := (v*2-1)/4 + float32(i); got[i] != want {
+			t.Errorf("element %d = %v, want %v", i, got[i], want)
+		}
 	}
 }

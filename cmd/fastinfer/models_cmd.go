@@ -13,16 +13,20 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"fastinfer/batching"
 	"fastinfer/models"
 	"fastinfer/models/fp16"
+	"fastinfer/models/onnxpb"
+	"fastinfer/models/pixels"
 	"fastinfer/models/resnet"
 	"fastinfer/runtime"
 )
 
 func modelsCmd(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: fastinfer models build ARCH --out DIR | fastinfer models list [--models DIR] | fastinfer models convert --fp16 [--fp16-io] IN.onnx OUT")
+		fmt.Fprintln(stderr, "usage: fastinfer models build ARCH --out DIR | fastinfer models list [--models DIR] | fastinfer models convert [--pixels] [--fp16 [--fp16-io]] IN.onnx OUT")
 		return errUsage
 	}
 	switch args[0] {
@@ -180,9 +184,11 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("models convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	half := fs.Bool("fp16", false, "convert float32 weights and activations to float16 (the only conversion so far)")
+	half := fs.Bool("fp16", false, "convert float32 weights and activations to float16")
 	halfIO := fs.Bool("fp16-io", false, "with --fp16: make the graph's inputs and outputs float16 too, instead of keeping them float32 behind Cast nodes: batches move half the bytes to the GPU, and the server converts float32 requests")
-	fs.Usage = usageWithEnv(fs, "fastinfer models convert --fp16 [--fp16-io] IN.onnx OUT\n\n"+
+	pix := fs.Bool("pixels", false, "move the input's normalisation (preprocess scale, mean, std) into the graph, which then takes UINT8 pixels: a quarter of float32's bytes at every copy")
+	cfgPath := fs.String("config", "", "with --pixels: the config.yaml whose preprocess section to embed (default: IN's model folder's, as IN is MODEL/N/model.onnx in a repository, else ImageNet's)")
+	fs.Usage = usageWithEnv(fs, "fastinfer models convert [--pixels [--config FILE]] [--fp16 [--fp16-io]] IN.onnx OUT\n\n"+
 		"OUT is the file to write when it ends in .onnx; otherwise it is a folder (created\n"+
 		"if needed) that gets "+models.ModelFile+". IN is never overwritten.")
 	// Flags may come before, between or after the two paths.
@@ -196,9 +202,9 @@ func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) 
 		}
 		paths, rest = append(paths, fs.Arg(0)), fs.Args()[1:]
 	}
-	if len(paths) != 2 || !*half {
+	if len(paths) != 2 || !*half && !*pix {
 		if len(paths) == 2 {
-			fmt.Fprintln(stderr, "fastinfer models convert: nothing to do without --fp16")
+			fmt.Fprintln(stderr, "fastinfer models convert: nothing to do without --fp16 or --pixels")
 		}
 		fs.Usage()
 		return errUsage
@@ -216,9 +222,25 @@ func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) 
 	if err != nil {
 		return err
 	}
-	b, r, err := float16Model(data, fp16.Options{Float16IO: *halfIO})
-	if err != nil {
-		return fmt.Errorf("converting %s: %w", in, err)
+	b := data
+	var notes []string
+	if *pix {
+		var note string
+		if b, note, err = pixelModel(b, in, *cfgPath); err != nil {
+			return fmt.Errorf("converting %s: %w", in, err)
+		}
+		notes = append(notes, note)
+	}
+	if *half {
+		var r fp16.Report
+		if b, r, err = float16Model(b, fp16.Options{Float16IO: *halfIO}); err != nil {
+			return fmt.Errorf("converting %s: %w", in, err)
+		}
+		edge := "float32"
+		if *halfIO {
+			edge = "float16"
+		}
+		notes = append(notes, fmt.Sprintf("float16, %s inputs and outputs: %v", edge, r))
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
@@ -226,13 +248,47 @@ func modelsConvert(args []string, stdout, stderr io.Writer, getenv func(string) 
 	if err := models.WriteFileAtomic(filepath.Dir(out), filepath.Base(out), b); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
-	edge := "float32"
-	if *halfIO {
-		edge = "float16"
-	}
-	fmt.Fprintf(stdout, "wrote %s (float16, %s inputs and outputs, %d → %d bytes) in %s: %v\n",
-		out, edge, len(data), len(b), time.Since(start).Round(time.Millisecond), r)
+	fmt.Fprintf(stdout, "wrote %s (%d → %d bytes) in %s:\n  %s\n",
+		out, len(data), len(b), time.Since(start).Round(time.Millisecond), strings.Join(notes, "\n  "))
 	return nil
+}
+
+// pixelModel embeds a preprocess section's normalisation in the encoded
+// model (models/pixels), from cfgPath, or the config.yaml of the model
+// folder holding in, or ImageNet's; the note says which, and what the
+// served model's config.yaml must then leave out.
+func pixelModel(data []byte, in, cfgPath string) ([]byte, string, error) {
+	from := "ImageNet's normalisation"
+	p := models.ImageNet()
+	if cfgPath == "" {
+		guess := filepath.Join(filepath.Dir(filepath.Dir(in)), models.ConfigFile)
+		if _, err := os.Stat(guess); err == nil {
+			cfgPath = guess
+		}
+	}
+	var input string
+	if cfgPath != "" {
+		raw, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return nil, "", err
+		}
+		c, err := models.ParseConfig(raw)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", cfgPath, err)
+		}
+		p, input, from = *c.Preprocess, c.Input, cfgPath+"'s normalisation"
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(data, &m); err != nil {
+		return nil, "", fmt.Errorf("not an ONNX model: %w", err)
+	}
+	px, err := pixels.Embed(&m, pixels.Options{Input: input, Layout: p.Layout, Scale: p.Scale, Mean: p.Mean, Std: p.Std})
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := proto.Marshal(px)
+	note := fmt.Sprintf("UINT8 pixel input, %s in the graph (scale %g, mean %v, std %v): serve it with a preprocess section without scale, mean and std", from, p.Scale, p.Mean, p.Std)
+	return b, note, err
 }
 
 // sameFile says whether paths a and b name the same file: the same inode
