@@ -45,6 +45,14 @@ func fuzzServer(maxImages int) *Server {
 	grid.InputLen = 4
 	// The fake Preprocess writes two floats; grid is only used by v2.
 	s.AddModel(grid)
+	// Inputs of other datatypes: their rows reach InferBytes converted,
+	// never Infer (which panics on them).
+	half, _ := typedModel("FP16")
+	half.Name = "half"
+	s.AddModel(half)
+	px, _ := typedModel("UINT8")
+	px.Name = "pixels"
+	s.AddModel(px)
 	s.SetReady(true)
 	return s
 }
@@ -83,6 +91,8 @@ var v2Paths = []string{
 	"/v2/models/toy/versions/1/infer",
 	"/v2/models/grid/infer",
 	"/v2/models/toy/infer?priority=2&timeout_ms=50",
+	"/v2/models/half/infer",
+	"/v2/models/pixels/infer",
 }
 
 func FuzzV2Infer(f *testing.F) {
@@ -120,6 +130,10 @@ func FuzzV2Infer(f *testing.F) {
 	bin(hdr("FP32", "[1,2,2,1]", 16, ``), fp32Bytes(1, 2, 3, 4), 2)
 	bin(hdr("UINT8", "[1,2]", 2, `,"parameters":{"binary_data_output":true}`), []byte{1, 2}, 0)
 	bin(hdr("FP32", "[1,2]", 12, ``), fp32Bytes(1, 2, 3), 0)
+	bin(hdr("FP16", "[1,2]", 4, ``), []byte{0x00, 0x3c, 0x00, 0x7c}, 4)
+	bin(hdr("FP32", "[1,2]", 8, ``), fp32Bytes(1, 70000), 4)
+	bin(hdr("UINT8", "[2,2]", 4, ``), []byte{1, 2, 3, 255}, 5)
+	bin(hdr("FP32", "[1,2]", 8, ``), fp32Bytes(1.5, 2), 5)
 	f.Add([]byte(hdr("FP32", "[1,2]", 8, ``)), "9999", true, uint8(0))
 	f.Add([]byte(hdr("FP32", "[1,2]", 8, ``)), "-1", true, uint8(0))
 	f.Add([]byte(hdr("FP32", "[1,2]", 8, ``)), " 12", true, uint8(0))
@@ -200,7 +214,7 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 	if err := strictJSON(head, &r); err != nil {
 		t.Fatalf("200 header is not the documented JSON (%v): %q", err, head)
 	}
-	if len(r.Outputs) != 1 || r.Outputs[0].Name != "logits" || (r.ModelName != "toy" && r.ModelName != "grid") || r.ModelVersion != "1" {
+	if len(r.Outputs) != 1 || r.Outputs[0].Name != "logits" || !slices.Contains([]string{"toy", "grid", "half", "pixels"}, r.ModelName) || r.ModelVersion != "1" {
 		t.Fatalf("200 with unexpected answer %q", head)
 	}
 	o := r.Outputs[0]
@@ -266,7 +280,7 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 	if err := json.Unmarshal(reqBody[:n], &req); err != nil || len(req.Inputs) != 1 {
 		t.Fatalf("200 for a request header that does not parse: %v", err)
 	}
-	perRow := map[string]uint64{"toy": 2, "grid": 4}[r.ModelName]
+	perRow := map[string]uint64{"toy": 2, "grid": 4, "half": 2, "pixels": 2}[r.ModelName]
 	shape := req.Inputs[0].Shape
 	if len(shape) == 0 || shape[0] != int64(rows) {
 		t.Fatalf("request shape %v answered with %d rows", shape, rows)
