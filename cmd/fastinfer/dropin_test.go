@@ -25,6 +25,7 @@ import (
 
 	"fastinfer/internal/testutil"
 	"fastinfer/models/onnxpb"
+	"fastinfer/models/pixels"
 )
 
 // Of a model with two outputs, logits and their softmax, the server serves
@@ -311,13 +312,19 @@ func TestModelsListPlans(t *testing.T) {
 	write("fixed-probs", tinyClassifier(onnxpb.Dim(1)), gray+"output: probs\n")
 	write("no-section", tinyClassifier(onnxpb.DimParam("N")), "")                                                 // ImageNet's does not fit
 	write("wrong-colour", tinyClassifier(onnxpb.DimParam("N")), "preprocess: {color: rgb, resize: 2, crop: 2}\n") // asked for, and wrong
+	px, err := pixels.Embed(tinyClassifier(onnxpb.DimParam("N")), pixels.Options{Scale: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("pixels", px, gray) // a datatype other than FP32 is named
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"models", "list", "--models", repo}, &stdout, &stderr, func(string) string { return "" })
-	want := `MODEL         SERVED  VERSIONS  LABELS  INPUT         PREPROCESS                 BATCH    SCORES
-dynamic       1       1         0       x [-1 1 2 2]  resize 2 crop 2 gray nchw  dynamic  logits
-fixed-probs   1       1         0       x [1 1 2 2]   resize 2 crop 2 gray nchw  fixed 1  probabilities
-no-section    1       1         0       x [-1 1 2 2]  none (tensors only)        dynamic  logits
-wrong-colour  1       1         0       ?             ?                          ?        ?
+	want := `MODEL         SERVED  VERSIONS  LABELS  INPUT               PREPROCESS                 BATCH    SCORES
+dynamic       1       1         0       x [-1 1 2 2]        resize 2 crop 2 gray nchw  dynamic  logits
+fixed-probs   1       1         0       x [1 1 2 2]         resize 2 crop 2 gray nchw  fixed 1  probabilities
+no-section    1       1         0       x [-1 1 2 2]        none (tensors only)        dynamic  logits
+pixels        1       1         0       x UINT8 [-1 1 2 2]  resize 2 crop 2 gray nchw  dynamic  logits
+wrong-colour  1       1         0       ?                   ?                          ?        ?
 `
 	if got := stdout.String(); got != want {
 		t.Errorf("models list printed\n%s\nwant\n%s", got, want)

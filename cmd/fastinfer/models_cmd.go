@@ -154,6 +154,9 @@ func servingPlan(env *runtime.Env, m models.Model) (listPlan, error) {
 		return plan, err
 	}
 	plan.input = fmt.Sprintf("%s %v", in.Name, in.Shape)
+	if in.DataType != "FP32" {
+		plan.input = fmt.Sprintf("%s %s %v", in.Name, in.DataType, in.Shape)
+	}
 	spec, _, tensorsOnly, err := imageSpec(m.Config, ins)
 	switch {
 	case err != nil:
