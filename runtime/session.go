@@ -43,8 +43,7 @@ const (
 
 // Session is one ONNX Runtime session over a model's input (FP32, FP16 or
 // UINT8) and output (FP32 or FP16), each with the batch as its first
-// dimension. Run is safe for concurrent use (ORT
-// sessions are).
+// dimension. Run is safe for concurrent use (ORT sessions are).
 type Session struct {
 	sess           *ort.DynamicAdvancedSession
 	inputs         []TensorInfo
@@ -244,10 +243,10 @@ func appendLegacyCUDA(opts *ort.SessionOptions, device int, tuning map[string]st
 }
 
 // Run executes batch rows: in holds batch*InputLen() floats, out receives
-// batch*OutputLen() floats. On a FP32 model both are used in place; on
-// others in is converted to the input's type (FP16 rounds to nearest,
-// UINT8 rounds and clamps to 0..255) and the output widened to float32.
-// It allocates: the served path is a Binding's.
+// batch*OutputLen() floats. FP32 buffers are used in place; an input of
+// another type is converted into a new buffer first (FP16 rounds to
+// nearest, UINT8 rounds and clamps to 0..255), and a FP16 output is
+// widened into out. The served path is a Binding's.
 func (s *Session) Run(in []float32, batch int, out []float32) error {
 	if s.graph {
 		// Host tensors would be copied to the device at capture only.
@@ -258,8 +257,11 @@ func (s *Session) Run(in []float32, batch int, out []float32) error {
 			ErrShape, batch, batch*s.inLen, batch*s.outLen, len(in), len(out))
 	}
 	in, out = in[:batch*s.inLen], out[:batch*s.outLen]
-	inB := make([]byte, len(in)*s.inType.size)
-	dtype.Encode(s.in.DataType, inB, in)
+	inB := dtype.Bytes(in)
+	if s.inType != elemFP32 {
+		inB = make([]byte, len(in)*s.inType.size)
+		dtype.Encode(s.in.DataType, inB, in)
+	}
 	outB := dtype.Bytes(out)
 	if s.outType != elemFP32 {
 		outB = make([]byte, len(out)*s.outType.size)
