@@ -28,7 +28,7 @@ import (
 )
 
 // manifestDirs are the folders of YAML manifests, relative to the repository.
-var manifestDirs = []string{"deploy/k8s", "deploy/kserve"}
+var manifestDirs = []string{"deploy/k8s", "deploy/kserve", "deploy/kserve-grpc"}
 
 // kinds maps apiVersion/kind to the Go type a document must decode into.
 var kinds = map[string]func() any{
@@ -115,8 +115,10 @@ type bundle struct {
 	ns      *corev1.Namespace
 	hpa     *autoscalingv2.HorizontalPodAutoscaler
 	pm      *PodMonitor
-	sr      *ServingRuntime
-	isvc    *InferenceService
+	sr      *ServingRuntime   // deploy/kserve: HTTP
+	isvc    *InferenceService // deploy/kserve
+	grpcSR  *ServingRuntime   // deploy/kserve-grpc: gRPC
+	grpcIS  *InferenceService // deploy/kserve-grpc
 	kust    map[string]*Kustomization // by folder
 	files   map[string][]string       // YAML files by folder
 	objects map[string]string         // "Kind/name" -> file, for duplicates
@@ -181,9 +183,17 @@ func loadBundle(t testing.TB) *bundle {
 				case *PodMonitor:
 					setOnce(t, &b.pm, o, where)
 				case *ServingRuntime:
-					setOnce(t, &b.sr, o, where)
+					if dir == "deploy/kserve-grpc" {
+						setOnce(t, &b.grpcSR, o, where)
+					} else {
+						setOnce(t, &b.sr, o, where)
+					}
 				case *InferenceService:
-					setOnce(t, &b.isvc, o, where)
+					if dir == "deploy/kserve-grpc" {
+						setOnce(t, &b.grpcIS, o, where)
+					} else {
+						setOnce(t, &b.isvc, o, where)
+					}
 				case *Kustomization:
 					if name != "kustomization.yaml" {
 						t.Errorf("%s: a Kustomization must be called kustomization.yaml", where)
@@ -200,6 +210,7 @@ func loadBundle(t testing.TB) *bundle {
 		"Deployment": b.dep == nil, "Service": b.svc == nil, "PersistentVolumeClaim": b.pvc == nil,
 		"Secret (example)": b.secret == nil, "Namespace": b.ns == nil, "HorizontalPodAutoscaler": b.hpa == nil,
 		"PodMonitor": b.pm == nil, "ServingRuntime": b.sr == nil, "InferenceService": b.isvc == nil,
+		"ServingRuntime (gRPC)": b.grpcSR == nil, "InferenceService (gRPC)": b.grpcIS == nil,
 	} {
 		if missing {
 			t.Errorf("no %s manifest", what)
@@ -463,7 +474,7 @@ var bundleChecks = []bundleCheck{
 			if ps.RunAsUser == nil || strconv.FormatInt(*ps.RunAsUser, 10) != uid {
 				return fmt.Errorf("pod runAsUser %s, the image's USER is %s", deref(ps.RunAsUser), uid)
 			}
-			for _, c := range append(b.dep.Spec.Template.Spec.Containers, b.sr.Spec.Containers...) {
+			for _, c := range slices.Concat(b.dep.Spec.Template.Spec.Containers, b.sr.Spec.Containers, b.grpcSR.Spec.Containers) {
 				sc := c.SecurityContext
 				if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 					return fmt.Errorf("container %s: allowPrivilegeEscalation is not false", c.Name)
@@ -485,6 +496,7 @@ var bundleChecks = []bundleCheck{
 			func(b *bundle) { *b.dep.Spec.Template.Spec.SecurityContext.RunAsUser = 0 },
 			func(b *bundle) { *b.container().SecurityContext.AllowPrivilegeEscalation = true },
 			func(b *bundle) { b.sr.Spec.Containers[0].SecurityContext = nil },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].SecurityContext.Capabilities = nil },
 		},
 	},
 	{
@@ -761,7 +773,7 @@ var bundleChecks = []bundleCheck{
 		name: "the images are the one Dockerfile.gpu builds, overridable through kustomize",
 		check: func(t testing.TB, b *bundle) error {
 			want := "fastinfer"
-			for _, img := range []string{b.container().Image, b.sr.Spec.Containers[0].Image} {
+			for _, img := range []string{b.container().Image, b.sr.Spec.Containers[0].Image, b.grpcSR.Spec.Containers[0].Image} {
 				if imageName(img) != want {
 					return fmt.Errorf("image %q is not %s:<tag>", img, want)
 				}
@@ -776,6 +788,56 @@ var bundleChecks = []bundleCheck{
 		breaks: []func(*bundle){
 			func(b *bundle) { b.container().Image = "fastinfr:gpu" },
 			func(b *bundle) { b.kust["deploy/kserve"].Images = nil },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].Image = "tritonserver:24.01" },
+		},
+	},
+	{
+		name: "the gRPC InferenceService runs fastinfer-grpc over grpc-v2, gRPC on the h2c port",
+		check: func(t testing.TB, b *bundle) error {
+			m := b.grpcIS.Spec.Predictor.Model
+			if m == nil || m.Runtime == nil || *m.Runtime != b.grpcSR.Name || b.grpcSR.Name == b.sr.Name {
+				return fmt.Errorf("the gRPC InferenceService's runtime is not the gRPC ServingRuntime %q (and that must not be the HTTP one's name)", b.grpcSR.Name)
+			}
+			if m.ProtocolVersion == nil || *m.ProtocolVersion != "grpc-v2" || !slices.Equal(b.grpcSR.Spec.ProtocolVersions, []string{"grpc-v2"}) {
+				return fmt.Errorf("protocolVersion %s and runtime protocolVersions %v; want grpc-v2 for both", deref(m.ProtocolVersion), b.grpcSR.Spec.ProtocolVersions)
+			}
+			if m.StorageURI == nil || !regexp.MustCompile(`^pvc://`+regexp.QuoteMeta(b.pvc.Name)+`(/.*)?$`).MatchString(*m.StorageURI) {
+				return fmt.Errorf("storageUri %s is not on the PVC %s", deref(m.StorageURI), b.pvc.Name)
+			}
+			if err := checkOneGPU("gRPC InferenceService", m.Resources); err != nil {
+				return err
+			}
+			if len(b.grpcSR.Spec.Containers) != 1 || b.grpcSR.Spec.Containers[0].Name != "kserve-container" {
+				return errors.New("the gRPC ServingRuntime must have one container, named kserve-container")
+			}
+			c := &b.grpcSR.Spec.Containers[0]
+			vals, err := checkServeConfig(t, c)
+			if err != nil {
+				return err
+			}
+			if vals["models"] != "/mnt/models" {
+				return fmt.Errorf("--models %q; KServe mounts the storageUri at /mnt/models", vals["models"])
+			}
+			// KServe routes one port; Knative speaks HTTP/2 cleartext only
+			// to a port named h2c.
+			if len(c.Ports) != 1 || c.Ports[0].Name != "h2c" || strconv.Itoa(int(c.Ports[0].ContainerPort)) != addrPort(vals["grpc-addr"]) {
+				return fmt.Errorf("ports %v and --grpc-addr %q: want one port, named h2c, the gRPC one", c.Ports, vals["grpc-addr"])
+			}
+			p := c.ReadinessProbe
+			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/v2/health/ready" || p.HTTPGet.Port.String() != addrPort(vals["addr"]) || addrPort(vals["addr"]) == "" {
+				return fmt.Errorf("readinessProbe %+v: want GET /v2/health/ready on the HTTP port of --addr %q", p, vals["addr"])
+			}
+			return nil
+		},
+		breaks: []func(*bundle){
+			func(b *bundle) { *b.grpcIS.Spec.Predictor.Model.ProtocolVersion = "v2" },
+			func(b *bundle) { b.grpcSR.Spec.ProtocolVersions = []string{"v2"} },
+			func(b *bundle) { *b.grpcIS.Spec.Predictor.Model.Runtime = "fastinfer" },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].Ports[0].Name = "grpc" },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].Args[6] = ":9001" },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstr.FromInt32(9000) },
+			func(b *bundle) { b.grpcSR.Spec.Containers[0].Args[6] = "" },
+			func(b *bundle) { delete(b.grpcIS.Spec.Predictor.Model.Resources.Limits, "nvidia.com/gpu") },
 		},
 	},
 }
