@@ -150,6 +150,30 @@ func TestSessionDatatypeRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "input x is INT64; fastinfer serves FP32, FP16 or UINT8 inputs") {
 		t.Errorf("INT64 input: %v", err)
 	}
+	// An INT64 argmax output first, the scores second: the error names
+	// the one to serve.
+	argmax := testutil.ModelFile(t, "tiny-argmax", func() (*onnxpb.ModelProto, error) {
+		m := tinyModelProto()
+		g := m.Graph
+		g.Node = append(g.Node, &onnxpb.NodeProto{
+			Name: proto.String("argmax"), OpType: proto.String("ArgMax"), Input: []string{"y"}, Output: []string{"label"},
+			Attribute: []*onnxpb.AttributeProto{{Name: proto.String("axis"), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(1)}},
+		})
+		label := floatValueInfo("label", &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "N"}},
+			&onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 1}})
+		label.Type.GetTensorType().ElemType = proto.Int32(int32(onnxpb.TensorProto_INT64))
+		g.Output = append([]*onnxpb.ValueInfoProto{label}, g.Output...)
+		return m, nil
+	})
+	_, err = e.NewSession(argmax, SessionOptions{})
+	if err == nil || !strings.Contains(err.Error(), "output label is INT64; fastinfer serves FP32 or FP16 outputs (output y is FP32: name it in config.yaml, output: y)") {
+		t.Errorf("argmax output first: %v", err)
+	}
+	if s, err := e.NewSession(argmax, SessionOptions{Output: "y"}); err != nil {
+		t.Errorf("with the scores named: %v", err)
+	} else {
+		s.Close()
+	}
 }
 
 // A FP16 session's pinned buffers are half the bytes of a FP32 one's:

@@ -107,7 +107,16 @@ func (e *Env) NewSession(path string, o SessionOptions) (*Session, error) {
 		return nil, fmt.Errorf("%s: input %s is %s; fastinfer serves %s inputs", path, s.in.Name, s.in.DataType, ServedInputTypes)
 	}
 	if s.outType, ok = servedOutput[s.out.DataType]; !ok {
-		return nil, fmt.Errorf("%s: output %s is %s; fastinfer serves %s outputs", path, s.out.Name, s.out.DataType, ServedOutputTypes)
+		hint := ""
+		for _, o := range s.outputs {
+			if _, fits := servedOutput[o.DataType]; fits && o.Name != s.out.Name {
+				// Exporters often put an INT64 argmax first and the
+				// scores after it.
+				hint = fmt.Sprintf(" (output %s is %s: name it in config.yaml, output: %s)", o.Name, o.DataType, o.Name)
+				break
+			}
+		}
+		return nil, fmt.Errorf("%s: output %s is %s; fastinfer serves %s outputs%s", path, s.out.Name, s.out.DataType, ServedOutputTypes, hint)
 	}
 	if s.inRow, err = rowShape(s.in, o.RowShape); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
