@@ -8,8 +8,12 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"fastinfer/batching"
 	"fastinfer/internal/dtype"
+	"fastinfer/server/inferpb"
 	"fastinfer/vision/guard"
 )
 
@@ -147,5 +151,44 @@ func TestInputDatatypeWithoutInferBytes(t *testing.T) {
 	r := ts.doInfer(t, "/v2/models/typed/infer", "", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[1,2],"data":[1,2]}]}`))
 	if r.status != 500 {
 		t.Errorf("status %d %s; want 500", r.status, r.body)
+	}
+}
+
+// gRPC takes the same paths: raw_input_contents in the model's datatype
+// as sent, typed contents converted and checked.
+func TestInputDatatypesGRPC(t *testing.T) {
+	fp16m, fp16Got := typedModel("FP16")
+	u8m, u8Got := typedModel("UINT8")
+	u8m.Name = "pixels"
+	ts := newTestServer(t, Options{}, fp16m, u8m)
+	c := ts.grpcClient(t)
+	in := func(dt string) []*inferpb.ModelInferRequest_InferInputTensor {
+		return []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: dt, Shape: []int64{1, 2}}}
+	}
+	for _, tt := range []struct {
+		name string
+		req  *inferpb.ModelInferRequest
+		got  func() []byte
+		want []byte
+		code codes.Code
+	}{
+		{"fp16 raw as sent", &inferpb.ModelInferRequest{ModelName: "typed", Inputs: in("FP16"), RawInputContents: [][]byte{halves(3, -0.5)}}, fp16Got, halves(3, -0.5), codes.OK},
+		{"fp16 from fp32 contents", &inferpb.ModelInferRequest{ModelName: "typed", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "FP32", Shape: []int64{1, 2},
+			Contents: &inferpb.InferTensorContents{Fp32Contents: []float32{0.25, 7}}}}}, fp16Got, halves(0.25, 7), codes.OK},
+		{"uint8 raw as sent", &inferpb.ModelInferRequest{ModelName: "pixels", Inputs: in("UINT8"), RawInputContents: [][]byte{{9, 250}}}, u8Got, []byte{9, 250}, codes.OK},
+		{"uint8 from uint contents", &inferpb.ModelInferRequest{ModelName: "pixels", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "UINT8", Shape: []int64{1, 2},
+			Contents: &inferpb.InferTensorContents{UintContents: []uint32{4, 5}}}}}, u8Got, []byte{4, 5}, codes.OK},
+		{"uint8 refuses a fraction", &inferpb.ModelInferRequest{ModelName: "pixels", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "FP32", Shape: []int64{1, 2},
+			Contents: &inferpb.InferTensorContents{Fp32Contents: []float32{4, 5.5}}}}}, u8Got, nil, codes.InvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.ModelInfer(context.Background(), tt.req)
+			if status.Code(err) != tt.code {
+				t.Fatalf("%v; want %v", err, tt.code)
+			}
+			if tt.code == codes.OK && !slices.Equal(tt.got(), tt.want) {
+				t.Errorf("model was handed % x, want % x", tt.got(), tt.want)
+			}
+		})
 	}
 }
