@@ -264,12 +264,12 @@ type part struct {
 	from, rows int
 }
 
-// Do queues rows rows of in (FP32 rows: rows × inBytes/4 floats) and
-// waits until out
-// (rows × outLen floats) holds their outputs, or an error. A request whose
-// ctx ends, or whose timeout passes, while none of its rows has started is
-// removed from the queue; once rows run, Do waits for them, since workers
-// write into out.
+// Do queues rows rows of in and waits until out (rows × outLen floats)
+// holds their outputs, or an error. It is for a model whose input is
+// FP32: in holds rows × inBytes/4 floats (DoBytes takes any datatype). A
+// request whose ctx ends, or whose timeout passes, while none of its rows
+// has started is removed from the queue; once rows run, Do waits for
+// them, since workers write into out.
 func (s *Scheduler) Do(ctx context.Context, in []float32, rows int, out []float32, o RequestOptions) (Timing, error) {
 	if rows <= 0 || 4*len(in) < rows*s.inBytes || len(out) < rows*s.outLen {
 		return Timing{}, fmt.Errorf("%w: %d rows need %d input bytes and %d output floats, got %d and %d",
