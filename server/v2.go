@@ -729,9 +729,7 @@ var datatypes = map[string]datatype{
 		return firstNonFinite(dst)
 	}},
 	"FP16": {2, func(dst []float32, src []byte) int {
-		for i := range dst {
-			dst[i] = dtype.ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
-		}
+		dtype.Widen(dst, src)
 		return firstNonFinite(dst)
 	}},
 	"UINT8": {1, func(dst []float32, src []byte) int {

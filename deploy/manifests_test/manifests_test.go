@@ -115,10 +115,10 @@ type bundle struct {
 	ns      *corev1.Namespace
 	hpa     *autoscalingv2.HorizontalPodAutoscaler
 	pm      *PodMonitor
-	sr      *ServingRuntime   // deploy/kserve: HTTP
-	isvc    *InferenceService // deploy/kserve
-	grpcSR  *ServingRuntime   // deploy/kserve-grpc: gRPC
-	grpcIS  *InferenceService // deploy/kserve-grpc
+	sr      *ServingRuntime           // deploy/kserve: HTTP
+	isvc    *InferenceService         // deploy/kserve
+	grpcSR  *ServingRuntime           // deploy/kserve-grpc: gRPC
+	grpcIS  *InferenceService         // deploy/kserve-grpc
 	kust    map[string]*Kustomization // by folder
 	files   map[string][]string       // YAML files by folder
 	objects map[string]string         // "Kind/name" -> file, for duplicates
