@@ -27,6 +27,9 @@ type connListener struct {
 	mu     sync.Mutex
 	counts map[string]int
 	live   map[*connState]net.Conn
+	// tls: the connections speak TLS, so a refusal cannot be an HTTP
+	// answer written in the clear; it is a close.
+	tls bool
 }
 
 func newConnListener(ln net.Listener, max int) *connListener {
@@ -58,7 +61,11 @@ func (l *connListener) Accept() (net.Conn, error) {
 			st.ip = remoteIP(c)
 			if l.counts[st.ip] >= l.max {
 				l.mu.Unlock()
-				go refuse(c)
+				if l.tls {
+					c.Close()
+				} else {
+					go refuse(c)
+				}
 				continue
 			}
 			l.counts[st.ip]++

@@ -46,9 +46,11 @@ func (g *goneCheck) gone() bool {
 // peerClosed reports whether the other end of c has closed it: a
 // non-blocking peek sees end-of-file or a reset. Pipelined bytes, or none
 // yet, mean the client is still there. Connections that are not sockets
-// (in-memory listeners, wrappers) are taken to be open.
+// (in-memory listeners, wrappers) are taken to be open. Under TLS the
+// socket is peeked: a client that closes after TLS's close_notify alert
+// has sent bytes first, and is noticed only when the batcher answers.
 func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
+	sc, ok := netConn(c).(syscall.Conn)
 	if !ok {
 		return false
 	}

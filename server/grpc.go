@@ -38,7 +38,7 @@ import (
 // grpcServer builds the gRPC server. It is built once, by New, so that
 // Shutdown needs no lock.
 func (s *Server) grpcServer() *grpc.Server {
-	g := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// A request holds at most what an HTTP body may; grpc-go applies
 		// the limit after gzip too.
 		grpc.MaxRecvMsgSize(s.opts.MaxBodyBytes),
@@ -51,7 +51,10 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.ChainUnaryInterceptor(s.grpcRecover),
 		grpc.ChainStreamInterceptor(s.grpcStreamCount),
 		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(proto.Name)}),
-	)
+	}
+	// The client certificate check runs after grpcRecover, so a refused
+	// call is counted in the metrics.
+	g := grpc.NewServer(append(opts, s.grpcTLS()...)...)
 	inferpb.RegisterGRPCInferenceServiceServer(g, &grpcService{s: s})
 	healthpb.RegisterHealthServer(g, healthService{s.grpcHealth, s.stopping})
 	reflection.Register(g)

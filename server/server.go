@@ -6,6 +6,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"fastinfer/internal/tlsconf"
 )
 
 // Options configure a Server. Zero values give working defaults.
@@ -61,6 +64,14 @@ type Options struct {
 	// (shm.go): clients on this host may register shared memory objects
 	// for the server to map, and pass tensors through them.
 	AllowClientShm bool
+	// TLS, when set, makes both the HTTP and the gRPC listener speak TLS
+	// with it. ClientCertRequired then makes every endpoint but the
+	// health checks (which Kubernetes' probes reach without a
+	// certificate) answer only clients whose certificate verified against
+	// TLS.ClientCAs: 401 client_certificate_required, gRPC
+	// Unauthenticated.
+	TLS                *tls.Config
+	ClientCertRequired bool
 }
 
 // Server answers fastinfer's HTTP API.
@@ -213,10 +224,17 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 // Serve answers requests on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	cl := newConnListener(ln, s.opts.MaxConnsPerIP)
+	cl.tls = s.opts.TLS != nil
 	s.connsMu.Lock()
 	s.conns = append(s.conns, cl)
 	s.connsMu.Unlock()
-	return s.http.Serve(cl)
+	if !cl.tls {
+		return s.http.Serve(cl)
+	}
+	// The handshake happens on fasthttp's first read, under ReadTimeout.
+	cfg := s.opts.TLS.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	return s.http.Serve(tls.NewListener(cl, cfg))
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests to
@@ -272,6 +290,11 @@ var (
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
+	if s.opts.ClientCertRequired && !bytes.Equal(path, pathLive) && !bytes.Equal(path, pathReady) &&
+		!tlsconf.Verified(ctx.TLSConnectionState()) {
+		writeError(ctx, errClientCert)
+		return
+	}
 	switch {
 	case bytes.HasPrefix(path, pathV1Models):
 		s.v1Models(ctx, path[len(pathV1Models):])
