@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -33,15 +35,19 @@ const grpcConns = 4
 
 // NewGRPCTensorTarget builds variants different requests of batch rows
 // each for the model's input, for the server's gRPC API at addr
-// (host:port).
-func NewGRPCTensorTarget(addr string, meta *ModelMetadata, batch, variants int, seed uint64) (*GRPCTensorTarget, error) {
+// (host:port), over TLS with tlsCfg when it is not nil.
+func NewGRPCTensorTarget(addr string, tlsCfg *tls.Config, meta *ModelMetadata, batch, variants int, seed uint64) (*GRPCTensorTarget, error) {
 	shape, tensors, err := noiseTensors(meta, batch, variants, seed)
 	if err != nil {
 		return nil, err
 	}
 	t := &GRPCTensorTarget{batch: batch, Timeout: 60 * time.Second}
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
 	for range grpcConns {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
 		if err != nil {
 			t.Close()

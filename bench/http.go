@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,11 @@ func NewClient(rawURL string) (*Client, error) {
 		Timeout: 60 * time.Second,
 	}, nil
 }
+
+// SetTLS sets the TLS configuration of an https:// client: the CAs it
+// trusts, and a client certificate for a server that requires one. Call it
+// before the first request.
+func (c *Client) SetTLS(cfg *tls.Config) { c.hc.TLSConfig = cfg }
 
 // post sends one request and classifies its outcome.
 func (c *Client) post(path, contentType string, body []byte, header [2]string) string {
@@ -105,6 +111,12 @@ func (c *Client) WaitReady(ctx context.Context) error {
 		status, _, err := c.hc.GetTimeout(nil, c.base+"/v2/health/ready", time.Second)
 		if err == nil && status == fasthttp.StatusOK {
 			return nil
+		}
+		// A certificate refused either way will not come right by waiting.
+		var verr *tls.CertificateVerificationError
+		var alert tls.AlertError
+		if errors.As(err, &verr) || errors.As(err, &alert) {
+			return fmt.Errorf("server at %s: %w", c.base, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"fastinfer/internal/testutil"
 )
 
 const toyMetadata = `{"name":"toy","versions":["1"],"platform":"onnxruntime_onnx",` +
@@ -633,5 +636,45 @@ func TestTensorTargetDatatypes(t *testing.T) {
 		if len(distinct) < 16 {
 			t.Errorf("%s: the tensor holds %d distinct byte values: not noise", tt.dt, len(distinct))
 		}
+	}
+}
+
+// Over TLS, a certificate the client does not trust fails WaitReady at
+// once instead of waiting for the deadline; the CA's pool makes it pass.
+func TestWaitReadyTLS(t *testing.T) {
+	ca := testutil.NewCA(t, "test CA")
+	certPEM, keyPEM := ca.Pair(t, "server", false, time.Now().Add(time.Hour))
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {}}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config
+		ok   bool
+	}{
+		{"untrusted", &tls.Config{}, false},
+		{"trusted", &tls.Config{RootCAs: ca.Pool()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewClient("https://" + ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetTLS(tc.cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err = c.WaitReady(ctx)
+			if tc.ok && err != nil || !tc.ok && (err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "certificate")) {
+				t.Fatalf("WaitReady = %v", err)
+			}
+		})
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -48,6 +50,7 @@ type benchConfig struct {
 	repeat                       int
 	out, svg, description        string
 	seed                         uint64
+	tlsCA, tlsCert, tlsKey       string
 }
 
 func benchFlags(fs *flag.FlagSet) *benchConfig {
@@ -79,6 +82,9 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.svg, "svg", "", "write a latency/throughput plot to this SVG file")
 	fs.StringVar(&c.description, "description", "", "free text stored in the results")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed for tensor contents and Poisson arrivals")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM CA certificates to trust, and speak TLS: to an https:// --url and its gRPC API, or to the started server (give it its pair in --serve-flags)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM client certificate, for a server with --tls-client-ca")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.IntVar(&c.repeat, "repeat", 1, "run the whole sweep this many times, alternating targets, and report medians (for noisy machines)")
 	return c
 }
@@ -189,6 +195,10 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		return nil, errors.New("give --model")
 	}
 
+	tlsCfg, err := c.clientTLS()
+	if err != nil {
+		return nil, err
+	}
 	res := &bench.Results{Schema: bench.SchemaVersion, Meta: benchMeta(c)}
 	var client *bench.Client
 	var tensorT, grpcT, shmT, imageT bench.Target
@@ -197,7 +207,7 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		// beside the same idle-or-busy server process.
 		url, grpcAddr := c.url, c.grpcAddr
 		if url == "" {
-			u, g, stopServer, err := startServer(ctx, c, contains(targets, "grpc"), contains(targets, "shm"), progress)
+			u, g, stopServer, err := startServer(ctx, c, tlsCfg, contains(targets, "grpc"), contains(targets, "shm"), progress)
 			if err != nil {
 				return res, err
 			}
@@ -208,6 +218,12 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		}
 		if client, err = bench.NewClient(url); err != nil {
 			return res, err
+		}
+		if tlsCfg != nil {
+			if !strings.HasPrefix(url, "https://") {
+				return res, fmt.Errorf("--tls-ca is given, but --url %s is not https://", url)
+			}
+			client.SetTLS(tlsCfg)
 		}
 		if err := client.WaitReady(ctx); err != nil {
 			return res, err
@@ -224,7 +240,7 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 				}
 			}
 			if contains(targets, "grpc") {
-				g, err := bench.NewGRPCTensorTarget(grpcAddr, meta, c.batch, 8, c.seed)
+				g, err := bench.NewGRPCTensorTarget(grpcAddr, tlsCfg, meta, c.batch, 8, c.seed)
 				if err != nil {
 					return res, err
 				}
@@ -593,7 +609,11 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 // startServer runs `fastinfer serve` on a free loopback port, and its
 // gRPC API on another when withGRPC (with client shared memory when
 // withShm), until the returned stop is called.
-func startServer(ctx context.Context, c *benchConfig, withGRPC, withShm bool, log io.Writer) (string, string, func(), error) {
+func startServer(ctx context.Context, c *benchConfig, tlsCfg *tls.Config, withGRPC, withShm bool, log io.Writer) (string, string, func(), error) {
+	scheme := "http://"
+	if tlsCfg != nil {
+		scheme = "https://"
+	}
 	addr, err := freePort()
 	if err != nil {
 		return "", "", nil, err
@@ -642,8 +662,11 @@ func startServer(ctx context.Context, c *benchConfig, withGRPC, withShm bool, lo
 		case <-readyCtx.Done():
 		}
 	}()
-	client, err := bench.NewClient("http://" + addr)
+	client, err := bench.NewClient(scheme + addr)
 	if err == nil {
+		if tlsCfg != nil {
+			client.SetTLS(tlsCfg)
+		}
 		err = client.WaitReady(readyCtx)
 	}
 	cancel()
@@ -651,7 +674,35 @@ func startServer(ctx context.Context, c *benchConfig, withGRPC, withShm bool, lo
 		stop()
 		return "", "", nil, fmt.Errorf("server %s %s: %w", self, strings.Join(args, " "), err)
 	}
-	return "http://" + addr, grpcAddr, stop, nil
+	return scheme + addr, grpcAddr, stop, nil
+}
+
+// clientTLS is the load generator's TLS configuration, or nil without
+// --tls-ca: the CAs to trust, and the client pair when given.
+func (c *benchConfig) clientTLS() (*tls.Config, error) {
+	if c.tlsCA == "" {
+		if c.tlsCert != "" || c.tlsKey != "" {
+			return nil, errors.New("--tls-cert and --tls-key need --tls-ca (the CA that signed the server's certificate)")
+		}
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.tlsCA)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", c.tlsCA)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if c.tlsCert != "" || c.tlsKey != "" {
+		pair, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // freePort is a loopback address with a port free a moment ago.

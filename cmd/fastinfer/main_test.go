@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -161,19 +162,25 @@ func startServe(t testing.TB, repo string, extra ...string) (string, *testutil.B
 	started := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, log, started) }()
-	var addr string
+	var addr, gaddr string
 	select {
 	case l := <-started:
-		addr = l.http
-		grpcAddrs.Store("http://"+addr, l.grpc)
+		addr, gaddr = l.http, l.grpc
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v", err)
 	}
-	base := "http://" + addr
+	base, poll := "http://"+addr, http.DefaultClient
+	if cfg.tls.Enabled() {
+		// The test verifies the server's certificate itself; readiness
+		// needs no client certificate.
+		base = "https://" + addr
+		poll = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
+	grpcAddrs.Store(base, gaddr)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		r, err := http.Get(base + "/v2/health/ready")
+		r, err := poll.Get(base + "/v2/health/ready")
 		if err == nil {
 			r.Body.Close()
 			if r.StatusCode == 200 {
@@ -186,6 +193,7 @@ func startServe(t testing.TB, repo string, extra ...string) (string, *testutil.B
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	poll.CloseIdleConnections()
 	stopped := false
 	stop := func() error {
 		if stopped {

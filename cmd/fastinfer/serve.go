@@ -22,6 +22,7 @@ import (
 	"fastinfer/batching"
 	"fastinfer/cuda"
 	"fastinfer/internal/cpusched"
+	"fastinfer/internal/tlsconf"
 	"fastinfer/monitor"
 	"fastinfer/monitor/predlog"
 	"fastinfer/runtime"
@@ -69,6 +70,7 @@ type serveConfig struct {
 	stage           string
 	tensorrt        string
 	tensorrtCache   string
+	tls             tlsconf.Files
 }
 
 func serveFlags(fs *flag.FlagSet) *serveConfig {
@@ -102,6 +104,9 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.DurationVar(&c.pollInterval, "poll-interval", 10*time.Second, "how often --model-control=poll scans the repository")
 	fs.StringVar(&c.adminToken, "admin-token", "", "bearer token required by the /v2/repository endpoints (empty: none)")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token required by the inference endpoints (empty: none)")
+	fs.StringVar(&c.tls.Cert, "tls-cert", "", "PEM certificate (its chain may follow) for TLS on both the HTTP and the gRPC listener; read again when the file changes, so a rotated secret needs no restart")
+	fs.StringVar(&c.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.tls.ClientCA, "tls-client-ca", "", "PEM CA certificates: every endpoint but the health checks then requires a client certificate they signed (mutual TLS)")
 	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "serve Triton's system shared memory extension: clients on this host register POSIX shared memory objects (/dev/shm) for the server to map, and pass tensors through them instead of the socket")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -203,6 +208,14 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		// shape its own session.
 		return fmt.Errorf("--cuda-graphs needs --gpu-buckets (one session per batch size)")
 	}
+	var tlsFiles *tlsconf.Reloader
+	if cfg.tls.Enabled() {
+		// Before the runtime loads: a wrong file fails in a moment.
+		var err error
+		if tlsFiles, err = tlsconf.New(cfg.tls, log); err != nil {
+			return err
+		}
+	}
 	lib, err := runtime.ResolveLib(cfg.ortLib)
 	if err != nil {
 		return err
@@ -258,6 +271,14 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout, MaxConnsPerIP: cfg.maxConnsPerIP,
 		ReportsDir: filepath.Join(cfg.dataDir, "reports"), AllowClientShm: cfg.allowClientShm,
 	}
+	tlsMode := "off"
+	if tlsFiles != nil {
+		opts.TLS, opts.ClientCertRequired = tlsFiles.Config(), tlsFiles.ClientCertRequired()
+		tlsMode = "on"
+		if opts.ClientCertRequired {
+			tlsMode = "mutual"
+		}
+	}
 	if plog != nil {
 		opts.PredictionLog = plog
 	}
@@ -289,7 +310,7 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		running++
 		go func() { served <- srv.ServeGRPC(gln) }()
 	}
-	log.Info("listening", "addr", addrs.http, "grpc_addr", addrs.grpc, "models", cfg.models)
+	log.Info("listening", "addr", addrs.http, "grpc_addr", addrs.grpc, "tls", tlsMode, "models", cfg.models)
 	if started != nil {
 		started <- addrs
 	}
