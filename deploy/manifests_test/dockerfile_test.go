@@ -543,15 +543,21 @@ var dockerfileChecks = []dfCheck{
 				return fmt.Errorf("HEALTHCHECK %q has no CMD", hs[0].Original)
 			}
 			text := strings.Join(a[1:], " ")
-			m := regexp.MustCompile(`https?://[^/\s:]+:([0-9]+)(/v2/health/ready)\b`).FindStringSubmatch(text)
-			if m == nil {
+			// Every URL asked (over HTTP, then HTTPS for a server with TLS).
+			urls := regexp.MustCompile(`https?://[^/\s:]+:([0-9]+)(/\S*)`).FindAllStringSubmatch(text, -1)
+			if len(urls) == 0 {
 				return fmt.Errorf("HEALTHCHECK %q does not ask http://HOST:PORT/v2/health/ready", text)
 			}
-			if !serverHasRoute(t, m[2]) {
-				return fmt.Errorf("the server has no route %s", m[2])
-			}
-			if !slices.Contains(d.final().exposed(), m[1]) {
-				return fmt.Errorf("HEALTHCHECK port %s is not EXPOSEd", m[1])
+			for _, m := range urls {
+				if m[2] != "/v2/health/ready" {
+					return fmt.Errorf("HEALTHCHECK asks %s, want /v2/health/ready", m[0])
+				}
+				if !serverHasRoute(t, m[2]) {
+					return fmt.Errorf("the server has no route %s", m[2])
+				}
+				if !slices.Contains(d.final().exposed(), m[1]) {
+					return fmt.Errorf("HEALTHCHECK port %s is not EXPOSEd", m[1])
+				}
 			}
 			tool := strings.Fields(text)[0]
 			if !slices.Contains(d.final().aptInstalls(), tool) {
@@ -563,6 +569,7 @@ var dockerfileChecks = []dfCheck{
 			replaceOnce("127.0.0.1:8080/v2/health/ready", "127.0.0.1:8080/v2/health/live"),
 			replaceOnce("ca-certificates curl libopenblas0", "ca-certificates libopenblas0"),
 			replaceOnce("127.0.0.1:8080/v2/health/ready", "127.0.0.1:9090/v2/health/ready"),
+			replaceOnce("https://127.0.0.1:8080/v2/health/ready", "https://127.0.0.1:8080/v2/health/live"),
 		},
 	},
 	{
