@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"mime/multipart"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -263,11 +264,28 @@ func preprocessAll(m *Model, imgs [][]byte, in []float32, stats []ImageStats) *a
 	if len(imgs) == 1 {
 		one(0)
 	} else {
+		// A panic in a decode goroutine would end the process: it is
+		// carried back to the handler's goroutine, whose recoverer answers
+		// 500 and logs it, as for one image.
 		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var panicked any
 		for i := range imgs {
-			wg.Go(func() { one(i) })
+			wg.Go(func() {
+				defer func() {
+					if v := recover(); v != nil {
+						mu.Lock()
+						panicked = fmt.Sprintf("%v (image %d; its goroutine: %s)", v, i, debug.Stack())
+						mu.Unlock()
+					}
+				}()
+				one(i)
+			})
 		}
 		wg.Wait()
+		if panicked != nil {
+			panic(panicked)
+		}
 	}
 	for i, err := range errs {
 		if err == nil {

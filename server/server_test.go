@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -336,6 +337,25 @@ func TestPanicRecovered(t *testing.T) {
 	}
 	if !strings.Contains(ts.logs.String(), "decoder bug") {
 		t.Fatal("panic not logged")
+	}
+	if r := ts.do(t, "POST", "/v1/models/fine/classify", "image/jpeg", fixture(t, "baboon.jpg")); r.status != 200 {
+		t.Fatalf("after panic: %d %s", r.status, r.body)
+	}
+	// Several images decode on goroutines of their own: a panic there is
+	// answered and logged the same, not the end of the process.
+	var n atomic.Int32
+	m.Preprocess = func([]byte, []float32, bool) (ImageStats, error) {
+		if n.Add(1) == 2 {
+			panic("decoder bug in a goroutine")
+		}
+		return ImageStats{}, nil
+	}
+	ct, body := multipartBody(t, "image", fixture(t, "baboon.jpg"), fixture(t, "smarties.png"), fixture(t, "baboon.jpg"))
+	if r := ts.do(t, "POST", "/v1/models/toy/classify", ct, body); r.status != 500 || !strings.Contains(r.body, `"code":"internal"`) {
+		t.Fatalf("panic in a decode goroutine answered %d %s", r.status, r.body)
+	}
+	if !strings.Contains(ts.logs.String(), "decoder bug in a goroutine") {
+		t.Fatal("panic in a decode goroutine not logged")
 	}
 	if r := ts.do(t, "POST", "/v1/models/fine/classify", "image/jpeg", fixture(t, "baboon.jpg")); r.status != 200 {
 		t.Fatalf("after panic: %d %s", r.status, r.body)
