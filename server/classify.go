@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fastinfer/batching"
+	"fastinfer/internal/dtype"
 	"fastinfer/vision/guard"
 )
 
@@ -89,14 +90,30 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	}
 	rows := len(imgs)
 
-	in := m.buffer(rows * m.InputLen)
-	defer m.release(in)
 	var stats []ImageStats
 	if m.Drift != nil || s.opts.PredictionLog != nil {
 		stats = make([]ImageStats, rows)
 	}
+	// The input rows: float32, or the model's datatype written directly.
+	var inF *[]float32
+	var inB *[]byte
+	var fill func(i int, img []byte, stats bool) (ImageStats, error)
+	if dt := m.inputType(); dt != "FP32" && m.PreprocessBytes != nil && m.InferBytes != nil {
+		row := m.InputLen * dtype.Size(dt)
+		inB = m.byteBuffer(rows * row)
+		defer m.bpool.Put(inB)
+		fill = func(i int, img []byte, stats bool) (ImageStats, error) {
+			return m.PreprocessBytes(img, (*inB)[i*row:(i+1)*row], stats)
+		}
+	} else {
+		inF = m.buffer(rows * m.InputLen)
+		defer m.release(inF)
+		fill = func(i int, img []byte, stats bool) (ImageStats, error) {
+			return m.Preprocess(img, (*inF)[i*m.InputLen:(i+1)*m.InputLen], stats)
+		}
+	}
 	pre := time.Now()
-	if aerr := preprocessAll(m, imgs, *in, stats); aerr != nil {
+	if aerr := preprocessAll(imgs, fill, stats); aerr != nil {
 		return aerr
 	}
 	preDur := time.Since(pre)
@@ -106,7 +123,13 @@ func (s *Server) classifyModel(ctx *fasthttp.RequestCtx, m *Model, start time.Ti
 	defer m.release(out)
 	g := watchClient(ctx)
 	opts.Gone = g.fn
-	tm, err := m.inferFloats(context.Background(), *in, rows, *out, opts)
+	var tm batching.Timing
+	var err error
+	if inB != nil {
+		tm, err = m.InferBytes(context.Background(), *inB, rows, *out, opts)
+	} else {
+		tm, err = m.inferFloats(context.Background(), *inF, rows, *out, opts)
+	}
 	unwatchClient(g)
 	if err != nil {
 		return s.inferError(m, err)
@@ -249,13 +272,13 @@ func (s *Server) images(ctx *fasthttp.RequestCtx) ([][]byte, *apiError) {
 	}
 }
 
-// preprocessAll fills one input row per image, and each one's stats into
-// stats when it is not nil; several images decode in parallel (vision
-// bounds how many decodes run at once).
-func preprocessAll(m *Model, imgs [][]byte, in []float32, stats []ImageStats) *apiError {
+// preprocessAll fills one input row per image (fill writes row i), and
+// each one's stats into stats when it is not nil; several images decode
+// in parallel (vision bounds how many decodes run at once).
+func preprocessAll(imgs [][]byte, fill func(i int, img []byte, stats bool) (ImageStats, error), stats []ImageStats) *apiError {
 	errs := make([]error, len(imgs))
 	one := func(i int) {
-		st, err := m.Preprocess(imgs[i], in[i*m.InputLen:(i+1)*m.InputLen], stats != nil)
+		st, err := fill(i, imgs[i], stats != nil)
 		errs[i] = err
 		if stats != nil {
 			stats[i] = st

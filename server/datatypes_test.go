@@ -192,3 +192,50 @@ func TestInputDatatypesGRPC(t *testing.T) {
 		})
 	}
 }
+
+// A model with PreprocessBytes gets each image's row as PreprocessBytes
+// wrote it, in the request's order, and never goes through Preprocess.
+func TestPreprocessBytes(t *testing.T) {
+	imgs := [][]byte{fixture(t, "smarties.png"), fixture(t, "baboon.jpg")}
+	for _, dt := range []string{"FP16", "UINT8"} {
+		t.Run(dt, func(t *testing.T) {
+			m, got := typedModel(dt)
+			m.Preprocess = func([]byte, []float32, bool) (ImageStats, error) {
+				panic("a " + dt + " model with PreprocessBytes went through Preprocess")
+			}
+			var want []byte
+			row := func(w, h int) []byte {
+				if dt == "FP16" {
+					return halves(float32(w), float32(h))
+				}
+				return []byte{byte(w), byte(h)}
+			}
+			for _, img := range imgs {
+				info, err := guard.Check(img, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, row(info.Width, info.Height)...)
+			}
+			m.PreprocessBytes = func(img []byte, dst []byte, stats bool) (ImageStats, error) {
+				info, err := guard.Check(img, 0)
+				if err != nil {
+					return ImageStats{}, err
+				}
+				if len(dst) != 2*dtype.Size(dt) {
+					t.Errorf("row of %d bytes, want %d", len(dst), 2*dtype.Size(dt))
+				}
+				copy(dst, row(info.Width, info.Height))
+				return ImageStats{Width: info.Width, Height: info.Height}, nil
+			}
+			ts := newTestServer(t, Options{MaxImages: 4}, m)
+			ct, body := multipartBody(t, "image", imgs...)
+			if r := ts.do(t, "POST", "/v1/models/typed/classify", ct, body); r.status != 200 {
+				t.Fatalf("classify %d %s", r.status, r.body)
+			}
+			if g := got(); !slices.Equal(g, want) {
+				t.Errorf("rows reached the model as % x, want % x", g, want)
+			}
+		})
+	}
+}

@@ -64,7 +64,13 @@ type Model struct {
 	// vision/guard's sentinels become 400/413 answers.
 	// Nil for a model that takes tensors only; ImagesNote then says why.
 	Preprocess func(img []byte, dst []float32, stats bool) (ImageStats, error)
-	ImagesNote string
+	// PreprocessBytes, when set, is Preprocess for a model whose input is
+	// not FP32: it writes the image's tensor as InputDatatype's bytes (len
+	// InputLen times its size), with no float32 tensor made and converted
+	// after (vision.Preprocessor.IntoBytes). Without it, such a model's
+	// images go through Preprocess and are converted.
+	PreprocessBytes func(img []byte, dst []byte, stats bool) (ImageStats, error)
+	ImagesNote      string
 	// Infer runs rows images: in has rows*InputLen floats, out receives
 	// rows*Classes. batching.Scheduler.Do fits.
 	Infer func(ctx context.Context, in []float32, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error)
@@ -113,6 +119,16 @@ func (m *Model) buffer(n int) *[]float32 {
 
 func (m *Model) release(p *[]float32) { m.pool.Put(p) }
 
+// byteBuffer returns a pooled byte slice of length n.
+func (m *Model) byteBuffer(n int) *[]byte {
+	if p, ok := m.bpool.Get().(*[]byte); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	b := make([]byte, n)
+	return &b
+}
+
 // inputType is InputDatatype with its default.
 func (m *Model) inputType() string {
 	if m.InputDatatype == "" {
@@ -137,14 +153,9 @@ func (m *Model) inferFloats(ctx context.Context, in []float32, rows int, out []f
 	if m.InferBytes == nil {
 		return batching.Timing{}, errNoBytes
 	}
-	n := len(in) * dtype.Size(dt)
-	p, ok := m.bpool.Get().(*[]byte)
-	if !ok || cap(*p) < n {
-		b := make([]byte, n)
-		p = &b
-	}
+	p := m.byteBuffer(len(in) * dtype.Size(dt))
 	defer m.bpool.Put(p)
-	b := (*p)[:n]
+	b := *p
 	dtype.Encode(dt, b, in)
 	return m.InferBytes(ctx, b, rows, out, o)
 }

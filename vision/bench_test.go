@@ -5,6 +5,8 @@ package vision
 import (
 	"strings"
 	"testing"
+
+	"fastinfer/internal/dtype"
 )
 
 // BenchmarkInto: one photo to an ImageNet tensor (resize 256, crop 224),
@@ -41,6 +43,35 @@ func BenchmarkInto(b *testing.B) {
 					if _, err := p.Into(data, dst); err != nil {
 						b.Fatal(err)
 					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkIntoBytes: a photo to an FP16 or UINT8 tensor, written
+// directly (IntoBytes) against the float32 tensor converted after
+// (Into, then dtype.Encode), which is what the server did before.
+func BenchmarkIntoBytes(b *testing.B) {
+	for _, dt := range []string{"FP16", "UINT8"} {
+		for _, mode := range []string{"direct", "into+encode"} {
+			b.Run(dt+"/"+mode, func(b *testing.B) {
+				p := newP(b, imagenet, Options{})
+				data := fixture(b, "baboon.jpg")
+				f := make([]float32, imagenet.Len())
+				dst := make([]byte, imagenet.Len()*dtype.Size(dt))
+				b.ReportAllocs()
+				for b.Loop() {
+					if mode == "direct" {
+						if _, err := p.IntoBytes(data, dt, dst); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					if _, err := p.Into(data, f); err != nil {
+						b.Fatal(err)
+					}
+					dtype.Encode(dt, dst, f)
 				}
 			})
 		}

@@ -17,7 +17,7 @@ import (
 // Decoder names the image decoder this binary was built with.
 const Decoder = "opencv"
 
-func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) error {
+func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst out) error {
 	p.decodes.Add(1)
 	if info.Format == "jpeg" && !p.noDirect {
 		// EXIF-rotated photos go to OpenCV, which applies the rotation.
@@ -53,7 +53,7 @@ func (p *Preprocessor) decodeInto(data []byte, info guard.Info, dst []float32) e
 // the whole image's geometry and the crop's pixels come out exactly as
 // from a full decode (TestDirectJPEGMatchesOpenCV). errJPEGUnsupported
 // means the image is left to OpenCV (CMYK, or a header libjpeg refuses).
-func (p *Preprocessor) directJPEG(data []byte, info guard.Info, dst []float32) error {
+func (p *Preprocessor) directJPEG(data []byte, info guard.Info, dst out) error {
 	d := 1
 	if !p.noReduce {
 		d = reduction(info.Width, info.Height, p.spec.Resize)
@@ -103,8 +103,8 @@ func (p *Preprocessor) opened() {
 }
 
 // resizeCrop resizes a decoded 8-bit Mat (BGR or grey) to Spec.Resize,
-// crops its centre and writes the normalised CHW tensor into dst.
-func (p *Preprocessor) resizeCrop(img gocv.Mat, dst []float32) error {
+// crops its centre and writes the normalised tensor into dst.
+func (p *Preprocessor) resizeCrop(img gocv.Mat, dst out) error {
 	ch := p.spec.Channels()
 	wantType := gocv.MatTypeCV8UC3
 	if ch == 1 {

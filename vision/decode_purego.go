@@ -5,6 +5,7 @@ package vision
 import (
 	"fmt"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/vision/guard"
 	"fastinfer/vision/reference"
 )
@@ -16,22 +17,29 @@ import (
 // tensors, and for carrying a small binary to a GPU box to measure there.
 const Decoder = "go (nogocv build)"
 
-func (p *Preprocessor) decodeInto(data []byte, _ guard.Info, dst []float32) error {
+func (p *Preprocessor) decodeInto(data []byte, _ guard.Info, to out) error {
 	p.decodes.Add(1)
 	s := p.spec
-	out, err := reference.Preprocess(data, s.Resize, s.Crop, s.Color, s.Scale, s.Mean, s.Std)
+	planes, err := reference.Preprocess(data, s.Resize, s.Crop, s.Color, s.Scale, s.Mean, s.Std)
 	if err != nil {
 		return fmt.Errorf("vision: %w: %w", guard.ErrBadImage, err)
 	}
+	dst := to.f32
+	if dst == nil {
+		dst = make([]float32, len(planes))
+	}
 	if ch := s.Channels(); s.Layout == LayoutNHWC && ch > 1 {
-		plane := len(out) / ch
+		plane := len(planes) / ch
 		for i := range plane {
 			for c := range ch {
-				dst[i*ch+c] = out[c*plane+i]
+				dst[i*ch+c] = planes[c*plane+i]
 			}
 		}
-		return nil
+	} else {
+		copy(dst, planes)
 	}
-	copy(dst, out)
+	if to.f32 == nil {
+		dtype.Encode(to.dt, to.b, dst)
+	}
 	return nil
 }

@@ -60,7 +60,7 @@ func TestNormalize(t *testing.T) {
 			want := make([]float32, tt.spec.Len())
 			normalizeStrided(p, want, pix, stride, tt.spec.Crop)
 			got := make([]float32, tt.spec.Len())
-			p.normalize(got, pix, stride, tt.spec.Crop)
+			p.normalize(out{f32: got}, pix, stride, tt.spec.Crop)
 			if !slices.Equal(got, want) {
 				t.Errorf("normalize:\n got %v\nwant %v", got, want)
 			}
@@ -76,7 +76,7 @@ func BenchmarkNormalize(b *testing.B) {
 	dst := make([]float32, spec.Len())
 	b.Run("fused", func(b *testing.B) {
 		for b.Loop() {
-			p.normalize(dst, pix, stride, 224)
+			p.normalize(out{f32: dst}, pix, stride, 224)
 		}
 	})
 	b.Run("strided", func(b *testing.B) {
@@ -91,7 +91,7 @@ func BenchmarkNormalize(b *testing.B) {
 	}
 	b.Run("nhwc", func(b *testing.B) {
 		for b.Loop() {
-			hwc.normalize(dst, pix, stride, 224)
+			hwc.normalize(out{f32: dst}, pix, stride, 224)
 		}
 	})
 }
@@ -126,9 +126,9 @@ func TestLayoutNHWC(t *testing.T) {
 				t.Fatal(err)
 			}
 			planar := make([]float32, spec.Len())
-			nchw.normalize(planar, pix, stride, spec.Crop)
+			nchw.normalize(out{f32: planar}, pix, stride, spec.Crop)
 			got := make([]float32, spec.Len())
-			nhwc.normalize(got, pix, stride, spec.Crop)
+			nhwc.normalize(out{f32: got}, pix, stride, spec.Crop)
 			if want := interleaved(planar, spec.Channels()); !slices.Equal(got, want) {
 				t.Errorf("normalize:\n got %v\nwant %v", got, want)
 			}

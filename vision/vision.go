@@ -1,6 +1,7 @@
-// Package vision turns encoded images into normalised float32 CHW tensors
-// with OpenCV (gocv), and libjpeg directly for most JPEGs (see
-// directJPEG). It is the only cgo in this tree's image path.
+// Package vision turns encoded images into normalised CHW (or HWC)
+// tensors of float32, float16 or uint8 (IntoBytes) with OpenCV (gocv), and
+// libjpeg directly for most JPEGs (see directJPEG). It is the only cgo in
+// this tree's image path.
 //
 // Every input first goes through guard.Check, which refuses empty,
 // undecodable, truncated and oversized images before OpenCV sees a byte
@@ -13,19 +14,23 @@
 //	→ resize the shorter side to Spec.Resize (area when shrinking, bilinear when enlarging)
 //	→ centre crop Spec.Crop×Spec.Crop
 //	→ channel order (rgb, bgr or gray)
-//	→ (v*Scale - Mean[c]) / Std[c], written in CHW order into the caller's slice.
+//	→ (v*Scale - Mean[c]) / Std[c], written in CHW order into the caller's slice
+//	  (through a lookup table per channel, in the slice's datatype).
 //
 // Package vision/reference implements the same steps in pure Go for tests.
 package vision
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"runtime"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/vision/guard"
 )
 
@@ -160,6 +165,8 @@ type Preprocessor struct {
 	maxPixels int64
 	sem       chan struct{}
 	lut       [3][256]float32 // per output channel: byte value → normalised value
+	lut16     [3][256]uint16  // lut's values as float16 (dtype.Encode's rounding)
+	lut8      [3][256]uint8   // lut's values as UINT8 (rounded, clamped to 0..255)
 	srcChan   [3]int          // per output channel: channel index in the decoded Mat
 
 	// Instrumentation, read by tests.
@@ -208,6 +215,12 @@ func New(spec Spec, opt Options) (*Preprocessor, error) {
 		for v := range 256 {
 			p.lut[c][v] = (float32(v)*s.Scale - mean) / std
 		}
+		var half [512]byte
+		dtype.Encode("FP16", half[:], p.lut[c][:])
+		for v := range 256 {
+			p.lut16[c][v] = binary.LittleEndian.Uint16(half[2*v:])
+		}
+		dtype.Encode("UINT8", p.lut8[c][:], p.lut[c][:])
 		p.srcChan[c] = c
 		if s.Color == "rgb" { // OpenCV decodes to BGR
 			p.srcChan[c] = 2 - c
@@ -236,6 +249,48 @@ func (p *Preprocessor) Into(data []byte, dst []float32) (guard.Info, error) {
 	if want := p.spec.Len(); len(dst) != want {
 		return guard.Info{}, fmt.Errorf("%w: len(dst) = %d, want %d", ErrDstLen, len(dst), want)
 	}
+	return p.into(data, out{f32: dst})
+}
+
+// IntoBytes is Into for a model whose input datatype is dt (FP32, FP16
+// or UINT8): it writes the tensor's bytes into dst (Len()*dtype.Size(dt)
+// of them), each value what dtype.Encode would make of Into's. FP16 and
+// UINT8 are written directly, through lookup tables of that datatype.
+// dst must be aligned to its element size, as every Go allocation of
+// that size or more and every row of one is.
+func (p *Preprocessor) IntoBytes(data []byte, dt string, dst []byte) (guard.Info, error) {
+	switch dt {
+	case "FP32", "FP16", "UINT8":
+	default:
+		return guard.Info{}, fmt.Errorf("vision: cannot write a %s tensor; FP32, FP16 or UINT8", dt)
+	}
+	size := dtype.Size(dt)
+	if want := p.spec.Len() * size; len(dst) != want {
+		return guard.Info{}, fmt.Errorf("%w: len(dst) = %d bytes, want %d for %s", ErrDstLen, len(dst), want, dt)
+	}
+	if size > 1 && uintptr(unsafe.Pointer(unsafe.SliceData(dst)))%uintptr(size) != 0 {
+		return guard.Info{}, fmt.Errorf("vision: a %s destination must be %d-byte aligned", dt, size)
+	}
+	switch {
+	case dt == "FP32":
+		return p.into(data, out{f32: dtype.Float32s(dst)})
+	case dt == "FP16" && !hostLittleEndian:
+		// The half tables hold native uint16s; the wire wants little
+		// endian. Convert after, as a big-endian host must.
+		f := make([]float32, p.spec.Len())
+		info, err := p.into(data, out{f32: f})
+		if err == nil {
+			dtype.Encode(dt, dst, f)
+		}
+		return info, err
+	}
+	return p.into(data, out{b: dst, dt: dt})
+}
+
+var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// into checks data and the limits, then decodes it into dst.
+func (p *Preprocessor) into(data []byte, dst out) (guard.Info, error) {
 	if len(data) > math.MaxInt32 { // gocv hands OpenCV the length as a C int
 		return guard.Info{}, fmt.Errorf("vision: %w: %d bytes of encoded data", guard.ErrTooLarge, len(data))
 	}
@@ -270,34 +325,61 @@ func fitShorter(w, h, side int) (int, int) {
 
 func roundDiv(a, b int64) int { return int((2*a + b) / (2 * b)) }
 
+// out is where one preprocessed image goes: Len() values as float32
+// (Into), or as the bytes of a model's input datatype (IntoBytes), written
+// by lookup tables of that datatype so that no float32 tensor is made and
+// converted after.
+type out struct {
+	f32 []float32 // FP32; else nil
+	b   []byte    // FP16 or UINT8: Len()*Size(dt) bytes
+	dt  string
+}
+
 // normalize writes the crop×crop pixels at the start of pix (8-bit, one
-// or three interleaved channels, rows stride bytes apart) into dst as
-// normalised CHW planes, through the per-channel lookup tables. Three
-// channels go in one pass over each row, each byte read once (the pixel's
-// bytes at constant offsets, one bounds check a pixel): 54 µs for
-// ImageNet's 224×224 crop against 64 for a strided pass per channel
-// (BenchmarkNormalize). What is left is writing the 602 KB of floats.
-func (p *Preprocessor) normalize(dst []float32, pix []byte, stride, crop int) {
+// or three interleaved channels, rows stride bytes apart) into dst in the
+// spec's layout and dst's datatype, through the per-channel lookup tables.
+func (p *Preprocessor) normalize(dst out, pix []byte, stride, crop int) {
+	nhwc := p.spec.Layout == LayoutNHWC
+	switch {
+	case dst.f32 != nil:
+		normalizeAs(dst.f32, &p.lut, p.srcChan, p.spec.Channels(), nhwc, pix, stride, crop)
+	case dst.dt == "FP16":
+		// The halves are written in place: IntoBytes has checked the
+		// host is little-endian and b is 2-byte aligned.
+		h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst.b))), len(dst.b)/2)
+		normalizeAs(h, &p.lut16, p.srcChan, p.spec.Channels(), nhwc, pix, stride, crop)
+	default:
+		normalizeAs(dst.b, &p.lut8, p.srcChan, p.spec.Channels(), nhwc, pix, stride, crop)
+	}
+}
+
+// normalizeAs is normalize for one element type. Three channels go in one
+// pass over each row, each byte read once (the pixel's bytes at constant
+// offsets, one bounds check a pixel): 54 µs for ImageNet's 224×224 crop
+// into float32 against 64 for a strided pass per channel
+// (BenchmarkNormalize). What is left is writing the tensor: 602 KB of
+// float32, half that in FP16, a quarter in UINT8.
+func normalizeAs[T float32 | uint16 | uint8](dst []T, lut *[3][256]T, srcChan [3]int, channels int, nhwc bool, pix []byte, stride, crop int) {
 	plane := crop * crop
-	if p.spec.Channels() == 1 {
-		lut := &p.lut[0]
+	if channels == 1 {
+		l := &lut[0]
 		for y := range crop {
 			row := pix[y*stride : y*stride+crop]
 			o := dst[y*crop : (y+1)*crop]
 			for x := range o {
-				o[x] = lut[row[x]]
+				o[x] = l[row[x]]
 			}
 		}
 		return
 	}
-	if p.spec.Layout == LayoutNHWC {
+	if nhwc {
 		// Interleaved, as decoded: each output pixel's channel c reads
 		// source byte srcChan[c], which is 2-c (RGB from OpenCV's BGR) or
 		// c. One loop for each, with constant indices: 56 µs for 224×224
 		// (BenchmarkNormalize/nhwc), against 80 with srcChan read in the
 		// loop.
-		l0, l1, l2 := &p.lut[0], &p.lut[1], &p.lut[2]
-		swap := p.srcChan[0] == 2
+		l0, l1, l2 := &lut[0], &lut[1], &lut[2]
+		swap := srcChan[0] == 2
 		for y := range crop {
 			row := pix[y*stride : y*stride+3*crop]
 			o := dst[3*y*crop : 3*(y+1)*crop]
@@ -319,11 +401,11 @@ func (p *Preprocessor) normalize(dst []float32, pix []byte, stride, crop int) {
 	}
 	// By source byte: the plane and table each of a pixel's three bytes
 	// feeds (BGR bytes to RGB planes swap 0 and 2).
-	var planes [3][]float32
-	var luts [3]*[256]float32
+	var planes [3][]T
+	var luts [3]*[256]T
 	for c := range 3 {
-		planes[p.srcChan[c]] = dst[c*plane : (c+1)*plane]
-		luts[p.srcChan[c]] = &p.lut[c]
+		planes[srcChan[c]] = dst[c*plane : (c+1)*plane]
+		luts[srcChan[c]] = &lut[c]
 	}
 	l0, l1, l2 := luts[0], luts[1], luts[2]
 	for y := range crop {

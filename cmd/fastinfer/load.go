@@ -274,6 +274,17 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			st.Brightness, st.Contrast = spec.Stats(dst)
 			return st, nil
 		}
+		if dt := first.Input().DataType; dt != "FP32" {
+			sm.PreprocessBytes = func(img []byte, dst []byte, stats bool) (server.ImageStats, error) {
+				info, err := pre.IntoBytes(img, dt, dst)
+				if err != nil || !stats {
+					return server.ImageStats{}, err
+				}
+				st := server.ImageStats{Width: info.Width, Height: info.Height}
+				st.Brightness, st.Contrast = spec.StatsBytes(dt, dst)
+				return st, nil
+			}
+		}
 	} else {
 		sm.Preprocessing, sm.ImagesNote = nil, "no preprocessing fits its input ("+tensorsOnly+")"
 		note = strings.TrimPrefix(note+"; serves tensors only: "+sm.ImagesNote, "; ")
