@@ -133,6 +133,9 @@ func New(o Options) *Server {
 	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken), started: time.Now()}
 	s.shm.enabled = o.AllowClientShm
 	s.metrics = newMetrics(o.Registry)
+	if o.AllowClientShm {
+		o.Registry.MustRegister(s.shm.collectors()...)
+	}
 	s.handler = s.recoverer(s.route)
 	s.http = &fasthttp.Server{
 		Handler:            s.handler,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
 
@@ -46,6 +47,33 @@ type shmRegistry struct {
 	enabled bool
 	mu      sync.Mutex
 	regions map[string]*shmRegion
+}
+
+// collectors are the registry's gauges: how many regions are registered
+// and how many bytes they span (mapped from clients' objects: pages the
+// server holds, which count towards its memory once touched).
+func (r *shmRegistry) collectors() []prometheus.Collector {
+	sum := func(f func(*shmRegion) float64) func() float64 {
+		return func() float64 {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t := 0.0
+			for _, reg := range r.regions {
+				t += f(reg)
+			}
+			return t
+		}
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fastinfer_shm_regions",
+			Help: "System shared memory regions registered by clients (--allow-client-shm).",
+		}, sum(func(*shmRegion) float64 { return 1 })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fastinfer_shm_region_bytes",
+			Help: "Bytes of the registered system shared memory regions, mapped from clients' objects.",
+		}, sum(func(reg *shmRegion) float64 { return float64(reg.size) })),
+	}
 }
 
 var errShmDisabled = errorf(403, "forbidden", "client shared memory is off; start the server with --allow-client-shm to register regions")

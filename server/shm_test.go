@@ -99,6 +99,14 @@ func TestShmHTTP(t *testing.T) {
 	if r := ts.register(t, "out", key, 100, 1000); r.status != 200 { // an offset inside a page
 		t.Fatalf("register: %d %s", r.status, r.body)
 	}
+	metric := func(want string) {
+		t.Helper()
+		if body := ts.do(t, "GET", "/metrics", "", nil).body; !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics has no %q", want)
+		}
+	}
+	metric("fastinfer_shm_regions 2")
+	metric("fastinfer_shm_region_bytes 2024")
 	golden(t, "shm_status", ts.do(t, "GET", "/v2/systemsharedmemory/status", "", nil))
 	golden(t, "shm_status_one", ts.do(t, "GET", "/v2/systemsharedmemory/region/out/status", "", nil))
 	golden(t, "v2_server_metadata_shm", ts.do(t, "GET", "/v2", "", nil))
@@ -143,6 +151,8 @@ func TestShmHTTP(t *testing.T) {
 	if r := ts.do(t, "GET", "/v2/systemsharedmemory/status", "", nil); r.body != "[]\n" {
 		t.Fatalf("status after unregistering all: %s", r.body)
 	}
+	metric("fastinfer_shm_regions 0")
+	metric("fastinfer_shm_region_bytes 0")
 }
 
 func TestShmErrors(t *testing.T) {
