@@ -16,6 +16,7 @@ import (
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
 
+	"fastinfer/internal/dtype"
 	"fastinfer/vision/guard"
 )
 
@@ -111,6 +112,18 @@ func FuzzInto(f *testing.F) {
 			if !(v >= lo && v <= hi) {
 				t.Fatalf("dst[%d] = %v, outside the normalised range [%v, %v]", i, v, lo, hi)
 			}
+		}
+		// The same image in a model's datatype: the bytes Encode makes of
+		// the float32 tensor.
+		for _, dt := range []string{"FP16", "UINT8"} {
+			got, want := make([]byte, len(dst)*dtype.Size(dt)), make([]byte, len(dst)*dtype.Size(dt))
+			dtype.Encode(dt, want, dst)
+			if _, err := p.IntoBytes(data, dt, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("IntoBytes %s = %v, % x; want % x", dt, err, got, want)
+			}
+		}
+		if n := p.liveMats.Load(); n != 0 {
+			t.Fatalf("%d Mats left open by IntoBytes", n)
 		}
 	})
 }
