@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +238,71 @@ func TestPreprocessBytes(t *testing.T) {
 				t.Errorf("rows reached the model as % x, want % x", g, want)
 			}
 		})
+	}
+}
+
+// A model whose output is FP16 is answered in FP16, as Triton does: in
+// the metadata and the configuration, in binary outputs and shared memory
+// (2 bytes a value), over gRPC raw (FP16 has no typed contents), and as
+// JSON numbers of the same values.
+func TestFP16Output(t *testing.T) {
+	m := fakeModel("half", 1)
+	m.Outputs[0].Datatype = "FP16"
+	ts := newTestServer(t, Options{AllowClientShm: true}, m)
+	// fakeModel's answer to [300,200],[50,7], as halves.
+	want := halves(3, 2, -1, 3, 0.5, 0.07, -1, 0)
+	in := `{"name":"data","datatype":"FP32","shape":[2,2],"data":[300,200,50,7]}`
+
+	if r := ts.do(t, "GET", "/v2/models/half", "", nil); !strings.Contains(r.body, `"outputs":[{"name":"logits","datatype":"FP16"`) {
+		t.Errorf("metadata: %s", r.body)
+	}
+	if r := ts.do(t, "GET", "/v2/models/half/config", "", nil); !strings.Contains(r.body, `"data_type":"TYPE_FP16"`) {
+		t.Errorf("config: %s", r.body)
+	}
+	r := ts.do(t, "POST", "/v2/models/half/infer", "application/json", []byte(`{"inputs":[`+in+`]}`))
+	if r.status != 200 || !strings.Contains(r.body, `"datatype":"FP16","shape":[2,4],"data":[3,2,-1,3,0.5,0.07,-1,0]`) {
+		t.Errorf("JSON: %d %s", r.status, r.body)
+	}
+
+	r = ts.do(t, "POST", "/v2/models/half/infer", "application/json", []byte(`{"inputs":[`+in+`],"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}`))
+	n, err := strconv.Atoi(r.header[headerInferLength])
+	if r.status != 200 || err != nil {
+		t.Fatalf("binary: %d %s", r.status, r.body)
+	}
+	if head, blob := r.body[:n], []byte(r.body[n:]); !strings.Contains(head, `"datatype":"FP16","shape":[2,4],"parameters":{"binary_data_size":16}`) || !slices.Equal(blob, want) {
+		t.Errorf("binary: %s then % x, want % x", head, blob, want)
+	}
+
+	key, path := shmObject(t, 4096)
+	if r := ts.register(t, "out", key, 0, 64); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	r = ts.do(t, "POST", "/v2/models/half/infer", "application/json", []byte(`{"inputs":[`+in+`],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_byte_size":16}}]}`))
+	if r.status != 200 || !strings.Contains(r.body, `"shared_memory_byte_size":16`) {
+		t.Fatalf("shared memory: %d %s", r.status, r.body)
+	}
+	if got := readAt(t, path, 0, 16); !slices.Equal(got, want) {
+		t.Errorf("the region holds % x, want % x", got, want)
+	}
+	r = ts.do(t, "POST", "/v2/models/half/infer", "application/json", []byte(`{"inputs":[`+in+`],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_byte_size":15}}]}`))
+	if r.status != 400 || !strings.Contains(r.body, "the output takes 16") {
+		t.Errorf("a region one byte short: %d %s", r.status, r.body)
+	}
+
+	c := ts.grpcClient(t)
+	for _, typed := range []bool{false, true} {
+		req := &inferpb.ModelInferRequest{ModelName: "half", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "FP32", Shape: []int64{2, 2}}}}
+		if typed {
+			req.Inputs[0].Contents = &inferpb.InferTensorContents{Fp32Contents: []float32{300, 200, 50, 7}}
+		} else {
+			req.RawInputContents = [][]byte{fp32Bytes(300, 200, 50, 7)}
+		}
+		resp, err := c.ModelInfer(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := resp.Outputs[0]; o.Datatype != "FP16" || len(resp.RawOutputContents) != 1 || !slices.Equal(resp.RawOutputContents[0], want) || o.Contents != nil {
+			t.Errorf("gRPC (typed request %v): %v, raw % x", typed, o, resp.RawOutputContents)
+		}
 	}
 }

@@ -719,7 +719,7 @@ func widen[T float32 | float64 | int64](v []T) func([]float32) (int, error) {
 func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) *inferpb.ModelInferResponse {
 	logits := (*res.out)[:res.rows*m.Classes]
 	o := res.outs[0]
-	t := &inferpb.ModelInferResponse_InferOutputTensor{Name: m.Outputs[0].Name, Datatype: "FP32", Shape: []int64{int64(res.rows), int64(m.Classes)}}
+	t := &inferpb.ModelInferResponse_InferOutputTensor{Name: m.Outputs[0].Name, Datatype: m.outputType(), Shape: []int64{int64(res.rows), int64(m.Classes)}}
 	resp := &inferpb.ModelInferResponse{ModelName: m.Name, ModelVersion: strconv.Itoa(m.Version), Id: req.ID, Outputs: []*inferpb.ModelInferResponse_InferOutputTensor{t}}
 	if o.classification > 0 {
 		t.Datatype, t.Shape[1] = "BYTES", int64(o.classification)
@@ -750,8 +750,9 @@ func grpcInferResponse(m *Model, req *inferRequest, res tensorResult, raw bool) 
 			b = b[4+n:]
 		}
 		t.Contents = &inferpb.InferTensorContents{BytesContents: strs}
-	case raw:
-		resp.RawOutputContents = [][]byte{appendFP32(make([]byte, 0, 4*len(logits)), logits)}
+	case raw || m.outputType() == "FP16":
+		// FP16 has no typed contents field: Triton answers it raw.
+		resp.RawOutputContents = [][]byte{m.appendOutput(make([]byte, 0, m.outputSize(res.rows)), logits)}
 	default:
 		t.Contents = &inferpb.InferTensorContents{Fp32Contents: append([]float32(nil), logits...)}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -127,6 +128,32 @@ func (m *Model) byteBuffer(n int) *[]byte {
 	}
 	b := make([]byte, n)
 	return &b
+}
+
+// outputType is the datatype the output is answered in: FP16 when the
+// model's output is (the runtime widened its halves to float32 exactly,
+// so narrowing them back is exact too), else FP32.
+func (m *Model) outputType() string {
+	if len(m.Outputs) == 1 && m.Outputs[0].Datatype == "FP16" {
+		return "FP16"
+	}
+	return "FP32"
+}
+
+// outputSize is the bytes of rows rows of the output in outputType.
+func (m *Model) outputSize(rows int) int { return rows * m.Classes * dtype.Size(m.outputType()) }
+
+// appendOutput appends logits as the output's raw form: little-endian
+// values of outputType. When b has the room it writes in place (into a
+// shared memory region, for one).
+func (m *Model) appendOutput(b []byte, logits []float32) []byte {
+	if m.outputType() != "FP16" {
+		return appendFP32(b, logits)
+	}
+	n := len(b)
+	b = slices.Grow(b, 2*len(logits))[:n+2*len(logits)]
+	dtype.Encode("FP16", b[n:], logits)
+	return b
 }
 
 // inputType is InputDatatype with its default.

@@ -266,7 +266,7 @@ func (s *Server) shmInput(ref *shmRef, in *inferInput, need int) (tensorSource, 
 func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (int64, *apiError) {
 	what := "output " + m.Outputs[0].Name
 	var blob []byte
-	need := int64(4 * rows * m.Classes)
+	need := int64(m.outputSize(rows))
 	if o.classification > 0 {
 		blob = appendClassStrings(nil, m, logits, rows, o.classification, true)
 		need = int64(len(blob))
@@ -282,7 +282,7 @@ func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (i
 			return
 		}
 		// b's capacity holds the output: appending writes into the region.
-		appendFP32(b[:0], logits[:rows*m.Classes])
+		m.appendOutput(b[:0], logits[:rows*m.Classes])
 	})
 	return need, aerr
 }

@@ -362,11 +362,11 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if aerr != nil {
 		return tensorResult{}, aerr
 	}
-	if o := outs[0]; o.shm != nil && o.classification == 0 && o.shm.size < int64(4*rows*m.Classes) {
+	if o := outs[0]; o.shm != nil && o.classification == 0 && o.shm.size < int64(m.outputSize(rows)) {
 		// Refused before it runs; the size of classification strings is
 		// known only after.
 		return tensorResult{}, errorf(400, codeBadRequest, "output "+m.Outputs[0].Name+": shared_memory_byte_size is "+
-			strconv.FormatInt(o.shm.size, 10)+" bytes, the output takes "+strconv.Itoa(4*rows*m.Classes))
+			strconv.FormatInt(o.shm.size, 10)+" bytes, the output takes "+strconv.Itoa(m.outputSize(rows)))
 	}
 
 	out := m.buffer(rows * m.Classes)
@@ -502,7 +502,9 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 		cols = o.classification
 		b = append(b, `,"datatype":"BYTES"`...)
 	} else {
-		b = append(b, `,"datatype":"FP32"`...)
+		b = append(b, `,"datatype":"`...)
+		b = append(b, m.outputType()...)
+		b = append(b, '"')
 	}
 	b = append(b, `,"shape":[`...)
 	b = strconv.AppendInt(b, int64(rows), 10)
@@ -521,9 +523,10 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 		b = append(b, "}}]}\n"...)
 		ctx.SetContentType("application/json")
 	} else if o.binary {
-		// FP32's size is known up front, so its bytes go straight after
-		// the header, with no buffer of their own; the strings' is not.
-		size := 4 * rows * m.Classes
+		// The values' size is known up front, so their bytes go straight
+		// after the header, with no buffer of their own; the strings' is
+		// not.
+		size := m.outputSize(rows)
 		if o.classification > 0 {
 			blob = appendClassStrings(nil, m, logits, rows, o.classification, true)
 			size = len(blob)
@@ -536,7 +539,7 @@ func writeInferResponse(ctx *fasthttp.RequestCtx, m *Model, req *inferRequest, o
 		if blob != nil {
 			b = append(b, blob...)
 		} else {
-			b = appendFP32(b, logits[:rows*m.Classes])
+			b = m.appendOutput(b, logits[:rows*m.Classes])
 		}
 	} else {
 		b = append(b, `,"data":[`...)

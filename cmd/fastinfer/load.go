@@ -252,7 +252,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		// Only the tensors served: of a model with several outputs, the one
 		// config.yaml names (or the first). Clients such as perf_analyzer
 		// ask for every output the metadata lists.
-		Inputs: tensors(first.Input()), Outputs: tensors(servedOutput(first.Output())),
+		Inputs: tensors(first.Input()), Outputs: tensors(first.Output()),
 		Labels: m.Labels, Classes: first.OutputLen(), InputLen: first.InputLen(), InputDatatype: first.Input().DataType, Card: card,
 		Preprocessing: models.Preprocess{Resize: spec.Resize, Crop: spec.Crop, Color: spec.Color, Scale: spec.Scale, Mean: spec.Mean, Std: spec.Std, Layout: spec.Layout},
 		Batching: server.BatchingInfo{
@@ -445,13 +445,6 @@ func inputSpec(c models.Config, ins []runtime.TensorInfo) (vision.Spec, []int64,
 		return spec, []int64{int64(p.Crop), int64(p.Crop), int64(spec.Channels())}, nil
 	}
 	return spec, []int64{int64(spec.Channels()), int64(p.Crop), int64(p.Crop)}, nil
-}
-
-// servedOutput is the output as the server answers it: FP32, a FP16
-// output widened (exactly) by the runtime.
-func servedOutput(t runtime.TensorInfo) runtime.TensorInfo {
-	t.DataType = "FP32"
-	return t
 }
 
 func tensors(ts ...runtime.TensorInfo) []server.Tensor {
