@@ -49,6 +49,7 @@ func fuzzServer(maxImages int) *Server {
 	// never Infer (which panics on them).
 	half, _ := typedModel("FP16")
 	half.Name = "half"
+	half.Outputs[0].Datatype = "FP16" // FP16 in and out
 	s.AddModel(half)
 	px, _ := typedModel("UINT8")
 	px.Name = "pixels"
@@ -131,6 +132,10 @@ func FuzzV2Infer(f *testing.F) {
 	bin(hdr("UINT8", "[1,2]", 2, `,"parameters":{"binary_data_output":true}`), []byte{1, 2}, 0)
 	bin(hdr("FP32", "[1,2]", 12, ``), fp32Bytes(1, 2, 3), 0)
 	bin(hdr("FP16", "[1,2]", 4, ``), []byte{0x00, 0x3c, 0x00, 0x7c}, 4)
+	// The FP16 model answering FP16: binary, JSON, in a region.
+	bin(hdr("FP16", "[2,2]", 8, `,"parameters":{"binary_data_output":true}`), []byte{0xb0, 0x5c, 0x40, 0x5a, 0x40, 0x52, 0x00, 0x47}, 4)
+	bin(hdr("FP16", "[1,2]", 4, ``), []byte{0x00, 0x3c, 0x00, 0x40}, 4)
+	bin(hdr("FP16", "[1,2]", 4, `,"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_byte_size":8}}]`), []byte{0x00, 0x3c, 0x00, 0x40}, 4)
 	bin(hdr("FP32", "[1,2]", 8, ``), fp32Bytes(1, 70000), 4)
 	bin(hdr("UINT8", "[2,2]", 4, ``), []byte{1, 2, 3, 255}, 5)
 	bin(hdr("FP32", "[1,2]", 8, ``), fp32Bytes(1.5, 2), 5)
@@ -222,13 +227,18 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 		t.Fatalf("output shape %v", o.Shape)
 	}
 	rows, cols := int(o.Shape[0]), int(o.Shape[1])
-	if o.Datatype == "FP32" && cols != 4 {
-		t.Fatalf("FP32 output with %d columns, want all 4 classes", cols)
+	// The values' datatype: the model's own (FP16 for "half" alone).
+	size := map[string]int{"FP32": 4, "FP16": 2}[o.Datatype]
+	if want := map[bool]string{true: "FP16", false: "FP32"}[r.ModelName == "half"]; size > 0 && o.Datatype != want {
+		t.Fatalf("%s answered %s values, want %s", r.ModelName, o.Datatype, want)
+	}
+	if size > 0 && cols != 4 {
+		t.Fatalf("%s output with %d columns, want all 4 classes", o.Datatype, cols)
 	}
 	if p := o.Parameters; p != nil && p.SharedMemoryRegion != "" {
 		// Written into a region (fuzzShm's "in" or "out"), not the answer.
 		if binaryOut || o.Data != nil || p.BinaryDataSize != 0 || (p.SharedMemoryRegion != "in" && p.SharedMemoryRegion != "out") ||
-			(o.Datatype == "FP32" && p.SharedMemoryByteSize != 4*rows*cols) || p.SharedMemoryByteSize <= 0 || p.SharedMemoryOffset < 0 {
+			(size > 0 && p.SharedMemoryByteSize != size*rows*cols) || p.SharedMemoryByteSize <= 0 || p.SharedMemoryOffset < 0 {
 			t.Fatalf("shared memory output %q", head)
 		}
 	} else if binaryOut {
@@ -236,9 +246,9 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 			t.Fatalf("binary output parameters %+v for %d trailing bytes", o.Parameters, len(blob))
 		}
 		switch o.Datatype {
-		case "FP32":
-			if len(blob) != 4*rows*cols {
-				t.Fatalf("%d bytes of FP32 for shape %v", len(blob), o.Shape)
+		case "FP32", "FP16":
+			if len(blob) != size*rows*cols {
+				t.Fatalf("%d bytes of %s for shape %v", len(blob), o.Datatype, o.Shape)
 			}
 		case "BYTES":
 			n := 0
@@ -261,7 +271,7 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 		for _, v := range o.Data {
 			_, isNum := v.(float64)
 			_, isStr := v.(string)
-			if (o.Datatype == "FP32" && !isNum) || (o.Datatype == "BYTES" && !isStr) || (o.Datatype != "FP32" && o.Datatype != "BYTES") {
+			if (size > 0 && !isNum) || (o.Datatype == "BYTES" && !isStr) || (size == 0 && o.Datatype != "BYTES") {
 				t.Fatalf("%s output holds %T", o.Datatype, v)
 			}
 		}
