@@ -36,7 +36,8 @@
 #   scripts/gpu-run.sh unpack-cv  appends the .gpu/cv.tar.xz.NN parts this
 #                                 call carried; with LAST=1 it then unpacks
 #                                 them and measures the JPEG path (OpenCV)
-#   scripts/gpu-run.sh cv         the JPEG path again, once unpacked
+#   scripts/gpu-run.sh cv         the JPEG path again, once unpacked (with
+#                                 the pixel model too, after dtypes)
 # Each call of the device tool carries at most 64 MiB, so the OpenCV build
 # (105 MB compressed) travels in parts over consecutive calls on the same
 # machine. The results behind bench/results/2026-11-22-h100-*.json were
@@ -265,6 +266,12 @@ cv_stage() {
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
 		bench image-$p --model $m --targets image --images "$photos" --concurrency 16,64,256 --serve-flags "$SERVE"
 	done
+	# UINT8 pixels (the dtypes stage's model): vision writes bytes, not
+	# float32 (11 % less CPU a photo on the development machine), and each
+	# row moves a quarter of the bytes.
+	if [ -f "$B/models-dt/resnet50-px16/1/model.onnx" ]; then
+		M="$B/models-dt" bench image-px16 --model resnet50-px16 --targets image --images "$photos" --concurrency 64,256 --serve-flags "$SERVE"
+	fi
 }
 
 case "${1:-tensor}" in
