@@ -60,6 +60,11 @@ type Config struct {
 	Preprocess *Preprocess `yaml:"preprocess" json:"preprocess,omitempty"`
 	Batching   Batching    `yaml:"batching" json:"batching,omitempty"`
 	Instances  Instances   `yaml:"instances" json:"instances,omitempty"`
+	// InstanceGroups, instead of Instances, places instances as Triton's
+	// instance_group list does: each group its own count, kind and GPUs
+	// (3 instances on one GPU and 1 on another, or GPU and CPU instances
+	// side by side), all behind the model's one queue.
+	InstanceGroups []Instances `yaml:"instance_groups" json:"instance_groups,omitempty"`
 	// Precision is fp32 (the model as it is; "" means the same) or fp16:
 	// the server loads a float16 copy (models/fp16; float32 inputs and
 	// outputs kept). Meant for GPUs, where float16 halves memory traffic;
@@ -155,7 +160,13 @@ func (c Config) validate() error {
 			break
 		}
 	}
-	errs = append(errs, c.Batching.validate(), c.Instances.validate())
+	errs = append(errs, c.Batching.validate(), c.Instances.validate("instances"))
+	if len(c.InstanceGroups) > 0 && (c.Instances.Count != nil || c.Instances.Kind != "" || len(c.Instances.GPUs) > 0) {
+		errs = append(errs, errors.New("instances and instance_groups: give one or the other"))
+	}
+	for i, g := range c.InstanceGroups {
+		errs = append(errs, g.validate(fmt.Sprintf("instance_groups[%d]", i)))
+	}
 	switch c.Precision {
 	case "", PrecisionFP32, PrecisionFP16:
 	default:
@@ -200,22 +211,31 @@ func (b Batching) validate() error {
 	return errors.Join(errs...)
 }
 
-func (in Instances) validate() error {
+func (in Instances) validate(what string) error {
 	var errs []error
 	if in.Count != nil && (*in.Count < 1 || *in.Count > 64) {
-		errs = append(errs, fmt.Errorf("instances.count %d: want 1..64", *in.Count))
+		errs = append(errs, fmt.Errorf("%s.count %d: want 1..64", what, *in.Count))
 	}
 	switch in.Kind {
 	case "", "auto", "gpu", "cpu":
 	default:
-		errs = append(errs, fmt.Errorf("instances.kind %q: want auto, gpu or cpu", in.Kind))
+		errs = append(errs, fmt.Errorf("%s.kind %q: want auto, gpu or cpu", what, in.Kind))
 	}
 	for _, g := range in.GPUs {
 		if g < 0 {
-			errs = append(errs, fmt.Errorf("instances.gpus: %d is not a device index", g))
+			errs = append(errs, fmt.Errorf("%s.gpus: %d is not a device index", what, g))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Groups are the model's instance groups: InstanceGroups, or Instances as
+// the one group.
+func (c Config) Groups() []Instances {
+	if len(c.InstanceGroups) > 0 {
+		return c.InstanceGroups
+	}
+	return []Instances{c.Instances}
 }
 
 // ReadLabels reads one label per line; line i names class i. Trailing blank

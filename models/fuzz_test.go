@@ -37,6 +37,7 @@ func FuzzParseConfig(f *testing.F) {
 		"batching: {max_batch_size: 32, max_queue_delay_us: 2000, preferred_batch_sizes: [8, 16, 32], max_queue_size: 512, default_timeout_us: 0, priority_levels: 2}",
 		"batching: {max_batch_size: 1, preferred_batch_sizes: [64]}",
 		"instances: {count: 2, kind: gpu, gpus: [0, 1]}",
+		"instance_groups: [{count: 2, kind: gpu, gpus: [0]}, {kind: cpu}]",
 		"version_policy: all",
 		"version_policy: {latest: 2}",
 		"version_policy: {specific: [1, 3]}",
@@ -96,14 +97,15 @@ func configYAML(c Config) ([]byte, error) {
 		vp = map[string]int{"latest": p.Latest}
 	}
 	return yaml.Marshal(struct {
-		Input         string      `yaml:"input"`
-		Output        string      `yaml:"output"`
-		Labels        string      `yaml:"labels"`
-		Preprocess    *Preprocess `yaml:"preprocess"`
-		Batching      Batching    `yaml:"batching"`
-		Instances     Instances   `yaml:"instances"`
-		VersionPolicy any         `yaml:"version_policy,omitempty"`
-	}{c.Input, c.Output, c.Labels, c.Preprocess, c.Batching, c.Instances, vp})
+		Input          string      `yaml:"input"`
+		Output         string      `yaml:"output"`
+		Labels         string      `yaml:"labels"`
+		Preprocess     *Preprocess `yaml:"preprocess"`
+		Batching       Batching    `yaml:"batching"`
+		Instances      Instances   `yaml:"instances"`
+		InstanceGroups []Instances `yaml:"instance_groups,omitempty"`
+		VersionPolicy  any         `yaml:"version_policy,omitempty"`
+	}{c.Input, c.Output, c.Labels, c.Preprocess, c.Batching, c.Instances, c.InstanceGroups, vp})
 }
 
 // FuzzDetectScores: the graph walk over a model file never panics or

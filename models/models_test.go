@@ -38,6 +38,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "preferred over max", in: "batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", wantErr: "16 is outside"},
 		{name: "instances kind", in: "instances: {kind: tpu}", wantErr: "instances.kind"},
 		{name: "instances count", in: "instances: {count: 0}", wantErr: "instances.count"},
+		{name: "instance group kind", in: "instance_groups: [{kind: gpu}, {kind: tpu}]", wantErr: "instance_groups[1].kind"},
+		{name: "instance group typo", in: "instance_groups: [{count: 1, gpu: [0]}]", wantErr: "field gpu not found"},
+		{name: "both forms", in: "instances: {count: 2}\ninstance_groups: [{count: 1}]", wantErr: "one or the other"},
 		{name: "fp16", in: "precision: fp16", want: implicit},
 		{name: "fp32", in: "precision: fp32", want: implicit},
 		{name: "bad precision", in: "precision: int8", wantErr: "precision"},
@@ -85,6 +88,18 @@ instances:
 	}
 	if in := c.Instances; *in.Count != 2 || in.Kind != "gpu" || !reflect.DeepEqual(in.GPUs, []int{0, 1}) {
 		t.Errorf("instances = %+v", in)
+	}
+	if g := c.Groups(); len(g) != 1 || !reflect.DeepEqual(g[0], c.Instances) {
+		t.Errorf("groups of an instances section = %+v", g)
+	}
+	// Triton's instance_group as a list: each group as written.
+	c, err = ParseConfig([]byte("instance_groups:\n  - {count: 3, kind: gpu, gpus: [0]}\n  - {count: 1, kind: gpu, gpus: [1]}\n  - {kind: cpu}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := func(v int) *int { return &v }
+	if g := c.Groups(); !reflect.DeepEqual(g, []Instances{{Count: n(3), Kind: "gpu", GPUs: []int{0}}, {Count: n(1), Kind: "gpu", GPUs: []int{1}}, {Kind: "cpu"}}) {
+		t.Errorf("instance_groups = %+v", g)
 	}
 	// Omitted keys stay nil so server-wide defaults apply.
 	c, err = ParseConfig([]byte("batching: {max_batch_size: 4}"))

@@ -37,6 +37,15 @@ func ParseTritonConfig(b []byte, folder string) (Config, []string, error) {
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, nil, err
 	}
+	// One group is config.yaml's instances section; several, its
+	// instance_groups.
+	switch len(t.groups) {
+	case 0:
+	case 1:
+		c.Instances = t.groups[0]
+	default:
+		c.InstanceGroups = t.groups
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, nil, err
 	}
@@ -44,9 +53,9 @@ func ParseTritonConfig(b []byte, folder string) (Config, []string, error) {
 }
 
 type tritonMapper struct {
-	ignored []string // fields not used, as dotted paths
-	other   []string // other notes
-	groups  int      // instance groups seen
+	ignored []string    // fields not used, as dotted paths
+	other   []string    // other notes
+	groups  []Instances // instance_group entries, in order
 }
 
 func (t *tritonMapper) notes() []string {
@@ -97,13 +106,7 @@ func (t *tritonMapper) top(c *Config, f textField, folder string) error {
 			if err := t.each(textField{value: m}, func(h textField) error { return t.instances(&g, h) }); err != nil {
 				return err
 			}
-			if t.groups++; t.groups == 1 {
-				c.Instances = g
-				continue
-			}
-			if !mergeGroup(&c.Instances, g) {
-				t.other = append(t.other, fmt.Sprintf("line %d: instance group %d is not used: fastinfer puts one count of one kind on each GPU it uses, and takes the first group", f.line, t.groups))
-			}
+			t.groups = append(t.groups, g)
 		}
 	case "version_policy":
 		return t.each(f, func(g textField) error { return t.versions(c, g) })
@@ -243,22 +246,6 @@ func (t *tritonMapper) batching(c *Config, g textField) error {
 		t.ignored = append(t.ignored, "dynamic_batching."+g.name)
 	}
 	return nil
-}
-
-// mergeGroup adds group g's GPUs to first when both place the same count
-// of the same kind on the GPUs they list (Triton's usual way to spread a
-// model over several GPUs: one group per GPU), and reports whether it did.
-func mergeGroup(first *Instances, g Instances) bool {
-	sameCount := first.Count == nil && g.Count == nil || first.Count != nil && g.Count != nil && *first.Count == *g.Count
-	if !sameCount || first.Kind != g.Kind || len(first.GPUs) == 0 || len(g.GPUs) == 0 {
-		return false
-	}
-	for _, id := range g.GPUs {
-		if !slices.Contains(first.GPUs, id) {
-			first.GPUs = append(first.GPUs, id)
-		}
-	}
-	return true
 }
 
 func (t *tritonMapper) instances(in *Instances, g textField) error {

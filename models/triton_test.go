@@ -70,14 +70,14 @@ func TestParseTritonConfig(t *testing.T) {
 	if c.Input != "data" || c.Output != "logits" || c.Labels != "labels.txt" || c.Preprocess.Layout != "nchw" || !c.Preprocess.Implicit {
 		t.Errorf("tensors: input %q output %q labels %q preprocess %+v", c.Input, c.Output, c.Labels, c.Preprocess)
 	}
-	if !reflect.DeepEqual(c.Instances, Instances{Count: n(2), Kind: "gpu", GPUs: []int{0}}) {
-		t.Errorf("instances %+v", c.Instances)
+	if !reflect.DeepEqual(c.InstanceGroups, []Instances{{Count: n(2), Kind: "gpu", GPUs: []int{0}}, {Count: n(1), Kind: "cpu"}}) || !reflect.DeepEqual(c.Instances, Instances{}) {
+		t.Errorf("instances %+v, groups %+v", c.Instances, c.InstanceGroups)
 	}
 	if !reflect.DeepEqual(c.VersionPolicy, VersionPolicy{Latest: 2}) {
 		t.Errorf("version policy %+v", c.VersionPolicy)
 	}
 	joined := strings.Join(notes, "\n")
-	for _, w := range []string{"ignored (no equivalent here): model_warmup, optimization", "instance group 2 is not used"} {
+	for _, w := range []string{"ignored (no equivalent here): model_warmup, optimization"} {
 		if !strings.Contains(joined, w) {
 			t.Errorf("notes %q lack %q", notes, w)
 		}
@@ -113,27 +113,28 @@ func TestParseTritonConfig(t *testing.T) {
 			t.Errorf("%s: %v", in, err)
 		}
 	}
-	// Instance groups: one per GPU with the same count merge into one list
-	// of GPUs; others are named as not used.
+	// Instance groups: one is config.yaml's instances; several, its
+	// instance_groups, each as written, whether in one list or repeated.
 	for _, tt := range []struct {
 		name, in string
-		want     Instances
-		note     string
+		one      Instances
+		groups   []Instances
 	}{
+		{"one group", `instance_group [{ count: 3, kind: KIND_GPU, gpus: [1, 0] }]`, Instances{Count: n(3), Kind: "gpu", GPUs: []int{1, 0}}, nil},
 		{"one group per GPU", `instance_group [{ count: 2, kind: KIND_GPU, gpus: [0] }, { count: 2, kind: KIND_GPU, gpus: [2, 0] }, { kind: KIND_GPU, count: 2, gpus: 1 }]`,
-			Instances{Count: n(2), Kind: "gpu", GPUs: []int{0, 2, 1}}, ""},
+			Instances{}, []Instances{{Count: n(2), Kind: "gpu", GPUs: []int{0}}, {Count: n(2), Kind: "gpu", GPUs: []int{2, 0}}, {Count: n(2), Kind: "gpu", GPUs: []int{1}}}},
 		{"other counts", `instance_group [{ count: 2, kind: KIND_GPU, gpus: [0] }, { count: 1, kind: KIND_GPU, gpus: [1] }]`,
-			Instances{Count: n(2), Kind: "gpu", GPUs: []int{0}}, "instance group 2 is not used"},
-		{"all GPUs first", `instance_group [{ count: 2, kind: KIND_GPU }, { count: 2, kind: KIND_GPU, gpus: [1] }]`,
-			Instances{Count: n(2), Kind: "gpu"}, "instance group 2 is not used"},
+			Instances{}, []Instances{{Count: n(2), Kind: "gpu", GPUs: []int{0}}, {Count: n(1), Kind: "gpu", GPUs: []int{1}}}},
+		{"repeated field", "instance_group { count: 2, kind: KIND_GPU }\ninstance_group { count: 1, kind: KIND_CPU }",
+			Instances{}, []Instances{{Count: n(2), Kind: "gpu"}, {Count: n(1), Kind: "cpu"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, notes, err := ParseTritonConfig([]byte(tt.in), "m")
-			if err != nil || !reflect.DeepEqual(c.Instances, tt.want) {
-				t.Fatalf("instances %+v, %v; want %+v", c.Instances, err, tt.want)
+			if err != nil || !reflect.DeepEqual(c.Instances, tt.one) || !reflect.DeepEqual(c.InstanceGroups, tt.groups) {
+				t.Fatalf("instances %+v, groups %+v, %v; want %+v, %+v", c.Instances, c.InstanceGroups, err, tt.one, tt.groups)
 			}
-			if joined := strings.Join(notes, "\n"); tt.note == "" && joined != "" || !strings.Contains(joined, tt.note) {
-				t.Errorf("notes %q, want %q", notes, tt.note)
+			if len(notes) != 0 {
+				t.Errorf("notes %q", notes)
 			}
 		})
 	}
