@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/valyala/fasthttp"
+	"strconv"
 )
 
 // GET /v2/models/{m}[/versions/{v}]/config: the version's configuration in
@@ -42,6 +43,7 @@ type tritonInstances struct {
 	Name  string `json:"name"`
 	Kind  string `json:"kind"`
 	Count int    `json:"count"`
+	GPUs  []int  `json:"gpus,omitempty"`
 }
 
 // tritonDataType is a protocol datatype as model_config.proto names it.
@@ -69,11 +71,24 @@ func (m *Model) tritonConfig() tritonConfig {
 			DefaultQueuePolicy: tritonQueue{MaxQueueSize: b.MaxQueueSize, DefaultTimeoutMicroseconds: b.DefaultTimeoutUS},
 		}
 	}
-	kind := "KIND_CPU"
-	if m.Provider != "cpu" {
-		kind = "KIND_GPU"
+	if len(m.InstanceGroups) == 0 {
+		kind := "KIND_CPU"
+		if m.Provider != "cpu" {
+			kind = "KIND_GPU"
+		}
+		c.InstanceGroup = []tritonInstances{{Name: m.Name, Kind: kind, Count: max(b.Instances, 1)}}
+		return c
 	}
-	c.InstanceGroup = []tritonInstances{{Name: m.Name, Kind: kind, Count: max(b.Instances, 1)}}
+	for i, g := range m.InstanceGroups {
+		t := tritonInstances{Name: m.Name, Kind: "KIND_CPU", Count: g.Count}
+		if g.Kind == "gpu" {
+			t.Kind, t.GPUs = "KIND_GPU", g.GPUs
+		}
+		if len(m.InstanceGroups) > 1 {
+			t.Name = m.Name + "_" + strconv.Itoa(i)
+		}
+		c.InstanceGroup = append(c.InstanceGroup, t)
+	}
 	return c
 }
 

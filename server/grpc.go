@@ -250,8 +250,12 @@ func (g *grpcService) ModelConfig(_ context.Context, r *inferpb.ModelConfigReque
 		out.Output = append(out.Output, &inferpb.ModelOutput{Name: t.Name, DataType: inferpb.DataType(inferpb.DataType_value[t.DataType]), Dims: t.Dims})
 	}
 	for _, ig := range c.InstanceGroup {
-		out.InstanceGroup = append(out.InstanceGroup, &inferpb.ModelInstanceGroup{
-			Name: ig.Name, Count: int32(ig.Count), Kind: inferpb.ModelInstanceGroup_Kind(inferpb.ModelInstanceGroup_Kind_value[ig.Kind])})
+		g := &inferpb.ModelInstanceGroup{
+			Name: ig.Name, Count: int32(ig.Count), Kind: inferpb.ModelInstanceGroup_Kind(inferpb.ModelInstanceGroup_Kind_value[ig.Kind])}
+		for _, d := range ig.GPUs {
+			g.Gpus = append(g.Gpus, int32(d))
+		}
+		out.InstanceGroup = append(out.InstanceGroup, g)
 	}
 	if b := c.DynamicBatching; b != nil {
 		db := &inferpb.ModelDynamicBatching{

@@ -87,6 +87,10 @@ type Model struct {
 	// GET /v2/models/{m}/stats.
 	ExecutionStats func() []batching.SizeStats
 
+	// InstanceGroups is where the instances run (GET .../config's
+	// instance_group); nil reports Batching.Instances on Provider.
+	InstanceGroups []InstanceGroup
+
 	// Drift, when set, watches this version's predictions against its
 	// reference profile (GET /v1/models/{m}/drift).
 	Drift *drift.Monitor
@@ -193,6 +197,14 @@ func (m *Model) inferFloats(ctx context.Context, in []float32, rows int, out []f
 type ImageStats struct {
 	Width, Height        int
 	Brightness, Contrast float64
+}
+
+// InstanceGroup is where some of a version's instances run, as Triton's
+// configuration reports it: Count instances on the CPU, or on each of GPUs.
+type InstanceGroup struct {
+	Kind  string // "cpu" or "gpu"
+	Count int
+	GPUs  []int
 }
 
 // BatchingInfo is the batching policy and instance layout in force.

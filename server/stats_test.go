@@ -1,13 +1,16 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"sync"
 	"testing"
 	"time"
 
 	"fastinfer/batching"
+	"fastinfer/server/inferpb"
 )
 
 // wallRE masks the statistics that depend on the clock: every duration
@@ -97,9 +100,14 @@ func TestV2Config(t *testing.T) {
 	batched.Provider = "cuda"
 	batched.Batching = BatchingInfo{MaxBatchSize: 8, MaxQueueDelayUS: 2000, PreferredBatchSizes: []int{4, 8},
 		MaxQueueSize: 256, PriorityLevels: 2, Instances: 2}
-	ts := newTestServer(t, Options{}, fakeModel("toy", 1), batched)
+	grouped := fakeModel("grouped", 1)
+	grouped.Provider = "cuda"
+	grouped.Batching = BatchingInfo{MaxBatchSize: 8, MaxQueueDelayUS: 2000, MaxQueueSize: 256, PriorityLevels: 1, Instances: 6}
+	grouped.InstanceGroups = []InstanceGroup{{Kind: "gpu", Count: 3, GPUs: []int{0}}, {Kind: "gpu", Count: 1, GPUs: []int{1, 2}}, {Kind: "cpu", Count: 1}}
+	ts := newTestServer(t, Options{}, fakeModel("toy", 1), batched, grouped)
 	for _, tt := range []struct{ name, path string }{
 		{"v2_config_batched", "/v2/models/batched/config"},
+		{"v2_config_instance_groups", "/v2/models/grouped/config"},
 		{"v2_config_unbatched_version", "/v2/models/toy/versions/1/config"},
 		{"v2_config_not_found", "/v2/models/nope/config"},
 	} {
@@ -114,6 +122,18 @@ func TestV2Config(t *testing.T) {
 	r := ts.do(t, "GET", "/v2/models/batched/config", "", nil)
 	if err := json.Unmarshal([]byte(r.body), &c); err != nil || c.MaxBatchSize != 8 || len(c.Input) != 1 || len(c.Input[0].Dims) != 1 || c.Input[0].Dims[0] != 2 {
 		t.Errorf("batched config: %s (%v); want max_batch_size 8 and input dims [2]", r.body, err)
+	}
+	// gRPC's ModelConfig carries the same groups.
+	gc, err := ts.grpcClient(t).ModelConfig(context.Background(), &inferpb.ModelConfigRequest{Name: "grouped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	for _, g := range gc.Config.InstanceGroup {
+		groups = append(groups, fmt.Sprintf("%s %v %d %v", g.Name, g.Kind, g.Count, g.Gpus))
+	}
+	if want := "[grouped_0 KIND_GPU 3 [0] grouped_1 KIND_GPU 1 [1 2] grouped_2 KIND_CPU 1 []]"; fmt.Sprint(groups) != want {
+		t.Errorf("gRPC instance groups %v, want %s", groups, want)
 	}
 }
 
