@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,58 +33,107 @@ type loadedModel struct {
 	note   string // what the server changed about how it serves the model, and why
 }
 
-// instancePlan is where a model's instances run.
-type instancePlan struct {
+// placement is where one instance runs.
+type placement struct {
 	kind    string // runtime.KindCPU or runtime.KindGPU
-	devices []int  // one entry per instance: the CUDA ordinal (GPU) or 0
-	threads int    // intra-op threads per instance
+	device  int    // the CUDA ordinal (GPU) or 0
+	threads int    // intra-op threads
 }
 
-// planInstances applies config.yaml's instances section over the flags: on
-// CPU, count instances (default 1) split the cores between them; on GPU,
-// count instances (default 2) per listed device (default all).
-func planInstances(in models.Instances, flagCount int, flagThreads int, gpus int, cores int) (instancePlan, error) {
-	count := flagCount
-	if in.Count != nil {
-		count = *in.Count
-	}
-	kind := in.Kind
-	if kind == "" || kind == "auto" {
-		kind = runtime.KindCPU
-		if gpus > 0 {
-			kind = runtime.KindGPU
+// planInstances applies config.yaml's instance groups (instances, or
+// instance_groups) over the flags: each group on CPU places count
+// instances (default 1), on GPU count (default 2) on each listed device
+// (default all). The CPU instances of every group split the cores.
+func planInstances(groups []models.Instances, flagCount int, flagThreads int, gpus int, cores int) ([]placement, error) {
+	var plan []placement
+	cpus := 0
+	for i, in := range groups {
+		what := "instances"
+		if len(groups) > 1 {
+			what = fmt.Sprintf("instance_groups[%d]", i)
 		}
-	}
-	if kind == runtime.KindCPU {
+		count := flagCount
+		if in.Count != nil {
+			count = *in.Count
+		}
+		kind := in.Kind
+		if kind == "" || kind == "auto" {
+			kind = runtime.KindCPU
+			if gpus > 0 {
+				kind = runtime.KindGPU
+			}
+		}
+		if kind == runtime.KindCPU {
+			if count <= 0 {
+				count = 1
+			}
+			for range count {
+				plan = append(plan, placement{kind: kind})
+			}
+			cpus += count
+			continue
+		}
 		if count <= 0 {
-			count = 1
+			count = 2
 		}
-		threads := flagThreads
-		if threads <= 0 {
-			threads = max(1, cores/count)
+		devs := in.GPUs
+		if len(devs) == 0 {
+			for d := range max(gpus, 1) { // kind gpu without a GPU found: device 0, which will fall back
+				devs = append(devs, d)
+			}
 		}
-		return instancePlan{kind: kind, devices: make([]int, count), threads: threads}, nil
+		for _, d := range devs {
+			if gpus > 0 && d >= gpus {
+				return nil, fmt.Errorf("%s.gpus lists device %d; %d found", what, d, gpus)
+			}
+			for range count {
+				plan = append(plan, placement{kind: kind, device: d, threads: max(flagThreads, 1)})
+			}
+		}
 	}
-	if count <= 0 {
-		count = 2
+	threads := flagThreads
+	if threads <= 0 {
+		threads = max(1, cores/max(cpus, 1))
 	}
-	devs := in.GPUs
-	if len(devs) == 0 {
-		for d := range max(gpus, 1) { // kind gpu without a GPU found: device 0, which will fall back
-			devs = append(devs, d)
-		}
-	}
-	var plan instancePlan
-	plan.kind, plan.threads = kind, max(flagThreads, 1)
-	for _, d := range devs {
-		if gpus > 0 && d >= gpus {
-			return instancePlan{}, fmt.Errorf("instances.gpus lists device %d; %d found", d, gpus)
-		}
-		for range count {
-			plan.devices = append(plan.devices, d)
+	for i := range plan {
+		if plan[i].kind == runtime.KindCPU {
+			plan[i].threads = threads
 		}
 	}
 	return plan, nil
+}
+
+// placed counts one more instance in groups: the CPU's group, or the
+// group of GPUs running this many instances each, with the device moved
+// there from its old group (Triton's instance_group as it reports one).
+func placed(groups []server.InstanceGroup, onGPU bool, device int) []server.InstanceGroup {
+	if !onGPU {
+		for i := range groups {
+			if groups[i].Kind == runtime.KindCPU {
+				groups[i].Count++
+				return groups
+			}
+		}
+		return append(groups, server.InstanceGroup{Kind: runtime.KindCPU, Count: 1})
+	}
+	count := 1
+	for i := range groups {
+		g := &groups[i]
+		if j := slices.Index(g.GPUs, device); j >= 0 {
+			count = g.Count + 1
+			g.GPUs = slices.Delete(g.GPUs, j, j+1)
+			break
+		}
+	}
+	groups = slices.DeleteFunc(groups, func(g server.InstanceGroup) bool { return g.Kind == runtime.KindGPU && len(g.GPUs) == 0 })
+	for i := range groups {
+		if g := &groups[i]; g.Kind == runtime.KindGPU && g.Count == count {
+			g.GPUs = append(g.GPUs, device)
+			slices.Sort(g.GPUs)
+			return groups
+		}
+	}
+	return append(groups, server.InstanceGroup{Kind: runtime.KindGPU, Count: count, GPUs: []int{device}})
 }
 
 // batchConfig applies config.yaml's batching section over the flags.
@@ -140,7 +190,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			return fail(cfgPath, err)
 		}
 	}
-	plan, err := planInstances(m.Config.Instances, cfg.instances, cfg.threads, len(env.GPUs().Devices), goruntime.NumCPU())
+	plan, err := planInstances(m.Config.Groups(), cfg.instances, cfg.threads, len(env.GPUs().Devices), goruntime.NumCPU())
 	if err != nil {
 		return fail(cfgPath, err)
 	}
@@ -167,12 +217,13 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	}
 	var first *runtime.Session
 	var instances []batching.Instance
-	stagedAll := true // every instance has two input slots
-	for _, dev := range plan.devices {
+	stagedAll := true                 // every instance has two input slots
+	var groups []server.InstanceGroup // what was placed, by where it runs
+	for _, pl := range plan {
 		open := func() (*runtime.Session, error) {
 			sess, err := env.NewSession(v.Path, runtime.SessionOptions{
 				Input: m.Config.Input, Output: m.Config.Output, RowShape: rowShape,
-				Kind: plan.kind, Device: dev, Threads: plan.threads, Model: model,
+				Kind: pl.kind, Device: pl.device, Threads: pl.threads, Model: model,
 			})
 			if err == nil {
 				cleanup = append(cleanup, sess.Close)
@@ -188,6 +239,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		}
 		// CUDA graphs always take buckets: serve refuses them without.
 		onGPU := runtime.OnGPU(sess.Provider())
+		groups = placed(groups, onGPU, pl.device)
 		inst, err := newInstance(sess, open, maxRows, (cfg.gpuBuckets || sess.Graphs()) && onGPU, staged(cfg.stage, onGPU))
 		if err != nil {
 			return fail(v.Path, err)
@@ -259,9 +311,10 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			MaxBatchSize: sc.MaxBatchSize, MaxQueueDelayUS: sc.MaxQueueDelay.Microseconds(),
 			PreferredBatchSizes: sc.PreferredBatchSizes, MaxQueueSize: sc.MaxQueueRows,
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
-			Instances: len(instances), ThreadsPerInstance: plan.threads, StagedBatches: stagedAll,
+			Instances: len(instances), ThreadsPerInstance: plan[0].threads, StagedBatches: stagedAll,
 		},
-		Infer: sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
+		InstanceGroups: groups,
+		Infer:          sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
 		Drift: mon,
 	}
 	if pre != nil {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"cmp"
+	"io"
+	"net/http"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -12,41 +15,100 @@ import (
 	"fastinfer/internal/dtype"
 	"fastinfer/models"
 	"fastinfer/runtime"
+	"fastinfer/server"
 )
 
 func intp(v int) *int { return &v }
 
 func TestPlanInstances(t *testing.T) {
+	// cpu(n, threads) is n CPU instances; gpu(d...) one GPU instance on each.
+	cpu := func(n, threads int) []placement {
+		p := make([]placement, n)
+		for i := range p {
+			p[i] = placement{kind: "cpu", threads: threads}
+		}
+		return p
+	}
+	gpu := func(devs ...int) []placement {
+		var p []placement
+		for _, d := range devs {
+			p = append(p, placement{kind: "gpu", device: d, threads: 1})
+		}
+		return p
+	}
+	one := func(in models.Instances) []models.Instances { return []models.Instances{in} }
 	tests := []struct {
 		name       string
-		in         models.Instances
+		groups     []models.Instances
 		flagCount  int
 		threads    int
 		gpus       int
-		want       instancePlan
+		want       []placement
 		wantErrSub string
 	}{
-		{name: "cpu default: one instance, all cores", want: instancePlan{kind: "cpu", devices: []int{0}, threads: 8}},
-		{name: "cpu count divides cores", in: models.Instances{Count: intp(2)}, want: instancePlan{kind: "cpu", devices: []int{0, 0}, threads: 4}},
-		{name: "flag count", flagCount: 3, want: instancePlan{kind: "cpu", devices: []int{0, 0, 0}, threads: 2}},
-		{name: "threads flag wins", in: models.Instances{Count: intp(2)}, threads: 1, want: instancePlan{kind: "cpu", devices: []int{0, 0}, threads: 1}},
-		{name: "gpu auto: two per device", gpus: 2, want: instancePlan{kind: "gpu", devices: []int{0, 0, 1, 1}, threads: 1}},
-		{name: "gpu listed", gpus: 4, in: models.Instances{Count: intp(1), GPUs: []int{2, 3}}, want: instancePlan{kind: "gpu", devices: []int{2, 3}, threads: 1}},
-		{name: "cpu forced on gpu machine", gpus: 2, in: models.Instances{Kind: "cpu"}, want: instancePlan{kind: "cpu", devices: []int{0}, threads: 8}},
-		{name: "gpu asked, none found", in: models.Instances{Kind: "gpu", Count: intp(1)}, want: instancePlan{kind: "gpu", devices: []int{0}, threads: 1}},
-		{name: "missing device", gpus: 1, in: models.Instances{GPUs: []int{1}}, wantErrSub: "device 1"},
+		{name: "cpu default: one instance, all cores", groups: one(models.Instances{}), want: cpu(1, 8)},
+		{name: "cpu count divides cores", groups: one(models.Instances{Count: intp(2)}), want: cpu(2, 4)},
+		{name: "flag count", groups: one(models.Instances{}), flagCount: 3, want: cpu(3, 2)},
+		{name: "threads flag wins", groups: one(models.Instances{Count: intp(2)}), threads: 1, want: cpu(2, 1)},
+		{name: "gpu auto: two per device", groups: one(models.Instances{}), gpus: 2, want: gpu(0, 0, 1, 1)},
+		{name: "gpu listed", gpus: 4, groups: one(models.Instances{Count: intp(1), GPUs: []int{2, 3}}), want: gpu(2, 3)},
+		{name: "cpu forced on gpu machine", gpus: 2, groups: one(models.Instances{Kind: "cpu"}), want: cpu(1, 8)},
+		{name: "gpu asked, none found", groups: one(models.Instances{Kind: "gpu", Count: intp(1)}), want: gpu(0)},
+		{name: "missing device", gpus: 1, groups: one(models.Instances{GPUs: []int{1}}), wantErrSub: "instances.gpus lists device 1"},
+		// Triton's instance_group lists.
+		{name: "groups: other counts per GPU", gpus: 2, groups: []models.Instances{
+			{Count: intp(3), Kind: "gpu", GPUs: []int{0}}, {Count: intp(1), Kind: "gpu", GPUs: []int{1}}}, want: gpu(0, 0, 0, 1)},
+		{name: "groups: GPU and CPU side by side", gpus: 1, groups: []models.Instances{
+			{Count: intp(2), Kind: "gpu"}, {Count: intp(2), Kind: "cpu"}}, want: append(gpu(0, 0), cpu(2, 4)...)},
+		{name: "groups: CPU groups share the cores", groups: []models.Instances{
+			{Count: intp(1), Kind: "cpu"}, {Count: intp(3), Kind: "cpu"}}, want: cpu(4, 2)},
+		{name: "groups: the flag's count where a group has none", flagCount: 1, gpus: 2, groups: []models.Instances{
+			{Kind: "gpu", GPUs: []int{1}}, {Kind: "cpu"}}, want: append(gpu(1), cpu(1, 8)...)},
+		{name: "groups: missing device named by group", gpus: 2, groups: []models.Instances{
+			{Kind: "gpu", GPUs: []int{0}}, {Kind: "gpu", GPUs: []int{5}}}, wantErrSub: "instance_groups[1].gpus lists device 5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := planInstances(tt.in, tt.flagCount, tt.threads, tt.gpus, 8)
+			got, err := planInstances(tt.groups, tt.flagCount, tt.threads, tt.gpus, 8)
 			if tt.wantErrSub != "" {
-				if err == nil {
-					t.Fatalf("plan = %+v, want error", got)
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrSub) {
+					t.Fatalf("plan = %+v, %v; want an error naming %q", got, err, tt.wantErrSub)
 				}
 				return
 			}
 			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("plan = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// placed reports where instances ended up as Triton's instance_group
+// does: the CPU's, and GPUs grouped by how many instances each runs.
+func TestPlaced(t *testing.T) {
+	type at struct {
+		gpu bool
+		dev int
+	}
+	for _, tt := range []struct {
+		name string
+		in   []at
+		want []server.InstanceGroup
+	}{
+		{"two per GPU", []at{{true, 0}, {true, 0}, {true, 1}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 2, GPUs: []int{0, 1}}}},
+		{"three and one", []at{{true, 0}, {true, 0}, {true, 0}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 3, GPUs: []int{0}}, {Kind: "gpu", Count: 1, GPUs: []int{1}}}},
+		{"GPU and CPU", []at{{true, 0}, {false, 0}, {true, 0}, {false, 0}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}, {Kind: "gpu", Count: 2, GPUs: []int{0}}}},
+		{"fallen back to the CPU", []at{{false, 0}, {false, 1}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []server.InstanceGroup
+			for _, a := range tt.in {
+				got = placed(got, a.gpu, a.dev)
+			}
+			// In a fixed order: kind, then the most instances first.
+			slices.SortFunc(got, func(a, b server.InstanceGroup) int { return cmp.Or(strings.Compare(a.Kind, b.Kind), b.Count-a.Count) })
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("groups %+v, want %+v", got, tt.want)
 			}
 		})
 	}
@@ -315,5 +377,32 @@ func TestInputSpecUINT8(t *testing.T) {
 				t.Errorf("spec %+v, %v; want scale 1, no mean or std, crop 224", spec, err)
 			}
 		})
+	}
+}
+
+// instance_groups end to end: a GPU group and a CPU group on a machine
+// without a GPU give three instances, all on the CPU (the GPU one says
+// why), behind one queue, and /config reports where they run.
+func TestServeInstanceGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	repo := fashionRepoWith(t, "instance_groups:\n  - {kind: gpu, count: 1}\n  - {kind: cpu, count: 2}\n")
+	base, _, stop := startServe(t, repo)
+	defer stop()
+	get := func(path string) string {
+		r, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return string(b)
+	}
+	if info := get("/v1/models/fashion-resnet"); !strings.Contains(info, `"instances":3`) {
+		t.Errorf("model info: %s", info)
+	}
+	if cfg := get("/v2/models/fashion-resnet/config"); !strings.Contains(cfg, `"instance_group":[{"name":"fashion-resnet","kind":"KIND_CPU","count":3}]`) {
+		t.Errorf("config: %s", cfg)
 	}
 }
