@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"fastinfer/internal/fault"
 )
 
 // Instance is one execution instance of a model (an ONNX Runtime session
@@ -61,6 +63,13 @@ type RequestOptions struct {
 	// longer would start: a departed caller's rows are dropped instead of
 	// run, and Do returns ErrClientGone. It must be cheap and must not block.
 	Gone func() bool
+	// MayFault says the input lies in memory another process can take
+	// away while the request waits: a client's shared memory object,
+	// which it may truncate, so that reading the pages past its new end
+	// raises SIGBUS. Its rows are then copied into the batch with memory
+	// faults turned into an error for this request (ErrInputFault), not
+	// the end of the process.
+	MayFault bool
 }
 
 // GoneCheckAfter is how long a request must have queued before Gone is
@@ -87,6 +96,7 @@ var (
 	ErrClosed             = errors.New("scheduler closed")
 	ErrBadRequest         = errors.New("bad scheduling request")
 	ErrClientGone         = errors.New("caller left before its request started")
+	ErrInputFault         = errors.New("the input's memory could not be read")
 )
 
 // Scheduler batches requests for one model version onto its instances.
@@ -256,6 +266,8 @@ type request struct {
 	done     chan struct{} // capacity 1: a send, so the channel is reusable
 	timer    *time.Timer
 	gone     func() bool
+	mayFault bool        // RequestOptions.MayFault
+	faulted  atomic.Bool // a copy of its rows faulted (set by gather)
 }
 
 // part is a run of one request's rows inside a batch.
@@ -305,7 +317,7 @@ func (s *Scheduler) do(ctx context.Context, in []byte, rows int, out []float32, 
 	}
 
 	r := s.pool.Get().(*request)
-	*r = request{in: in, out: out, rows: rows, priority: prio, done: r.done, timer: r.timer, gone: o.Gone}
+	*r = request{in: in, out: out, rows: rows, priority: prio, done: r.done, timer: r.timer, gone: o.Gone, mayFault: o.MayFault}
 	now := time.Now()
 	r.enqueued = now
 
@@ -659,7 +671,13 @@ func copyRows(dst []byte, parts []part, n, lo, hi int) {
 	row := 0 // batch row of the current part's first row
 	for _, p := range parts {
 		a, b := max(lo, row), min(hi, row+p.rows)
-		if a < b {
+		switch {
+		case a >= b:
+		case p.r.mayFault:
+			if fault.Guard(func() { copy(dst[a*n:b*n], p.r.in[(p.from+a-row)*n:(p.from+b-row)*n]) }) {
+				p.r.faulted.Store(true)
+			}
+		default:
 			copy(dst[a*n:b*n], p.r.in[(p.from+a-row)*n:(p.from+b-row)*n])
 		}
 		row += p.rows
@@ -722,6 +740,14 @@ func (s *Scheduler) runBatch(inst Instance, slot int, parts []part, total int, i
 			// Staged: the rows queued until their batch ran, not until it
 			// was copied in.
 			r.timing.Queue = start.Sub(r.enqueued)
+		}
+		if r.faulted.Load() && r.err == nil {
+			// The batch ran with whatever its rows held; its answer is
+			// not this request's.
+			r.err = fmt.Errorf("copying its rows into the batch: %w", ErrInputFault)
+			if r.next < r.rows {
+				s.dropRest(r)
+			}
 		}
 		if err != nil && r.err == nil {
 			r.err = fmt.Errorf("executing a batch of %d rows: %w", total, err)
