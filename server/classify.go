@@ -343,6 +343,8 @@ func (s *Server) inferError(m *Model, err error) *apiError {
 	case errors.Is(err, batching.ErrClientGone):
 		// Nobody reads this answer; the status is for access logs (nginx's 499).
 		return errorf(499, codeClientGone, "model "+m.Name+": "+err.Error())
+	case errors.Is(err, batching.ErrInputFault):
+		return errorf(400, codeBadRequest, "model "+m.Name+": the input's shared memory region could not be read while the batch was formed: its object no longer holds it (truncated?)")
 	case errors.Is(err, batching.ErrClosed):
 		return errorf(503, codeUnavailable, "model "+m.Name+" is shutting down")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -575,7 +575,7 @@ func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInfer
 			if raw || c != nil {
 				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its contents too")
 			}
-			return g.s.shmInput(ref, in, need)
+			return g.s.shmInput(ref, in, need, m.takesRaw(in.Datatype))
 		}
 		if raw {
 			if c != nil {

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+
+	"fastinfer/internal/fault"
 )
 
 // Triton's system shared memory extension: a client on the same host
@@ -40,6 +41,17 @@ type shmRegion struct {
 	mapping []byte // what mmap returned (page-aligned)
 	data    []byte // the region: size bytes of mapping
 	closed  bool
+
+	// holds counts requests whose batch reads an input straight from
+	// data while they wait (hold); unregistering marks the region
+	// closing, so no new hold starts, and waits for drained before it
+	// takes mu. Holds are not read locks: a request that holds its input
+	// region may also write its output into the same region, which a
+	// read lock could not do while an unregister waits for the write lock.
+	holdMu  sync.Mutex
+	holds   int
+	closing bool
+	drained chan struct{} // closed when holds fall to 0 once closing
 }
 
 // shmRegistry holds the registered regions by name.
@@ -157,6 +169,17 @@ func (r *shmRegistry) unregister(name string) *apiError {
 	r.mu.Unlock()
 	var first error
 	for _, reg := range gone {
+		reg.holdMu.Lock()
+		reg.closing = true
+		var wait chan struct{}
+		if reg.holds > 0 {
+			reg.drained = make(chan struct{})
+			wait = reg.drained
+		}
+		reg.holdMu.Unlock()
+		if wait != nil {
+			<-wait
+		}
 		reg.mu.Lock()
 		reg.closed = true
 		if err := unmapShm(reg.mapping); err != nil && first == nil {
@@ -219,37 +242,65 @@ func (r *shmRegistry) access(ref *shmRef, what string, fn func([]byte)) *apiErro
 		return errorf(400, codeBadRequest, what+": bytes "+strconv.FormatInt(ref.offset, 10)+" to "+strconv.FormatInt(ref.offset+ref.size, 10)+
 			" are outside region "+strconv.Quote(ref.region)+", which holds "+strconv.FormatInt(reg.size, 10))
 	}
-	if faulted(func() { fn(reg.data[ref.offset : ref.offset+ref.size]) }) {
-		return errorf(400, codeBadRequest, what+": region "+strconv.Quote(ref.region)+" could not be accessed: its shared memory object "+
-			strconv.Quote(reg.key)+" no longer holds it (truncated?)")
+	if fault.Guard(func() { fn(reg.data[ref.offset : ref.offset+ref.size]) }) {
+		return errTruncated(what, ref.region, reg.key)
 	}
 	return nil
 }
 
-// faulted runs fn with memory faults turned into panics, and reports
-// whether one happened. Other panics go on.
-func faulted(fn func()) (fault bool) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if v := recover(); v != nil {
-			if _, ok := v.(interface{ Addr() uintptr }); ok {
-				fault = true
-				return
-			}
-			panic(v)
+// hold keeps the bytes ref names mapped until release is called, for a
+// batch to copy straight from (batching.RequestOptions.MayFault guards
+// that copy against a truncated object).
+func (r *shmRegistry) hold(ref *shmRef, what string) (data []byte, key string, release func(), aerr *apiError) {
+	r.mu.Lock()
+	reg := r.regions[ref.region]
+	r.mu.Unlock()
+	if reg == nil {
+		return nil, "", nil, errorf(400, codeBadRequest, what+": no shared memory region "+strconv.Quote(ref.region)+" is registered")
+	}
+	reg.holdMu.Lock()
+	defer reg.holdMu.Unlock()
+	if reg.closing {
+		return nil, "", nil, errorf(400, codeBadRequest, what+": region "+strconv.Quote(ref.region)+" was unregistered")
+	}
+	if ref.offset > reg.size || ref.size > reg.size-ref.offset {
+		return nil, "", nil, errorf(400, codeBadRequest, what+": bytes "+strconv.FormatInt(ref.offset, 10)+" to "+strconv.FormatInt(ref.offset+ref.size, 10)+
+			" are outside region "+strconv.Quote(ref.region)+", which holds "+strconv.FormatInt(reg.size, 10))
+	}
+	reg.holds++
+	release = func() {
+		reg.holdMu.Lock()
+		defer reg.holdMu.Unlock()
+		if reg.holds--; reg.holds == 0 && reg.drained != nil {
+			close(reg.drained)
 		}
-	}()
-	fn()
-	return false
+	}
+	return reg.data[ref.offset : ref.offset+ref.size], reg.key, release, nil
 }
 
-// shmInput is an input tensor's source when it lies in a region: its
-// bytes are decoded straight from the region into the request's buffer
-// (so the batcher never reads the mapping, which a client can pull away).
-func (s *Server) shmInput(ref *shmRef, in *inferInput, need int) (tensorSource, *apiError) {
+// errTruncated is a region whose object no longer holds it.
+func errTruncated(what, region, key string) *apiError {
+	return errorf(400, codeBadRequest, what+": region "+strconv.Quote(region)+" could not be accessed: its shared memory object "+
+		strconv.Quote(key)+" no longer holds it (truncated?)")
+}
+
+// shmInput is an input tensor's source when it lies in a region. In the
+// model's own datatype (raw is true) the region is held mapped and the
+// batch copies from it directly, as from an HTTP body: one copy, guarded
+// against the client truncating its object meanwhile. Otherwise its bytes
+// are decoded from the region into the request's buffer.
+func (s *Server) shmInput(ref *shmRef, in *inferInput, need int, raw bool) (tensorSource, *apiError) {
 	what := "input " + in.Name
 	if ref.size != int64(need) {
 		return tensorSource{}, errorf(400, codeBadRequest, what+": shared_memory_byte_size is "+strconv.FormatInt(ref.size, 10)+" bytes, shape and datatype need "+strconv.Itoa(need))
+	}
+	if raw {
+		b, key, release, aerr := s.shm.hold(ref, what)
+		if aerr != nil {
+			return tensorSource{}, aerr
+		}
+		return tensorSource{raw: b, binary: true, shm: true, release: release,
+			truncated: func() *apiError { return errTruncated(what, ref.region, key) }}, nil
 	}
 	dt := datatypes[in.Datatype] // inferTensor has checked it
 	return tensorSource{values: func(dst []float32) (int, error) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -450,4 +451,111 @@ func fuzzShm(f *testing.F, s *Server) (key, path string) {
 		f.Fatal(aerr)
 	}
 	return key, path
+}
+
+// An input region in the model's own datatype goes to the batch as it
+// lies: InferBytes is handed the region's bytes (one copy, the batch's),
+// with MayFault set so that copy survives a truncated object. In another
+// datatype it is decoded into a buffer first.
+func TestShmInputCopiedOnce(t *testing.T) {
+	m := fakeModel("toy", 1)
+	var aliased, mayFault bool
+	inferBytes := m.InferBytes
+	ts := newTestServer(t, Options{AllowClientShm: true}, m)
+	key, path := shmObject(t, 4096)
+	writeAt(t, path, 0, toyIn)
+	writeAt(t, path, 64, halves(300, 200, 50, 7))
+	if r := ts.register(t, "in", key, 0, 4096); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	region := ts.srv.shm.regions["in"].data
+	m.InferBytes = func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		aliased, mayFault = &in[0] == &region[0], o.MayFault
+		return inferBytes(ctx, in, rows, out, o)
+	}
+	for _, tc := range []struct {
+		name, dt string
+		offset   int
+		size     int
+		aliased  bool
+	}{
+		{"FP32 into an FP32 model", "FP32", 0, 16, true},
+		{"FP16 into an FP32 model", "FP16", 64, 8, false},
+	} {
+		aliased, mayFault = false, false
+		body := fmt.Sprintf(`{"inputs":[{"name":"data","datatype":%q,"shape":[2,2],"parameters":{"shared_memory_region":"in","shared_memory_offset":%d,"shared_memory_byte_size":%d}}]}`, tc.dt, tc.offset, tc.size)
+		r := ts.do(t, "POST", "/v2/models/toy/infer", "application/json", []byte(body))
+		if r.status != 200 || !strings.Contains(r.body, `"data":[3,2,-1,3,0.5,0.07,-1,0]`) {
+			t.Fatalf("%s: %d %s", tc.name, r.status, r.body)
+		}
+		if tc.aliased && (!aliased || !mayFault) {
+			t.Errorf("%s: the batch got a copy (aliased %v, MayFault %v), want the region's bytes with MayFault", tc.name, aliased, mayFault)
+		}
+	}
+}
+
+// A request that holds its input region and writes its output into the
+// same region finishes while that region is being unregistered: the
+// unregister waits for the request's batch to be done with the input,
+// and neither waits for the other for ever. The output finds the region's
+// name gone (a 400), as any request after the unregister began would.
+func TestShmUnregisterWhileHeld(t *testing.T) {
+	m := fakeModel("toy", 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	inferBytes := m.InferBytes
+	m.InferBytes = func(ctx context.Context, in []byte, rows int, out []float32, o batching.RequestOptions) (batching.Timing, error) {
+		close(entered)
+		<-release
+		return inferBytes(ctx, in, rows, out, o)
+	}
+	ts := newTestServer(t, Options{AllowClientShm: true}, m)
+	key, path := shmObject(t, 4096)
+	writeAt(t, path, 0, toyIn)
+	if r := ts.register(t, "r", key, 0, 4096); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	answered := make(chan response, 1)
+	go func() {
+		answered <- ts.do(t, "POST", "/v2/models/toy/infer", "application/json", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],`+
+			`"parameters":{"shared_memory_region":"r","shared_memory_byte_size":16}}],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"r","shared_memory_offset":1024,"shared_memory_byte_size":32}}]}`))
+	}()
+	<-entered
+	unregistered := make(chan response, 1)
+	go func() { unregistered <- ts.do(t, "POST", "/v2/systemsharedmemory/region/r/unregister", "", nil) }()
+	select {
+	case r := <-unregistered:
+		close(release)
+		t.Fatalf("unregister returned (%d) while a request held the region", r.status)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	for i, ch := range []chan response{answered, unregistered} {
+		select {
+		case r := <-ch:
+			if i == 0 && (r.status != 400 || !strings.Contains(r.body, `output logits: no shared memory region \"r\" is registered`)) || i == 1 && r.status != 200 {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request and the unregister wait on each other")
+		}
+	}
+}
+
+// The batcher's report that the input faulted while it was copied is
+// the client's doing: a 400 that says so.
+func TestShmInputFaultAnswer(t *testing.T) {
+	m := fakeModel("toy", 1)
+	m.InferBytes = func(context.Context, []byte, int, []float32, batching.RequestOptions) (batching.Timing, error) {
+		return batching.Timing{}, fmt.Errorf("copying its rows into the batch: %w", batching.ErrInputFault)
+	}
+	ts := newTestServer(t, Options{AllowClientShm: true}, m)
+	key, path := shmObject(t, 4096)
+	writeAt(t, path, 0, toyIn)
+	if r := ts.register(t, "r", key, 0, 4096); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	r := ts.do(t, "POST", "/v2/models/toy/infer", "application/json", []byte(`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"parameters":{"shared_memory_region":"r","shared_memory_byte_size":16}}]}`))
+	if r.status != 400 || !strings.Contains(r.body, "no longer holds it") {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"fastinfer/batching"
 	"fastinfer/internal/dtype"
+	"fastinfer/internal/fault"
 )
 
 // The Open Inference Protocol (KServe v2) over HTTP: model metadata and
@@ -216,7 +217,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 			if in.Parameters.BinaryDataSize != nil || len(in.Data) > 0 || len(blobs) > 0 {
 				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its data too")
 			}
-			return s.shmInput(ref, in, need)
+			return s.shmInput(ref, in, need, m.takesRaw(in.Datatype))
 		case in.Parameters.BinaryDataSize != nil:
 			size := *in.Parameters.BinaryDataSize
 			if size != int64(need) {
@@ -255,6 +256,19 @@ type tensorSource struct {
 	binary bool
 	raw    []byte
 	values func(dst []float32) (int, error)
+	// shm: raw lies in a client's shared memory region, held mapped until
+	// release; reading it may fault (a truncated object), which
+	// truncated then answers.
+	shm       bool
+	release   func()
+	truncated func() *apiError
+}
+
+// takesRaw says whether a binary tensor of datatype dt goes to the batch
+// as sent: in the model's input datatype, on a little-endian host, with
+// InferBytes to take bytes.
+func (m *Model) takesRaw(dt string) bool {
+	return dt == m.inputType() && hostLittleEndian && m.InferBytes != nil
 }
 
 // tensorResult is an inference on a tensor that ran: out (rows ×
@@ -308,6 +322,9 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if aerr != nil {
 		return tensorResult{}, aerr
 	}
+	if src.release != nil {
+		defer src.release()
+	}
 	var buf *[]float32
 	defer func() {
 		if buf != nil {
@@ -319,20 +336,33 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	bad := -1      // the first element that is not a finite number
 	mt := m.inputType()
 	if src.binary {
-		if in.Datatype == mt && hostLittleEndian && m.InferBytes != nil {
+		// A region's bytes are read under the fault guard, and the
+		// batcher's copy of them too (MayFault).
+		read := func(fn func()) bool { fn(); return true }
+		if src.shm {
+			read = func(fn func()) bool { return !fault.Guard(fn) }
+			opts.MayFault = true
+		}
+		var ok bool
+		if m.takesRaw(in.Datatype) {
 			// Checked where it lies; the batcher copies it straight into
 			// the batch.
 			raw = src.raw
-			switch mt {
-			case "FP32":
-				bad = checkFiniteLE(raw)
-			case "FP16":
-				bad = dtype.CheckHalf(raw)
-			}
+			ok = read(func() {
+				switch mt {
+				case "FP32":
+					bad = checkFiniteLE(raw)
+				case "FP16":
+					bad = dtype.CheckHalf(raw)
+				}
+			})
 		} else {
 			buf = m.buffer(n)
 			dst = *buf
-			bad = dt.decode(dst, src.raw)
+			ok = read(func() { bad = dt.decode(dst, src.raw) })
+		}
+		if !ok {
+			return tensorResult{}, src.truncated()
 		}
 	} else {
 		buf = m.buffer(n)
