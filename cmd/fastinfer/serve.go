@@ -178,6 +178,12 @@ func serveCmd(args []string, stderr io.Writer, getenv func(string) string) error
 	return serve(ctx, cfg, log, nil)
 }
 
+// loopback says whether a listener is reachable from this host only.
+func loopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
+}
+
 // listening are the addresses serve listens on; grpc is empty without
 // gRPC.
 type listening struct{ http, grpc string }
@@ -294,6 +300,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.addr, err)
+	}
+	if tlsFiles == nil && (cfg.apiToken != "" || cfg.adminToken != "") && !loopback(ln.Addr()) {
+		// Fine behind a TLS proxy or mesh; said once, since a bearer token
+		// in the clear is anyone's who can see the traffic.
+		log.Warn("bearer tokens cross the network in the clear: set --tls-cert and --tls-key, or terminate TLS in front of the server", "addr", ln.Addr().String())
 	}
 	addrs := listening{http: ln.Addr().String()}
 	var gln net.Listener

@@ -180,3 +180,29 @@ func TestTLSPythonClients(t *testing.T) {
 		t.Errorf("Python ssl over HTTPS: %v", h)
 	}
 }
+
+// A bearer token on a port other hosts can reach, without TLS, is
+// warned about once; on loopback, or with TLS, it is not.
+func TestTokenInTheClearWarning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server; skipped in -short")
+	}
+	const warning = "bearer tokens cross the network in the clear"
+	repo := fashionRepo(t)
+	_, logs, stop := startServe(t, repo, "--api-token", "secret")
+	stop()
+	if strings.Contains(logs.String(), warning) {
+		t.Errorf("warned on loopback:\n%s", logs)
+	}
+	_, logs, stop = startServe(t, repo, "--addr", ":0", "--admin-token", "secret")
+	stop()
+	if strings.Count(logs.String(), warning) != 1 {
+		t.Errorf("no single warning on all interfaces:\n%s", logs)
+	}
+	f := testutil.WriteTLS(t, t.TempDir(), testutil.NewCA(t, "test CA"))
+	_, logs, stop = startServe(t, repo, "--addr", ":0", "--api-token", "secret", "--tls-cert", f.Cert, "--tls-key", f.Key)
+	stop()
+	if strings.Contains(logs.String(), warning) {
+		t.Errorf("warned with TLS on:\n%s", logs)
+	}
+}
