@@ -136,6 +136,25 @@ func placed(groups []server.InstanceGroup, onGPU bool, device int) []server.Inst
 	return append(groups, server.InstanceGroup{Kind: runtime.KindGPU, Count: count, GPUs: []int{device}})
 }
 
+// groupsText says where instances run, for the log: "3 on cpu", "2 each
+// on gpu 0,1".
+func groupsText(groups []server.InstanceGroup) string {
+	var parts []string
+	for _, g := range groups {
+		if g.Kind != runtime.KindGPU {
+			parts = append(parts, fmt.Sprintf("%d on cpu", g.Count))
+			continue
+		}
+		devs := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(g.GPUs)), ","), "[]")
+		if len(g.GPUs) == 1 {
+			parts = append(parts, fmt.Sprintf("%d on gpu %s", g.Count, devs))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d each on gpu %s", g.Count, devs))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // batchConfig applies config.yaml's batching section over the flags.
 func batchConfig(b models.Batching, cfg *serveConfig) batching.Config {
 	pick := func(v *int, def int) int {

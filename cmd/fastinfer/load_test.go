@@ -94,11 +94,12 @@ func TestPlaced(t *testing.T) {
 		name string
 		in   []at
 		want []server.InstanceGroup
+		text string
 	}{
-		{"two per GPU", []at{{true, 0}, {true, 0}, {true, 1}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 2, GPUs: []int{0, 1}}}},
-		{"three and one", []at{{true, 0}, {true, 0}, {true, 0}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 3, GPUs: []int{0}}, {Kind: "gpu", Count: 1, GPUs: []int{1}}}},
-		{"GPU and CPU", []at{{true, 0}, {false, 0}, {true, 0}, {false, 0}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}, {Kind: "gpu", Count: 2, GPUs: []int{0}}}},
-		{"fallen back to the CPU", []at{{false, 0}, {false, 1}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}}},
+		{"two per GPU", []at{{true, 0}, {true, 0}, {true, 1}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 2, GPUs: []int{0, 1}}}, "2 each on gpu 0,1"},
+		{"three and one", []at{{true, 0}, {true, 0}, {true, 0}, {true, 1}}, []server.InstanceGroup{{Kind: "gpu", Count: 3, GPUs: []int{0}}, {Kind: "gpu", Count: 1, GPUs: []int{1}}}, "3 on gpu 0, 1 on gpu 1"},
+		{"GPU and CPU", []at{{true, 0}, {false, 0}, {true, 0}, {false, 0}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}, {Kind: "gpu", Count: 2, GPUs: []int{0}}}, "2 on cpu, 2 on gpu 0"},
+		{"fallen back to the CPU", []at{{false, 0}, {false, 1}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}}, "2 on cpu"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []server.InstanceGroup
@@ -109,6 +110,9 @@ func TestPlaced(t *testing.T) {
 			slices.SortFunc(got, func(a, b server.InstanceGroup) int { return cmp.Or(strings.Compare(a.Kind, b.Kind), b.Count-a.Count) })
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("groups %+v, want %+v", got, tt.want)
+			}
+			if text := groupsText(got); text != tt.text {
+				t.Errorf("logged as %q, want %q", text, tt.text)
 			}
 		})
 	}
@@ -388,8 +392,11 @@ func TestServeInstanceGroups(t *testing.T) {
 		t.Skip("starts the server; skipped in -short")
 	}
 	repo := fashionRepoWith(t, "instance_groups:\n  - {kind: gpu, count: 1}\n  - {kind: cpu, count: 2}\n")
-	base, _, stop := startServe(t, repo)
+	base, logs, stop := startServe(t, repo)
 	defer stop()
+	if !strings.Contains(logs.String(), `instances="3 on cpu"`) {
+		t.Errorf("the load's log does not say where the instances run:\n%s", logs)
+	}
 	get := func(path string) string {
 		r, err := http.Get(base + path)
 		if err != nil {

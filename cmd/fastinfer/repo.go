@@ -195,7 +195,7 @@ func (r *repoManager) load(name string, eligible func(models.Version) bool) erro
 		sm := lm.model
 		r.log.Info("model loaded", "model", sm.Name, "version", sm.Version, "provider", sm.Provider,
 			"input", fmt.Sprint(sm.Inputs[0].Name, sm.Inputs[0].Shape), "classes", sm.Classes,
-			"labels", len(sm.Labels), "max_batch_size", sm.Batching.MaxBatchSize, "scores", sm.Scores,
+			"labels", len(sm.Labels), "max_batch_size", sm.Batching.MaxBatchSize, "scores", sm.Scores, "instances", groupsText(sm.InstanceGroups),
 			"load_ms", time.Since(start).Milliseconds())
 		if lm.note != "" {
 			r.log.Info("model served differently", "model", sm.Name, "version", sm.Version, "note", lm.note)
