@@ -1,12 +1,13 @@
 // Package tlsconf builds the servers' TLS configuration from PEM files.
 //
-// The certificate is read again when its files change, so a rotation
+// The files are read again when they change, so a rotation
 // (cert-manager renewing a Kubernetes secret, which the kubelet swaps in
 // place in the pod's volume) needs no restart: the next handshake after
-// the change, at most Recheck later, presents the new pair. A pair that
-// does not load (a half-written key, a key that does not match) is
-// logged and the previous pair is kept, so a bad rotation never takes
-// the server off the network.
+// the change, at most Recheck later, presents the new pair and checks
+// client certificates against the new CAs. Files that do not load (a
+// half-written key, a key that does not match, a CA file without a
+// certificate) are logged and the previous ones kept, so a bad rotation
+// never takes the server off the network.
 package tlsconf
 
 import (
@@ -52,13 +53,13 @@ func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.ClientCA
 
 // Reloader holds the current certificate and the client CAs.
 type Reloader struct {
-	files   Files
-	log     *slog.Logger
-	now     func() time.Time
-	clients *x509.CertPool
+	files Files
+	log   *slog.Logger
+	now   func() time.Time
 
 	cert    atomic.Pointer[tls.Certificate]
-	checked atomic.Int64 // unix nanoseconds of the last look at the files
+	clients atomic.Pointer[x509.CertPool] // nil without Files.ClientCA
+	checked atomic.Int64                  // unix nanoseconds of the last look at the files
 
 	mu     sync.Mutex // one reload at a time
 	loaded stamp      // the files as they were when cert was read
@@ -67,8 +68,8 @@ type Reloader struct {
 
 // stamp is what changes when a file is replaced or rewritten.
 type stamp struct {
-	certMod, keyMod   time.Time
-	certSize, keySize int64
+	certMod, keyMod, caMod    time.Time
+	certSize, keySize, caSize int64
 }
 
 // New loads the files. A missing or malformed file, a key that does not
@@ -89,24 +90,16 @@ func New(f Files, log *slog.Logger) (*Reloader, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := r.load()
+	c, pool, err := r.load()
 	if err != nil {
 		return nil, err
 	}
 	r.cert.Store(c)
+	if pool != nil {
+		r.clients.Store(pool)
+	}
 	r.loaded = st
 	r.checked.Store(r.now().UnixNano())
-	if f.ClientCA != "" {
-		pem, err := os.ReadFile(f.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("reading the client CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("the client CA file %s holds no PEM certificate", f.ClientCA)
-		}
-		r.clients = pool
-	}
 	return r, nil
 }
 
@@ -115,20 +108,45 @@ func New(f Files, log *slog.Logger) (*Reloader, error) {
 // certificate verified against them when the client presents one.
 // Whether an endpoint may be reached without one is the server's
 // decision (ClientCertRequired): Kubernetes' probes present none.
+//
+// Client certificates are verified by VerifyConnection against the CAs
+// loaded last, rather than by crypto/tls against a fixed ClientCAs, so
+// that a rotated CA file takes effect: a handshake whose client presents
+// a certificate finishes only if it chains to them (see Verified).
 func (r *Reloader) Config() *tls.Config {
 	c := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: r.certificate,
 	}
-	if r.clients != nil {
-		c.ClientCAs = r.clients
-		c.ClientAuth = tls.VerifyClientCertIfGiven
+	if r.files.ClientCA != "" {
+		c.ClientAuth = tls.RequestClientCert
+		c.VerifyConnection = r.verifyClient
 	}
 	return c
 }
 
+// verifyClient checks a presented client certificate chain against the
+// current client CAs; no certificate is left to the server's endpoints.
+func (r *Reloader) verifyClient(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	opts := x509.VerifyOptions{
+		Roots:         r.clients.Load(),
+		Intermediates: x509.NewCertPool(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		return fmt.Errorf("client certificate: %w", err)
+	}
+	return nil
+}
+
 // ClientCertRequired says whether client certificates are checked.
-func (r *Reloader) ClientCertRequired() bool { return r.clients != nil }
+func (r *Reloader) ClientCertRequired() bool { return r.files.ClientCA != "" }
 
 // Certificate is the pair handshakes present now.
 func (r *Reloader) Certificate() *tls.Certificate { return r.cert.Load() }
@@ -158,17 +176,20 @@ func (r *Reloader) Reload() bool {
 	if st == r.loaded || st == r.failed {
 		return false
 	}
-	c, err := r.load()
+	c, pool, err := r.load()
 	if err != nil {
-		// Rotations write the two files one after the other: the next
-		// look, a Recheck later, may find them matching.
-		r.log.Warn("TLS certificate files changed but do not load; serving the previous certificate", "err", err)
+		// Rotations write the files one after the other: the next look, a
+		// Recheck later, may find them matching.
+		r.log.Warn("TLS files changed but do not load; serving the previous certificate and client CAs", "err", err)
 		r.failed = st
 		return false
 	}
 	r.cert.Store(c)
+	if pool != nil {
+		r.clients.Store(pool)
+	}
 	r.loaded, r.failed = st, stamp{}
-	r.log.Info("TLS certificate reloaded", "cert", r.files.Cert, "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	r.log.Info("TLS certificate reloaded", "cert", r.files.Cert, "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339), "client_ca", r.files.ClientCA)
 	return true
 }
 
@@ -181,12 +202,36 @@ func (r *Reloader) stat() (stamp, error) {
 	if err != nil {
 		return stamp{certMod: ci.ModTime(), certSize: ci.Size()}, fmt.Errorf("TLS key: %w", err)
 	}
-	return stamp{certMod: ci.ModTime(), certSize: ci.Size(), keyMod: ki.ModTime(), keySize: ki.Size()}, nil
+	st := stamp{certMod: ci.ModTime(), certSize: ci.Size(), keyMod: ki.ModTime(), keySize: ki.Size()}
+	if r.files.ClientCA != "" {
+		ai, err := os.Stat(r.files.ClientCA)
+		if err != nil {
+			return st, fmt.Errorf("TLS client CA: %w", err)
+		}
+		st.caMod, st.caSize = ai.ModTime(), ai.Size()
+	}
+	return st, nil
 }
 
 // load reads and checks the pair, and warns when it has expired or is
-// about to.
-func (r *Reloader) load() (*tls.Certificate, error) {
+// about to; and the client CAs, when there is a file of them.
+func (r *Reloader) load() (*tls.Certificate, *x509.CertPool, error) {
+	c, err := r.loadPair()
+	if err != nil || r.files.ClientCA == "" {
+		return c, nil, err
+	}
+	pem, err := os.ReadFile(r.files.ClientCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the client CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("the client CA file %s holds no PEM certificate", r.files.ClientCA)
+	}
+	return c, pool, nil
+}
+
+func (r *Reloader) loadPair() (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(r.files.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("reading the TLS certificate: %w", err)
@@ -218,7 +263,8 @@ func (r *Reloader) load() (*tls.Certificate, error) {
 }
 
 // Verified says whether a connection's client presented a certificate
-// that chains to the client CAs.
+// that chains to the client CAs: on a connection made with Config,
+// whose VerifyConnection refuses any other, whether it presented one.
 func Verified(st *tls.ConnectionState) bool {
-	return st != nil && len(st.VerifiedChains) > 0
+	return st != nil && st.HandshakeComplete && (len(st.VerifiedChains) > 0 || len(st.PeerCertificates) > 0)
 }

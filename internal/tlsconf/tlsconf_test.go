@@ -242,3 +242,63 @@ func TestHandshakes(t *testing.T) {
 		t.Fatal("the server completed a handshake its client refused")
 	}
 }
+
+// A rotated client CA file takes effect without a restart: after the
+// next look at the files, clients of the new CA are accepted and those
+// of the old one refused.
+func TestClientCARotation(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, newCA := testutil.NewCA(t, "old CA"), testutil.NewCA(t, "new CA")
+	f := testutil.WriteTLS(t, dir, oldCA)
+	t0 := time.Now().Add(-time.Minute)
+	write(t, f.CA, oldCA.PEM, t0)
+	r, err := New(Files{Cert: f.Cert, Key: f.Key, ClientCA: f.CA}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Now()}
+	r.now = clk.now
+	r.checked.Store(clk.t.UnixNano())
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", r.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Write([]byte{1})
+			c.Close()
+		}
+	}()
+	accepted := func(ca *testutil.CA) bool {
+		cert := ca.ClientCert(t, "client")
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: oldCA.Pool(), ServerName: "localhost",
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }})
+		if err != nil {
+			return false
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		return err == nil
+	}
+	if !accepted(oldCA) || accepted(newCA) {
+		t.Fatal("before the rotation: want the old CA's client accepted and the new one's refused")
+	}
+	write(t, f.CA, newCA.PEM, t0.Add(time.Second))
+	clk.t = clk.t.Add(Recheck)
+	if !accepted(newCA) || accepted(oldCA) {
+		t.Fatal("after the rotation: want the new CA's client accepted and the old one's refused")
+	}
+	// A CA file rewritten with no certificate in it keeps the CAs served.
+	write(t, f.CA, []byte("not PEM\n"), t0.Add(2*time.Second))
+	clk.t = clk.t.Add(Recheck)
+	if !accepted(newCA) {
+		t.Fatal("a broken CA file replaced the CAs served")
+	}
+}
