@@ -264,11 +264,23 @@ type tensorSource struct {
 	truncated func() *apiError
 }
 
+// checkRaw returns the index of the first element of a tensor in the
+// model's datatype mt that is not a finite number, or -1.
+func checkRaw(mt string, raw []byte) int {
+	switch mt {
+	case "FP32":
+		return checkFiniteLE(raw)
+	case "FP16":
+		return dtype.CheckHalf(raw)
+	}
+	return -1
+}
+
 // takesRaw says whether a binary tensor of datatype dt goes to the batch
 // as sent: in the model's input datatype, on a little-endian host, with
 // InferBytes to take bytes.
 func (m *Model) takesRaw(dt string) bool {
-	return dt == m.inputType() && hostLittleEndian && m.InferBytes != nil
+	return dt == m.inputType() && dtype.HostLittleEndian && m.InferBytes != nil
 }
 
 // tensorResult is an inference on a tensor that ran: out (rows ×
@@ -338,31 +350,24 @@ func (s *Server) inferTensor(ctx context.Context, m *Model, req *inferRequest,
 	if src.binary {
 		// A region's bytes are read under the fault guard, and the
 		// batcher's copy of them too (MayFault).
-		read := func(fn func()) bool { fn(); return true }
-		if src.shm {
-			read = func(fn func()) bool { return !fault.Guard(fn) }
-			opts.MayFault = true
-		}
-		var ok bool
+		opts.MayFault = src.shm
 		if m.takesRaw(in.Datatype) {
 			// Checked where it lies; the batcher copies it straight into
 			// the batch.
 			raw = src.raw
-			ok = read(func() {
-				switch mt {
-				case "FP32":
-					bad = checkFiniteLE(raw)
-				case "FP16":
-					bad = dtype.CheckHalf(raw)
-				}
-			})
+			if !src.shm {
+				bad = checkRaw(mt, raw)
+			} else if fault.Guard(func() { bad = checkRaw(mt, raw) }) {
+				return tensorResult{}, src.truncated()
+			}
 		} else {
 			buf = m.buffer(n)
 			dst = *buf
-			ok = read(func() { bad = dt.decode(dst, src.raw) })
-		}
-		if !ok {
-			return tensorResult{}, src.truncated()
+			if !src.shm {
+				bad = dt.decode(dst, src.raw)
+			} else if fault.Guard(func() { bad = dt.decode(dst, src.raw) }) {
+				return tensorResult{}, src.truncated()
+			}
 		}
 	} else {
 		buf = m.buffer(n)
@@ -644,10 +649,6 @@ func firstNonFinite(x []float32) int {
 	return -1
 }
 
-// hostLittleEndian: the protocol's little-endian FP32 is then the host's
-// own float32 layout.
-var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
-
 // Exponent masks for two float32s in a little-endian word: for each half,
 // (bits & exp) + step carries into the half's top bit only when the
 // exponent was all ones (NaN or ±Inf), so OR-ing those over many words
@@ -661,7 +662,7 @@ const (
 // checkFinite is firstNonFinite at the rate of a read, for a tensor
 // parsed from JSON.
 func checkFinite(x []float32) int {
-	if !hostLittleEndian {
+	if !dtype.HostLittleEndian {
 		return firstNonFinite(x)
 	}
 	return checkFiniteLE(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x)))
@@ -705,7 +706,7 @@ func checkFiniteLE(b []byte) int {
 // memmove and a second pass (BenchmarkDecodeFP32). That loop was a fifth
 // of the server's CPU on the tensor path.
 func decodeFP32(dst []float32, src []byte) int {
-	if !hostLittleEndian {
+	if !dtype.HostLittleEndian {
 		for i := range dst {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 		}

@@ -274,7 +274,7 @@ func (p *Preprocessor) IntoBytes(data []byte, dt string, dst []byte) (guard.Info
 	switch {
 	case dt == "FP32":
 		return p.into(data, out{f32: dtype.Float32s(dst)})
-	case dt == "FP16" && !hostLittleEndian:
+	case dt == "FP16" && !dtype.HostLittleEndian:
 		// The half tables hold native uint16s; the wire wants little
 		// endian. Convert after, as a big-endian host must.
 		f := make([]float32, p.spec.Len())
@@ -286,8 +286,6 @@ func (p *Preprocessor) IntoBytes(data []byte, dt string, dst []byte) (guard.Info
 	}
 	return p.into(data, out{b: dst, dt: dt})
 }
-
-var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // into checks data and the limits, then decodes it into dst.
 func (p *Preprocessor) into(data []byte, dst out) (guard.Info, error) {

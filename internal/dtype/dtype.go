@@ -26,8 +26,10 @@ func Size(name string) int {
 	return 0
 }
 
-// hostLittleEndian: a float32 slice's memory is then its FP32 bytes.
-var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+// HostLittleEndian says the host stores numbers as the protocol sends
+// them: a float32 slice's memory is then its FP32 bytes, and a uint16's
+// its FP16 bytes.
+var HostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Encode writes src as datatype name into dst (len(src)*Size(name)
 // bytes). FP16 rounds to nearest, ties to even, and saturates at ±65504
@@ -37,7 +39,7 @@ var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 func Encode(name string, dst []byte, src []float32) {
 	switch name {
 	case "FP32":
-		if hostLittleEndian {
+		if HostLittleEndian {
 			copy(dst, Bytes(src))
 			return
 		}
