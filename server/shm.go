@@ -227,20 +227,14 @@ func (r *shmRegistry) status(name string) ([]shmStatus, *apiError) {
 // the pages past its new end raise SIGBUS) fails the request instead of
 // the process.
 func (r *shmRegistry) access(ref *shmRef, what string, fn func([]byte)) *apiError {
-	r.mu.Lock()
-	reg := r.regions[ref.region]
-	r.mu.Unlock()
-	if reg == nil {
-		return errorf(400, codeBadRequest, what+": no shared memory region "+strconv.Quote(ref.region)+" is registered")
+	reg, aerr := r.find(ref, what)
+	if aerr != nil {
+		return aerr
 	}
 	reg.mu.RLock()
 	defer reg.mu.RUnlock()
 	if reg.closed {
-		return errorf(400, codeBadRequest, what+": region "+strconv.Quote(ref.region)+" was unregistered")
-	}
-	if ref.offset > reg.size || ref.size > reg.size-ref.offset {
-		return errorf(400, codeBadRequest, what+": bytes "+strconv.FormatInt(ref.offset, 10)+" to "+strconv.FormatInt(ref.offset+ref.size, 10)+
-			" are outside region "+strconv.Quote(ref.region)+", which holds "+strconv.FormatInt(reg.size, 10))
+		return errUnregistered(what, ref.region)
 	}
 	if fault.Guard(func() { fn(reg.data[ref.offset : ref.offset+ref.size]) }) {
 		return errTruncated(what, ref.region, reg.key)
@@ -248,24 +242,38 @@ func (r *shmRegistry) access(ref *shmRef, what string, fn func([]byte)) *apiErro
 	return nil
 }
 
-// hold keeps the bytes ref names mapped until release is called, for a
-// batch to copy straight from (batching.RequestOptions.MayFault guards
-// that copy against a truncated object).
-func (r *shmRegistry) hold(ref *shmRef, what string) (data []byte, key string, release func(), aerr *apiError) {
+// find is the region ref names, once ref is checked to lie within it (a
+// region's size never changes).
+func (r *shmRegistry) find(ref *shmRef, what string) (*shmRegion, *apiError) {
 	r.mu.Lock()
 	reg := r.regions[ref.region]
 	r.mu.Unlock()
 	if reg == nil {
-		return nil, "", nil, errorf(400, codeBadRequest, what+": no shared memory region "+strconv.Quote(ref.region)+" is registered")
+		return nil, errorf(400, codeBadRequest, what+": no shared memory region "+strconv.Quote(ref.region)+" is registered")
+	}
+	if ref.offset > reg.size || ref.size > reg.size-ref.offset {
+		return nil, errorf(400, codeBadRequest, what+": bytes "+strconv.FormatInt(ref.offset, 10)+" to "+strconv.FormatInt(ref.offset+ref.size, 10)+
+			" are outside region "+strconv.Quote(ref.region)+", which holds "+strconv.FormatInt(reg.size, 10))
+	}
+	return reg, nil
+}
+
+func errUnregistered(what, region string) *apiError {
+	return errorf(400, codeBadRequest, what+": region "+strconv.Quote(region)+" was unregistered")
+}
+
+// hold keeps the bytes ref names mapped until release is called, for a
+// batch to copy straight from (batching.RequestOptions.MayFault guards
+// that copy against a truncated object).
+func (r *shmRegistry) hold(ref *shmRef, what string) (data []byte, key string, release func(), aerr *apiError) {
+	reg, aerr := r.find(ref, what)
+	if aerr != nil {
+		return nil, "", nil, aerr
 	}
 	reg.holdMu.Lock()
 	defer reg.holdMu.Unlock()
 	if reg.closing {
-		return nil, "", nil, errorf(400, codeBadRequest, what+": region "+strconv.Quote(ref.region)+" was unregistered")
-	}
-	if ref.offset > reg.size || ref.size > reg.size-ref.offset {
-		return nil, "", nil, errorf(400, codeBadRequest, what+": bytes "+strconv.FormatInt(ref.offset, 10)+" to "+strconv.FormatInt(ref.offset+ref.size, 10)+
-			" are outside region "+strconv.Quote(ref.region)+", which holds "+strconv.FormatInt(reg.size, 10))
+		return nil, "", nil, errUnregistered(what, ref.region)
 	}
 	reg.holds++
 	release = func() {
