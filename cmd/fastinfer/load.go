@@ -103,37 +103,43 @@ func planInstances(groups []models.Instances, flagCount int, flagThreads int, gp
 	return plan, nil
 }
 
-// placed counts one more instance in groups: the CPU's group, or the
-// group of GPUs running this many instances each, with the device moved
-// there from its old group (Triton's instance_group as it reports one).
-func placed(groups []server.InstanceGroup, onGPU bool, device int) []server.InstanceGroup {
-	if !onGPU {
-		for i := range groups {
-			if groups[i].Kind == runtime.KindCPU {
-				groups[i].Count++
-				return groups
-			}
+// where is an instance as it ended up: on a GPU (device), or on the
+// CPU (a GPU instance whose provider fell back counts as the CPU's).
+type where struct {
+	gpu    bool
+	device int
+}
+
+// instanceGroups reports where instances run as Triton's instance_group
+// does: one group for the CPU's, and the GPUs grouped by how many
+// instances each runs.
+func instanceGroups(at []where) []server.InstanceGroup {
+	cpu, perGPU := 0, map[int]int{}
+	var devs []int
+	for _, a := range at {
+		if !a.gpu {
+			cpu++
+			continue
 		}
-		return append(groups, server.InstanceGroup{Kind: runtime.KindCPU, Count: 1})
-	}
-	count := 1
-	for i := range groups {
-		g := &groups[i]
-		if j := slices.Index(g.GPUs, device); j >= 0 {
-			count = g.Count + 1
-			g.GPUs = slices.Delete(g.GPUs, j, j+1)
-			break
+		if perGPU[a.device] == 0 {
+			devs = append(devs, a.device)
 		}
+		perGPU[a.device]++
 	}
-	groups = slices.DeleteFunc(groups, func(g server.InstanceGroup) bool { return g.Kind == runtime.KindGPU && len(g.GPUs) == 0 })
-	for i := range groups {
-		if g := &groups[i]; g.Kind == runtime.KindGPU && g.Count == count {
-			g.GPUs = append(g.GPUs, device)
-			slices.Sort(g.GPUs)
-			return groups
+	var groups []server.InstanceGroup
+	if cpu > 0 {
+		groups = append(groups, server.InstanceGroup{Kind: runtime.KindCPU, Count: cpu})
+	}
+	slices.Sort(devs)
+	for _, d := range devs {
+		i := slices.IndexFunc(groups, func(g server.InstanceGroup) bool { return g.Kind == runtime.KindGPU && g.Count == perGPU[d] })
+		if i < 0 {
+			groups = append(groups, server.InstanceGroup{Kind: runtime.KindGPU, Count: perGPU[d]})
+			i = len(groups) - 1
 		}
+		groups[i].GPUs = append(groups[i].GPUs, d)
 	}
-	return append(groups, server.InstanceGroup{Kind: runtime.KindGPU, Count: count, GPUs: []int{device}})
+	return groups
 }
 
 // groupsText says where instances run, for the log: "3 on cpu", "2 each
@@ -236,8 +242,8 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 	}
 	var first *runtime.Session
 	var instances []batching.Instance
-	stagedAll := true                 // every instance has two input slots
-	var groups []server.InstanceGroup // what was placed, by where it runs
+	stagedAll := true // every instance has two input slots
+	var placedAt []where
 	for _, pl := range plan {
 		open := func() (*runtime.Session, error) {
 			sess, err := env.NewSession(v.Path, runtime.SessionOptions{
@@ -258,7 +264,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 		}
 		// CUDA graphs always take buckets: serve refuses them without.
 		onGPU := runtime.OnGPU(sess.Provider())
-		groups = placed(groups, onGPU, pl.device)
+		placedAt = append(placedAt, where{onGPU, pl.device})
 		inst, err := newInstance(sess, open, maxRows, (cfg.gpuBuckets || sess.Graphs()) && onGPU, staged(cfg.stage, onGPU))
 		if err != nil {
 			return fail(v.Path, err)
@@ -332,7 +338,7 @@ func loadModel(env *runtime.Env, m models.Model, v models.Version, cfg *serveCon
 			DefaultTimeoutUS: sc.DefaultTimeout.Microseconds(), PriorityLevels: sc.PriorityLevels,
 			Instances: len(instances), ThreadsPerInstance: plan[0].threads, StagedBatches: stagedAll,
 		},
-		InstanceGroups: groups,
+		InstanceGroups: instanceGroups(placedAt),
 		Infer:          sched.Do, InferBytes: sched.DoBytes, ExecutionStats: obs.Stats,
 		Drift: mon,
 	}

@@ -83,13 +83,11 @@ func TestPlanInstances(t *testing.T) {
 	}
 }
 
-// placed reports where instances ended up as Triton's instance_group
-// does: the CPU's, and GPUs grouped by how many instances each runs.
-func TestPlaced(t *testing.T) {
-	type at struct {
-		gpu bool
-		dev int
-	}
+// instanceGroups reports where instances ended up as Triton's
+// instance_group does: the CPU's, and GPUs grouped by how many instances
+// each runs.
+func TestInstanceGroups(t *testing.T) {
+	type at = where
 	for _, tt := range []struct {
 		name string
 		in   []at
@@ -102,10 +100,7 @@ func TestPlaced(t *testing.T) {
 		{"fallen back to the CPU", []at{{false, 0}, {false, 1}}, []server.InstanceGroup{{Kind: "cpu", Count: 2}}, "2 on cpu"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var got []server.InstanceGroup
-			for _, a := range tt.in {
-				got = placed(got, a.gpu, a.dev)
-			}
+			got := instanceGroups(tt.in)
 			// In a fixed order: kind, then the most instances first.
 			slices.SortFunc(got, func(a, b server.InstanceGroup) int { return cmp.Or(strings.Compare(a.Kind, b.Kind), b.Count-a.Count) })
 			if !reflect.DeepEqual(got, tt.want) {
