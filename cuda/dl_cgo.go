@@ -19,6 +19,8 @@ package cuda
 typedef int fi_CUresult;
 typedef int fi_CUdevice;
 typedef struct { char bytes[16]; } fi_CUuuid;
+typedef struct { char reserved[64]; } fi_CUipcMemHandle; // passed by value, as cuda.h declares it
+_Static_assert(sizeof(fi_CUipcMemHandle) == 64, "CUipcMemHandle is 64 bytes (IPCHandleSize)");
 
 typedef struct {
 	void *handle;
@@ -43,6 +45,13 @@ typedef struct {
 	fi_CUresult (*cuMemFree_v2)(unsigned long long dptr);
 	fi_CUresult (*cuMemcpyHtoD_v2)(unsigned long long dst, const void *src, size_t bytes);
 	fi_CUresult (*cuMemcpyDtoH_v2)(void *dst, unsigned long long src, size_t bytes);
+	// CUDA IPC, for Triton's CUDA shared memory extension.
+	fi_CUresult (*cuIpcGetMemHandle)(fi_CUipcMemHandle *handle, unsigned long long dptr);
+	fi_CUresult (*cuIpcOpenMemHandle_v2)(unsigned long long *dptr, fi_CUipcMemHandle handle, unsigned int flags);
+	fi_CUresult (*cuIpcCloseMemHandle)(unsigned long long dptr);
+	fi_CUresult (*cuMemGetAddressRange_v2)(unsigned long long *base, size_t *bytes, unsigned long long dptr);
+	fi_CUresult (*cuStreamSynchronize)(void *stream);
+	void *copy_stream; // the stream the copies above run on, as a special handle
 } fi_cuda;
 
 // ---- NVML (nvml.h), as much as is used ----
@@ -71,6 +80,12 @@ enum {
 	FI_CUDA_ERROR_NOT_SUPPORTED = 801,
 	FI_CUDA_ERROR_NOT_FOUND = 500,
 	FI_CU_MEMHOSTALLOC_PORTABLE = 1,
+	FI_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1,
+	FI_CU_STREAM_LEGACY = 1,
+	FI_CU_STREAM_PER_THREAD = 2,
+	// fi_ipc_open's answer when the allocation ends before the bytes asked
+	// for: not a CUresult, which are never negative.
+	FI_IPC_TOO_SMALL = -1,
 	FI_NVML_ERROR_FUNCTION_NOT_FOUND = 13
 };
 
@@ -140,9 +155,19 @@ static int fi_cuda_open(const char *path, fi_cuda *a, char *err, size_t n, char 
 	// them: the legacy default stream would wait for every other blocking
 	// stream in the context, that is for other instances' work.
 	fi_sym(a->handle, "cuMemcpyHtoD_v2_ptds", (void **)&a->cuMemcpyHtoD_v2, 0, err, n);
+	a->copy_stream = (void *)(size_t)(a->cuMemcpyHtoD_v2 ? FI_CU_STREAM_PER_THREAD : FI_CU_STREAM_LEGACY);
 	if (a->cuMemcpyHtoD_v2 == NULL) FI_SYM(a, cuMemcpyHtoD_v2, 0);
 	fi_sym(a->handle, "cuMemcpyDtoH_v2_ptds", (void **)&a->cuMemcpyDtoH_v2, 0, err, n);
 	if (a->cuMemcpyDtoH_v2 == NULL) FI_SYM(a, cuMemcpyDtoH_v2, 0);
+	FI_SYM(a, cuIpcGetMemHandle, 0);
+	// cuda.h maps cuIpcOpenMemHandle to _v2 since CUDA 11; older drivers
+	// export the plain name only, with the same signature.
+	FI_SYM(a, cuIpcOpenMemHandle_v2, 0);
+	if (a->cuIpcOpenMemHandle_v2 == NULL)
+		fi_sym(a->handle, "cuIpcOpenMemHandle", (void **)&a->cuIpcOpenMemHandle_v2, 0, err, n);
+	FI_SYM(a, cuIpcCloseMemHandle, 0);
+	FI_SYM(a, cuMemGetAddressRange_v2, 0);
+	FI_SYM(a, cuStreamSynchronize, 0);
 	fi_where((void *)a->cuInit, where, wn);
 	return 0;
 fail:
@@ -285,6 +310,78 @@ static fi_CUresult fi_dev_copy(fi_cuda *a, fi_CUdevice dev, int in, unsigned lon
 	r = in ? a->cuMemcpyHtoD_v2(d, h, bytes) : a->cuMemcpyDtoH_v2(h, d, bytes);
 	fi_out_ctx(a);
 	a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+// ---- CUDA IPC; the same context discipline ----
+
+static int fi_has_ipc(fi_cuda *a) {
+	return fi_has_device(a) && a->cuIpcGetMemHandle && a->cuIpcOpenMemHandle_v2 && a->cuIpcCloseMemHandle &&
+		a->cuMemGetAddressRange_v2 && a->cuStreamSynchronize;
+}
+
+// fi_ipc_write is fi_dev_copy to the device, then a wait for the copy's
+// stream: from pageable memory cuMemcpyHtoD may return before the DMA
+// lands, and the other process's reads are not ordered after it.
+static fi_CUresult fi_ipc_write(fi_cuda *a, fi_CUdevice dev, unsigned long long d, void *h, size_t bytes) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuMemcpyHtoD_v2(d, h, bytes);
+	if (r == 0) r = a->cuStreamSynchronize(a->copy_stream);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+// fi_ipc_get writes the 64-byte handle of the allocation at p into out.
+static fi_CUresult fi_ipc_get(fi_cuda *a, fi_CUdevice dev, unsigned long long p, void *out) {
+	fi_CUipcMemHandle h;
+	memset(&h, 0, sizeof h);
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuIpcGetMemHandle(&h, p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	if (r == 0) memcpy(out, h.reserved, sizeof h.reserved);
+	return r;
+}
+
+// fi_ipc_open opens the 64-byte handle in dev's primary context and checks
+// that size bytes from the opened address lie within the allocation; *avail
+// is how many do. On success the mapping keeps a context reference, given
+// back by fi_ipc_close; on any failure nothing stays open or retained.
+static fi_CUresult fi_ipc_open(fi_cuda *a, fi_CUdevice dev, const void *handle, size_t size,
+		unsigned long long *p, size_t *avail) {
+	*p = 0;
+	*avail = 0;
+	fi_CUipcMemHandle h;
+	memcpy(h.reserved, handle, sizeof h.reserved);
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuIpcOpenMemHandle_v2(p, h, FI_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+	if (r == 0) {
+		unsigned long long base = 0;
+		size_t bytes = 0;
+		r = a->cuMemGetAddressRange_v2(&base, &bytes, *p);
+		if (r == 0 && *p >= base && *p - base <= bytes) *avail = bytes - (size_t)(*p - base);
+		if (r == 0 && *avail < size) r = FI_IPC_TOO_SMALL;
+		if (r != 0) {
+			a->cuIpcCloseMemHandle(*p);
+			*p = 0;
+		}
+	}
+	fi_out_ctx(a);
+	if (r != 0) a->cuDevicePrimaryCtxRelease_v2(dev);
+	return r;
+}
+
+static fi_CUresult fi_ipc_close(fi_cuda *a, fi_CUdevice dev, unsigned long long p) {
+	fi_CUresult r = fi_in_ctx(a, dev);
+	if (r != 0) return r;
+	r = a->cuIpcCloseMemHandle(p);
+	fi_out_ctx(a);
+	a->cuDevicePrimaryCtxRelease_v2(dev);
+	if (r == 0) a->cuDevicePrimaryCtxRelease_v2(dev); // the mapping's
 	return r;
 }
 
@@ -469,6 +566,33 @@ func (c *cgoCUDA) DeviceCopy(dev int, toDevice bool, d uint64, h unsafe.Pointer,
 		in = 1
 	}
 	return cuResult(C.fi_dev_copy(c.api, C.fi_CUdevice(dev), in, C.ulonglong(d), h, C.size_t(bytes)))
+}
+
+func (c *cgoCUDA) IPCSupported() bool { return C.fi_has_ipc(c.api) != 0 }
+
+func (c *cgoCUDA) IPCGetHandle(dev int, p uint64) ([IPCHandleSize]byte, cuResult) {
+	var h [IPCHandleSize]byte
+	r := C.fi_ipc_get(c.api, C.fi_CUdevice(dev), C.ulonglong(p), unsafe.Pointer(&h[0]))
+	return h, cuResult(r)
+}
+
+func (c *cgoCUDA) IPCOpen(dev int, handle *[IPCHandleSize]byte, size int64) (p uint64, avail int64, r cuResult) {
+	var cp C.ulonglong
+	var ca C.size_t
+	cr := C.fi_ipc_open(c.api, C.fi_CUdevice(dev), unsafe.Pointer(&handle[0]), C.size_t(size), &cp, &ca)
+	r = cuResult(cr)
+	if cr == C.FI_IPC_TOO_SMALL {
+		r = ipcTooSmall
+	}
+	return uint64(cp), int64(ca), r
+}
+
+func (c *cgoCUDA) IPCWrite(dev int, d uint64, h unsafe.Pointer, bytes int) cuResult {
+	return cuResult(C.fi_ipc_write(c.api, C.fi_CUdevice(dev), C.ulonglong(d), h, C.size_t(bytes)))
+}
+
+func (c *cgoCUDA) IPCClose(dev int, p uint64) cuResult {
+	return cuResult(C.fi_ipc_close(c.api, C.fi_CUdevice(dev), C.ulonglong(p)))
 }
 
 // ---- NVML ----

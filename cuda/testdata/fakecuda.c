@@ -91,9 +91,10 @@ int cuDeviceGetUuid(CUuuid *uuid, int dev) {
  * to check that references and allocations balance.
  */
 
-static int primary_refs[64];
+static int primary_refs[64]; /* atomic: copies retain and release from many threads */
 static __thread void *current_ctx = NULL;
 static void *live[1024];
+static size_t live_size[1024];
 
 static void host_log(const char *what, long v) {
 	const char *path = getenv("FAKE_CUDA_HOST_LOG");
@@ -107,7 +108,7 @@ static void host_log(const char *what, long v) {
 int cuDevicePrimaryCtxRetain(void **ctx, int dev) {
 	int r = check(dev);
 	if (r != 0) return r;
-	primary_refs[dev]++;
+	__atomic_add_fetch(&primary_refs[dev], 1, __ATOMIC_SEQ_CST);
 	*ctx = &primary_refs[dev]; /* any stable, distinct pointer */
 	host_log("retain", dev);
 	return 0;
@@ -116,8 +117,10 @@ int cuDevicePrimaryCtxRetain(void **ctx, int dev) {
 int cuDevicePrimaryCtxRelease_v2(int dev) {
 	int r = check(dev);
 	if (r != 0) return r;
-	if (primary_refs[dev] <= 0) return 201; /* CUDA_ERROR_INVALID_CONTEXT */
-	primary_refs[dev]--;
+	if (__atomic_sub_fetch(&primary_refs[dev], 1, __ATOMIC_SEQ_CST) < 0) {
+		__atomic_add_fetch(&primary_refs[dev], 1, __ATOMIC_SEQ_CST);
+		return 201; /* CUDA_ERROR_INVALID_CONTEXT */
+	}
 	host_log("release", dev);
 	return 0;
 }
@@ -144,6 +147,7 @@ int cuMemHostAlloc(void **p, size_t bytes, unsigned int flags) {
 		if (live[i] == NULL) {
 			live[i] = malloc(bytes);
 			if (live[i] == NULL) return 2; /* CUDA_ERROR_OUT_OF_MEMORY */
+			live_size[i] = bytes;
 			*p = live[i];
 			host_log("alloc", (long)bytes);
 			return 0;
@@ -164,6 +168,7 @@ int cuMemFreeHost(void *p) {
 	if (i < 0) return 1;
 	free(live[i]);
 	live[i] = NULL;
+	live_size[i] = 0;
 	host_log("free", 0);
 	return 0;
 }
@@ -178,9 +183,20 @@ int cuMemHostGetFlags(unsigned int *flags, void *p) {
 /*
  * Device memory: host memory behind the same allocation table, with
  * CUdeviceptr values that are its addresses. Copies are memcpy and, like
- * the rest, need a current context.
+ * the rest, need a current context; they may start anywhere inside a live
+ * allocation but must end inside it too (else CUDA_ERROR_INVALID_VALUE).
  */
 #include <string.h>
+
+/* find_within is the allocation holding [p, p+bytes), or -1. */
+static int find_within(unsigned long long p, size_t bytes) {
+	for (int i = 0; i < 1024; i++) {
+		unsigned long long base = (unsigned long long)(size_t)live[i];
+		if (live[i] != NULL && p >= base && p - base < live_size[i] && bytes <= live_size[i] - (p - base))
+			return i;
+	}
+	return -1;
+}
 
 int cuMemAlloc_v2(unsigned long long *dptr, size_t bytes) {
 	void *p = NULL;
@@ -193,7 +209,7 @@ int cuMemFree_v2(unsigned long long dptr) { return cuMemFreeHost((void *)(size_t
 
 int cuMemcpyHtoD_v2(unsigned long long dst, const void *src, size_t bytes) {
 	if (current_ctx == NULL) return 201;
-	if (find_live((void *)(size_t)dst) < 0) return 1;
+	if (find_within(dst, bytes) < 0) return 1;
 	memcpy((void *)(size_t)dst, src, bytes);
 	host_log("htod", (long)bytes);
 	return 0;
@@ -201,7 +217,7 @@ int cuMemcpyHtoD_v2(unsigned long long dst, const void *src, size_t bytes) {
 
 int cuMemcpyDtoH_v2(void *dst, unsigned long long src, size_t bytes) {
 	if (current_ctx == NULL) return 201;
-	if (find_live((void *)(size_t)src) < 0) return 1;
+	if (find_within(src, bytes) < 0) return 1;
 	memcpy(dst, (void *)(size_t)src, bytes);
 	host_log("dtoh", (long)bytes);
 	return 0;
@@ -216,4 +232,63 @@ int cuMemcpyHtoD_v2_ptds(unsigned long long dst, const void *src, size_t bytes) 
 int cuMemcpyDtoH_v2_ptds(void *dst, unsigned long long src, size_t bytes) {
 	host_log("ptds", 0);
 	return cuMemcpyDtoH_v2(dst, src, bytes);
+}
+
+/*
+ * CUDA IPC. A handle is a magic and the device pointer; opening it checks
+ * both and returns the pointer itself (this fake has one address space).
+ * Each call is logged so tests can check opens and closes balance.
+ */
+typedef struct { char reserved[64]; } CUipcMemHandle;
+
+static const char ipc_magic[8] = "fakeIPC";
+
+int cuIpcGetMemHandle(CUipcMemHandle *handle, unsigned long long dptr) {
+	if (current_ctx == NULL) return 201;
+	int i = find_within(dptr, 1);
+	if (i < 0) return 1;
+	memset(handle, 0, sizeof *handle);
+	memcpy(handle->reserved, ipc_magic, sizeof ipc_magic);
+	memcpy(handle->reserved + 8, &dptr, sizeof dptr);
+	host_log("ipcget", (long)live_size[i]);
+	return 0;
+}
+
+int cuIpcOpenMemHandle_v2(unsigned long long *dptr, CUipcMemHandle handle, unsigned int flags) {
+	if (current_ctx == NULL) return 201;
+	if (flags != 1) return 1; /* fastinfer asks for CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS */
+	unsigned long long p;
+	memcpy(&p, handle.reserved + 8, sizeof p);
+	if (memcmp(handle.reserved, ipc_magic, sizeof ipc_magic) != 0 || find_within(p, 1) < 0)
+		return 400; /* CUDA_ERROR_INVALID_HANDLE */
+	*dptr = p;
+	host_log("ipcopen", (long)live_size[find_within(p, 1)]);
+	return 0;
+}
+
+int cuIpcCloseMemHandle(unsigned long long dptr) {
+	if (current_ctx == NULL) return 201;
+	if (find_within(dptr, 1) < 0) return 400;
+	host_log("ipcclose", 0);
+	return 0;
+}
+
+/* Only the special handles CU_STREAM_LEGACY (1) and CU_STREAM_PER_THREAD (2). */
+int cuStreamSynchronize(void *stream) {
+	if (current_ctx == NULL) return 201;
+	if (stream != (void *)1 && stream != (void *)2) return 400;
+	host_log("sync", (long)(size_t)stream);
+	return 0;
+}
+
+/* Answers FAKE_CUDA_RANGE_RESULT when set. */
+int cuMemGetAddressRange_v2(unsigned long long *base, size_t *bytes, unsigned long long dptr) {
+	if (current_ctx == NULL) return 201;
+	int r = env_int("FAKE_CUDA_RANGE_RESULT", 0);
+	if (r != 0) return r;
+	int i = find_within(dptr, 1);
+	if (i < 0) return 400;
+	*base = (unsigned long long)(size_t)live[i];
+	*bytes = live_size[i];
+	return 0;
 }
