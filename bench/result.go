@@ -51,7 +51,9 @@ const (
 	TargetHTTPTensor = "http-tensor" // POST /v2/models/{m}/infer with a binary FP32 tensor
 	TargetGRPCTensor = "grpc-tensor" // gRPC ModelInfer with the tensor as raw_input_contents
 	TargetShmTensor  = "shm-tensor"  // POST /v2/models/{m}/infer naming the tensor's place in system shared memory
-	TargetRaw        = "raw"         // ONNX Runtime session.Run in-process
+	// POST /v2/models/{m}/infer naming the tensor's place in CUDA shared memory
+	TargetCUDAShmTensor = "cudashm-tensor"
+	TargetRaw           = "raw" // ONNX Runtime session.Run in-process
 )
 
 // Load modes.

@@ -18,16 +18,17 @@
 #                                 path for fp32 and fp16 with each (never
 #                                 run yet)
 #   scripts/gpu-run.sh staged     staged instances (--stage-batches) on
-#                                 against off, 1 and 2 instances, c=256
-#                                 (never run yet)
+#                                 against off, 1 and 2 instances, c=256;
+#                                 then p50/p99 of 1 and 2 staged instances
+#                                 at one Poisson rate (never run yet)
 #   scripts/gpu-run.sh graphs     CUDA graphs: their GPU test, then raw and
 #                                 the tensor path with --cuda-graphs (never
 #                                 run yet; compare with pinned's figures)
 #   scripts/gpu-run.sh grpc       the tensor path over HTTP, over gRPC and
 #                                 through system shared memory (no socket:
 #                                 what the transport costs at saturation),
-#                                 fp16 and fp32, c=1 and at saturation
-#                                 (never run yet)
+#                                 fp16 and fp32, c=1 and at saturation;
+#                                 then CUDA shared memory (never run yet)
 #   scripts/gpu-run.sh dtypes     FP16 and UINT8 inputs: raw and the tensor
 #                                 path for ResNet-50 fp16 with float32,
 #                                 float16 and pixel inputs (never run yet)
@@ -179,6 +180,10 @@ grpc_stage() {
 		local m=resnet50; [ $p = fp16 ] && m=resnet50-fp16
 		bench grpc-$p --model $m --targets tensor,grpc,shm --concurrency "${CONC:-1,64,256}" --serve-flags "$SERVE"
 	done
+	# CUDA shared memory (never run on a GPU yet): the inputs in device
+	# memory the load generator allocates, opened by the server by IPC
+	# handle. Its own run, so that a failure leaves the figures above.
+	bench cudashm-fp16 --model resnet50-fp16 --targets shm,cudashm --concurrency "${CONC:-1,64,256}" --serve-flags "$SERVE"
 }
 
 # graphs: the same with CUDA graphs captured per bucket session.

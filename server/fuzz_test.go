@@ -146,7 +146,7 @@ func FuzzV2Infer(f *testing.F) {
 	s := fuzzServer(4)
 	// Regions "in" and "out" of one object, for the shared memory seeds.
 	if key, _ := fuzzShm(f, s); key != "" {
-		defer s.shm.unregister("")
+		defer s.shm.unregister("", false)
 	}
 	h := s.Handler()
 	f.Fuzz(func(t *testing.T, body []byte, headerLen string, binaryHeader bool, path uint8) {

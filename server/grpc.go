@@ -167,6 +167,8 @@ func grpcError(e *apiError) error {
 		c = codes.NotFound
 	case 429:
 		c = codes.ResourceExhausted
+	case 501:
+		c = codes.Unimplemented
 	case 499:
 		c = codes.Canceled
 	case 503:
@@ -385,10 +387,50 @@ func (g *grpcService) SystemSharedMemoryUnregister(ctx context.Context, r *infer
 	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
 		return nil, grpcError(aerr)
 	}
-	if aerr := g.s.shm.unregister(r.Name); aerr != nil {
+	if aerr := g.s.shm.unregister(r.Name, false); aerr != nil {
 		return nil, grpcError(aerr)
 	}
 	return &inferpb.SystemSharedMemoryUnregisterResponse{}, nil
+}
+
+// The CUDA shared memory calls (shm.go): raw_handle carries the handle's
+// bytes as they are, where HTTP carries them in base64.
+func (g *grpcService) CudaSharedMemoryStatus(ctx context.Context, r *inferpb.CudaSharedMemoryStatusRequest) (*inferpb.CudaSharedMemoryStatusResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	st, aerr := g.s.shm.cudaStatus(r.Name)
+	if aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	out := &inferpb.CudaSharedMemoryStatusResponse{Regions: map[string]*inferpb.CudaSharedMemoryStatusResponse_RegionStatus{}}
+	for _, e := range st {
+		out.Regions[e.Name] = &inferpb.CudaSharedMemoryStatusResponse_RegionStatus{Name: e.Name, DeviceId: uint64(e.DeviceID), ByteSize: uint64(e.ByteSize)}
+	}
+	return out, nil
+}
+
+func (g *grpcService) CudaSharedMemoryRegister(ctx context.Context, r *inferpb.CudaSharedMemoryRegisterRequest) (*inferpb.CudaSharedMemoryRegisterResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if r.ByteSize > math.MaxInt64 {
+		return nil, status.Error(codes.InvalidArgument, "byte_size must be below 2^63")
+	}
+	if aerr := g.s.shm.registerCUDA(r.Name, r.RawHandle, r.DeviceId, int64(r.ByteSize)); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.CudaSharedMemoryRegisterResponse{}, nil
+}
+
+func (g *grpcService) CudaSharedMemoryUnregister(ctx context.Context, r *inferpb.CudaSharedMemoryUnregisterRequest) (*inferpb.CudaSharedMemoryUnregisterResponse, error) {
+	if aerr := grpcAuthorized(ctx, g.s.apiToken); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	if aerr := g.s.shm.unregister(r.Name, true); aerr != nil {
+		return nil, grpcError(aerr)
+	}
+	return &inferpb.CudaSharedMemoryUnregisterResponse{}, nil
 }
 
 // ModelInfer is POST /v2/models/{m}/infer over gRPC. Inputs come as

@@ -140,7 +140,7 @@ func FuzzGRPCModelInfer(f *testing.F) {
 	}
 	g := &grpcService{s: fuzzServer(4)}
 	if key, _ := fuzzShm(f, g.s); key != "" {
-		defer g.s.shm.unregister("")
+		defer g.s.shm.unregister("", false)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := &inferpb.ModelInferRequest{}

@@ -104,6 +104,9 @@ func (s *Server) extensions() []string {
 	ext := []string{"classification", "binary_tensor_data", "statistics"}
 	if s.shm.enabled {
 		ext = append(ext, "system_shared_memory")
+		if s.shm.cuda != nil {
+			ext = append(ext, "cuda_shared_memory")
+		}
 	}
 	return ext
 }

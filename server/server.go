@@ -64,6 +64,9 @@ type Options struct {
 	// (shm.go): clients on this host may register shared memory objects
 	// for the server to map, and pass tensors through them.
 	AllowClientShm bool
+	// CUDAShm, with AllowClientShm, serves Triton's CUDA shared memory
+	// extension too: it opens the cudaIpcMemHandles clients register.
+	CUDAShm CUDAMemory
 	// TLS, when set, makes both the HTTP and the gRPC listener speak TLS
 	// with it. ClientCertRequired then makes every endpoint but the
 	// health checks (which Kubernetes' probes reach without a
@@ -132,6 +135,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{opts: o, log: o.Logger, adminToken: newToken(o.AdminToken), apiToken: newToken(o.APIToken), started: time.Now()}
 	s.shm.enabled = o.AllowClientShm
+	s.shm.cuda = o.CUDAShm
 	s.metrics = newMetrics(o.Registry)
 	if o.AllowClientShm {
 		o.Registry.MustRegister(s.shm.collectors()...)
@@ -274,8 +278,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.shm.enabled {
 		// Unmapped once the requests still copying finish.
-		if aerr := s.shm.unregister(""); aerr != nil && err == nil {
-			err = aerr
+		for _, cuda := range []bool{false, true} {
+			if aerr := s.shm.unregister("", cuda); aerr != nil && err == nil {
+				err = aerr
+			}
 		}
 	}
 	return err
@@ -306,9 +312,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, pathV2Models):
 		s.v2Models(ctx, path[len(pathV2Models):])
 	case bytes.HasPrefix(path, pathSystemShm):
-		s.systemShm(ctx, path[len(pathSystemShm):])
+		s.sharedMemory(ctx, path[len(pathSystemShm):], false)
 	case bytes.HasPrefix(path, pathCUDAShm):
-		s.cudaShm(ctx)
+		s.sharedMemory(ctx, path[len(pathCUDAShm):], true)
 	case bytes.Equal(path, pathLive):
 		if !allow(ctx, "GET") {
 			return

@@ -24,16 +24,39 @@ import (
 // Off unless --allow-client-shm (Triton's flag, off there too): registering
 // makes the server open and map any shared memory object its user can,
 // by a name the client picks.
+//
+// The CUDA shared memory extension is the same with GPU memory: the client
+// registers a cudaIpcMemHandle, the server opens it (CUDAMemory) and
+// copies the tensor out of the device with one synchronous copy, and the
+// output into it. System and CUDA regions share one namespace, as in
+// Triton.
+
+// CUDAMemory opens device memory a client exported with
+// cudaIpcGetMemHandle. Package cuda implements it (cmd/fastinfer wires it
+// in), so that this package needs no cgo.
+type CUDAMemory interface {
+	OpenIPC(handle []byte, device int, size int64) (CUDARegion, error)
+}
+
+// CUDARegion is an opened handle: synchronous copies out of and into the
+// client's device memory, safe for concurrent use.
+type CUDARegion interface {
+	ReadAt(dst []byte, off int64) error
+	WriteAt(src []byte, off int64) error
+	Close() error
+}
 
 // maxShmRegions bounds the regions registered at once (each holds a
 // mapping).
 const maxShmRegions = 1024
 
-// shmRegion is one registered region, mapped for as long as it is
-// registered.
+// shmRegion is one registered region, mapped (or, for CUDA, opened) for
+// as long as it is registered.
 type shmRegion struct {
 	name, key    string
 	offset, size int64
+	cuda         CUDARegion // set for a CUDA region, which has no mapping
+	device       int64      // a CUDA region's device ordinal
 	// mu is held for reading while a request copies from or into data;
 	// unregistering takes it for writing to unmap, so a request never
 	// touches unmapped memory.
@@ -57,6 +80,7 @@ type shmRegion struct {
 // shmRegistry holds the registered regions by name.
 type shmRegistry struct {
 	enabled bool
+	cuda    CUDAMemory // nil: the CUDA extension is not served
 	mu      sync.Mutex
 	regions map[string]*shmRegion
 }
@@ -65,26 +89,38 @@ type shmRegistry struct {
 // and how many bytes they span (mapped from clients' objects: pages the
 // server holds, which count towards its memory once touched).
 func (r *shmRegistry) collectors() []prometheus.Collector {
-	sum := func(f func(*shmRegion) float64) func() float64 {
+	sum := func(cuda bool, f func(*shmRegion) float64) func() float64 {
 		return func() float64 {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			t := 0.0
 			for _, reg := range r.regions {
-				t += f(reg)
+				if (reg.cuda != nil) == cuda {
+					t += f(reg)
+				}
 			}
 			return t
 		}
 	}
+	one := func(*shmRegion) float64 { return 1 }
+	size := func(reg *shmRegion) float64 { return float64(reg.size) }
 	return []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "fastinfer_shm_regions",
 			Help: "System shared memory regions registered by clients (--allow-client-shm).",
-		}, sum(func(*shmRegion) float64 { return 1 })),
+		}, sum(false, one)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "fastinfer_shm_region_bytes",
 			Help: "Bytes of the registered system shared memory regions, mapped from clients' objects.",
-		}, sum(func(reg *shmRegion) float64 { return float64(reg.size) })),
+		}, sum(false, size)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fastinfer_cuda_shm_regions",
+			Help: "CUDA shared memory regions registered by clients (--allow-client-shm).",
+		}, sum(true, one)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fastinfer_cuda_shm_region_bytes",
+			Help: "Bytes of the registered CUDA shared memory regions, in clients' device memory.",
+		}, sum(true, size)),
 	}
 }
 
@@ -123,6 +159,60 @@ func validRegionName(name string) bool {
 }
 
 func (r *shmRegistry) register(name, key string, offset, size int64) *apiError {
+	if aerr := r.checkNew(name, offset, size); aerr != nil {
+		return aerr
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if aerr := r.roomLocked(name); aerr != nil {
+		return aerr
+	}
+	mapping, data, err := mapShm(key, offset, size)
+	if err != nil {
+		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+": "+err.Error())
+	}
+	r.regions[name] = &shmRegion{name: name, key: key, offset: offset, size: size, mapping: mapping, data: data}
+	return nil
+}
+
+// registerCUDA opens a client's cudaIpcMemHandle on device as the region
+// name, of size bytes from the handle's start.
+func (r *shmRegistry) registerCUDA(name string, handle []byte, device, size int64) *apiError {
+	if aerr := r.checkNew(name, 0, size); aerr != nil {
+		return aerr
+	}
+	if r.cuda == nil {
+		return errCUDAShmUnserved
+	}
+	if device < 0 || device > math.MaxInt32 {
+		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+": device_id "+strconv.FormatInt(device, 10)+" is not a CUDA device ordinal")
+	}
+	r.mu.Lock()
+	aerr := r.roomLocked(name)
+	r.mu.Unlock()
+	if aerr != nil {
+		return aerr
+	}
+	// Opened outside the lock: a driver call, which other requests'
+	// lookups need not wait for.
+	cr, err := r.cuda.OpenIPC(handle, int(device), size)
+	if err != nil {
+		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+": opening its CUDA IPC handle on device "+strconv.FormatInt(device, 10)+": "+err.Error())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if aerr := r.roomLocked(name); aerr != nil {
+		cr.Close() // another register of the name won meanwhile
+		return aerr
+	}
+	r.regions[name] = &shmRegion{name: name, size: size, cuda: cr, device: device}
+	return nil
+}
+
+var errCUDAShmUnserved = errorf(501, "not_implemented", "CUDA shared memory is not served by this server; use system shared memory (/v2/systemsharedmemory)")
+
+// checkNew checks what a register call names, before any lookup.
+func (r *shmRegistry) checkNew(name string, offset, size int64) *apiError {
 	if !r.enabled {
 		return errShmDisabled
 	}
@@ -132,36 +222,48 @@ func (r *shmRegistry) register(name, key string, offset, size int64) *apiError {
 	if offset < 0 || size <= 0 || offset > math.MaxInt64-size {
 		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+": offset must be ≥ 0 and byte_size > 0, got "+strconv.FormatInt(offset, 10)+" and "+strconv.FormatInt(size, 10))
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	return nil
+}
+
+// roomLocked refuses a name in use and a full registry; r.mu is held.
+func (r *shmRegistry) roomLocked(name string) *apiError {
 	if _, dup := r.regions[name]; dup {
 		return errorf(400, codeBadRequest, "a region named "+strconv.Quote(name)+" is registered already; unregister it first")
 	}
 	if len(r.regions) >= maxShmRegions {
 		return errorf(400, codeBadRequest, "the server holds "+strconv.Itoa(maxShmRegions)+" regions, its limit; unregister some first")
 	}
-	mapping, data, err := mapShm(key, offset, size)
-	if err != nil {
-		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+": "+err.Error())
-	}
 	if r.regions == nil {
 		r.regions = map[string]*shmRegion{}
 	}
-	r.regions[name] = &shmRegion{name: name, key: key, offset: offset, size: size, mapping: mapping, data: data}
 	return nil
 }
 
-// unregister removes a region, or every region when name is empty, once
-// the requests copying from or into it are done. A name not registered
-// is not an error: unregistering twice leaves the same state.
-func (r *shmRegistry) unregister(name string) *apiError {
+// kindName names a region kind in messages and paths.
+func kindName(cuda bool) (what, path string) {
+	if cuda {
+		return "CUDA", "/v2/cudasharedmemory"
+	}
+	return "system", "/v2/systemsharedmemory"
+}
+
+// unregister removes a region of the kind (CUDA or system), or every
+// region of it when name is empty, once the requests copying from or into
+// it are done. A name not registered is not an error: unregistering twice
+// leaves the same state.
+func (r *shmRegistry) unregister(name string, cuda bool) *apiError {
 	if !r.enabled {
 		return errShmDisabled
 	}
 	r.mu.Lock()
+	if reg := r.regions[name]; reg != nil && (reg.cuda != nil) != cuda {
+		r.mu.Unlock()
+		what, path := kindName(!cuda)
+		return errorf(400, codeBadRequest, "region "+strconv.Quote(name)+" is a "+what+" shared memory region; unregister it at "+path)
+	}
 	var gone []*shmRegion
 	for n, reg := range r.regions {
-		if name == "" || n == name {
+		if (name == "" || n == name) && (reg.cuda != nil) == cuda {
 			gone = append(gone, reg)
 			delete(r.regions, n)
 		}
@@ -182,14 +284,20 @@ func (r *shmRegistry) unregister(name string) *apiError {
 		}
 		reg.mu.Lock()
 		reg.closed = true
-		if err := unmapShm(reg.mapping); err != nil && first == nil {
+		var err error
+		if reg.cuda != nil {
+			err = reg.cuda.Close()
+		} else {
+			err = unmapShm(reg.mapping)
+		}
+		if err != nil && first == nil {
 			first = err
 		}
 		reg.mapping, reg.data = nil, nil
 		reg.mu.Unlock()
 	}
 	if first != nil {
-		return errorf(500, codeInternal, "unmapping a region: "+first.Error())
+		return errorf(500, codeInternal, "releasing a region: "+first.Error())
 	}
 	return nil
 }
@@ -202,35 +310,60 @@ type shmStatus struct {
 	ByteSize int64  `json:"byte_size"`
 }
 
-// status lists the regions by name, or the one named.
+// cudaShmStatus is one CUDA region as the status calls report it.
+type cudaShmStatus struct {
+	Name     string `json:"name"`
+	DeviceID int64  `json:"device_id"`
+	ByteSize int64  `json:"byte_size"`
+}
+
+// status lists the system regions by name, or the one named.
 func (r *shmRegistry) status(name string) ([]shmStatus, *apiError) {
+	regs, aerr := r.list(name, false)
+	out := make([]shmStatus, len(regs))
+	for i, reg := range regs {
+		out[i] = shmStatus{reg.name, reg.key, reg.offset, reg.size}
+	}
+	return out, aerr
+}
+
+// cudaStatus lists the CUDA regions by name, or the one named.
+func (r *shmRegistry) cudaStatus(name string) ([]cudaShmStatus, *apiError) {
+	regs, aerr := r.list(name, true)
+	out := make([]cudaShmStatus, len(regs))
+	for i, reg := range regs {
+		out[i] = cudaShmStatus{reg.name, reg.device, reg.size}
+	}
+	return out, aerr
+}
+
+// list is the regions of a kind, by name, or the one named (the fields
+// status reports never change after register).
+func (r *shmRegistry) list(name string, cuda bool) ([]*shmRegion, *apiError) {
 	if !r.enabled {
 		return nil, errShmDisabled
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := []shmStatus{}
+	var out []*shmRegion
 	for n, reg := range r.regions {
-		if name == "" || n == name {
-			out = append(out, shmStatus{reg.name, reg.key, reg.offset, reg.size})
+		if (name == "" || n == name) && (reg.cuda != nil) == cuda {
+			out = append(out, reg)
 		}
 	}
 	if name != "" && len(out) == 0 {
-		return nil, errorf(404, codeNotFound, "no region named "+strconv.Quote(name)+" is registered")
+		what, _ := kindName(cuda)
+		return nil, errorf(404, codeNotFound, "no "+what+" shared memory region named "+strconv.Quote(name)+" is registered")
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out, nil
 }
 
-// access runs fn on the bytes ref names, with the region held mapped. A
-// fault while fn runs (the client shrank the object under its mapping:
-// the pages past its new end raise SIGBUS) fails the request instead of
-// the process.
-func (r *shmRegistry) access(ref *shmRef, what string, fn func([]byte)) *apiError {
-	reg, aerr := r.find(ref, what)
-	if aerr != nil {
-		return aerr
-	}
+// access runs fn on the bytes ref names in a system region, with the
+// region held mapped. A fault while fn runs (the client shrank the object
+// under its mapping: the pages past its new end raise SIGBUS) fails the
+// request instead of the process.
+func (reg *shmRegion) access(ref *shmRef, what string, fn func([]byte)) *apiError {
 	reg.mu.RLock()
 	defer reg.mu.RUnlock()
 	if reg.closed {
@@ -262,14 +395,31 @@ func errUnregistered(what, region string) *apiError {
 	return errorf(400, codeBadRequest, what+": region "+strconv.Quote(region)+" was unregistered")
 }
 
-// hold keeps the bytes ref names mapped until release is called, for a
-// batch to copy straight from (batching.RequestOptions.MayFault guards
-// that copy against a truncated object).
-func (r *shmRegistry) hold(ref *shmRef, what string) (data []byte, key string, release func(), aerr *apiError) {
-	reg, aerr := r.find(ref, what)
-	if aerr != nil {
-		return nil, "", nil, aerr
+// copyCUDA copies the bytes ref names in a CUDA region into b, or b into
+// them (toDevice), with the region held open.
+func (reg *shmRegion) copyCUDA(ref *shmRef, what string, b []byte, toDevice bool) *apiError {
+	reg.mu.RLock()
+	defer reg.mu.RUnlock()
+	if reg.closed {
+		return errUnregistered(what, ref.region)
 	}
+	var err error
+	if toDevice {
+		err = reg.cuda.WriteAt(b, ref.offset)
+	} else {
+		err = reg.cuda.ReadAt(b, ref.offset)
+	}
+	if err != nil {
+		return errorf(500, codeInternal, what+": copying through CUDA region "+strconv.Quote(ref.region)+": "+err.Error())
+	}
+	return nil
+}
+
+// hold keeps the bytes ref names in a system region mapped until release
+// is called, for a batch to copy straight from
+// (batching.RequestOptions.MayFault guards that copy against a truncated
+// object).
+func (reg *shmRegion) hold(ref *shmRef, what string) (data []byte, key string, release func(), aerr *apiError) {
 	reg.holdMu.Lock()
 	defer reg.holdMu.Unlock()
 	if reg.closing {
@@ -302,8 +452,21 @@ func (s *Server) shmInput(ref *shmRef, in *inferInput, need int, raw bool) (tens
 	if ref.size != int64(need) {
 		return tensorSource{}, errorf(400, codeBadRequest, what+": shared_memory_byte_size is "+strconv.FormatInt(ref.size, 10)+" bytes, shape and datatype need "+strconv.Itoa(need))
 	}
+	reg, aerr := s.shm.find(ref, what)
+	if aerr != nil {
+		return tensorSource{}, aerr
+	}
+	if reg.cuda != nil {
+		// Copied to the host at once, as a binary body would bring it:
+		// the batch is assembled in host memory.
+		b := make([]byte, need)
+		if aerr := reg.copyCUDA(ref, what, b, false); aerr != nil {
+			return tensorSource{}, aerr
+		}
+		return tensorSource{raw: b, binary: true}, nil
+	}
 	if raw {
-		b, key, release, aerr := s.shm.hold(ref, what)
+		b, key, release, aerr := reg.hold(ref, what)
 		if aerr != nil {
 			return tensorSource{}, aerr
 		}
@@ -312,7 +475,7 @@ func (s *Server) shmInput(ref *shmRef, in *inferInput, need int, raw bool) (tens
 	}
 	dt := datatypes[in.Datatype] // inferTensor has checked it
 	return tensorSource{values: func(dst []float32) (int, error) {
-		if aerr := s.shm.access(ref, what, func(b []byte) { dt.decode(dst, b) }); aerr != nil {
+		if aerr := reg.access(ref, what, func(b []byte) { dt.decode(dst, b) }); aerr != nil {
 			return 0, errData(aerr.message)
 		}
 		return len(dst), nil
@@ -335,7 +498,17 @@ func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (i
 	}
 	ref := *o.shm
 	ref.size = need
-	aerr := s.shm.access(&ref, what, func(b []byte) {
+	reg, aerr := s.shm.find(&ref, what)
+	if aerr != nil {
+		return 0, aerr
+	}
+	if reg.cuda != nil {
+		if blob == nil {
+			blob = m.appendOutput(make([]byte, 0, need), logits[:rows*m.Classes])
+		}
+		return need, reg.copyCUDA(&ref, what, blob, true)
+	}
+	aerr = reg.access(&ref, what, func(b []byte) {
 		if blob != nil {
 			copy(b, blob)
 			return
@@ -348,14 +521,14 @@ func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (i
 
 // ---------------------------------------------------------------------------
 // HTTP: /v2/systemsharedmemory[/region/{name}]/status|register|unregister,
-// and /v2/cudasharedmemory/..., which is not served.
+// and the same under /v2/cudasharedmemory.
 
 var (
 	pathSystemShm = []byte("/v2/systemsharedmemory")
 	pathCUDAShm   = []byte("/v2/cudasharedmemory")
 )
 
-func (s *Server) systemShm(ctx *fasthttp.RequestCtx, rest []byte) {
+func (s *Server) sharedMemory(ctx *fasthttp.RequestCtx, rest []byte, cuda bool) {
 	if !s.authorized(ctx, s.apiToken, true) {
 		return
 	}
@@ -369,7 +542,13 @@ func (s *Server) systemShm(ctx *fasthttp.RequestCtx, rest []byte) {
 		if !allowV2(ctx, "GET") {
 			return
 		}
-		st, aerr := s.shm.status(name)
+		var st any
+		var aerr *apiError
+		if cuda {
+			st, aerr = s.shm.cudaStatus(name)
+		} else {
+			st, aerr = s.shm.status(name)
+		}
 		if aerr != nil {
 			writeV2Error(ctx, aerr)
 			return
@@ -380,7 +559,16 @@ func (s *Server) systemShm(ctx *fasthttp.RequestCtx, rest []byte) {
 			return
 		}
 		if name == "" {
-			writeV2Error(ctx, errorf(404, codeNotFound, "register a region at /v2/systemsharedmemory/region/{name}/register"))
+			_, path := kindName(cuda)
+			writeV2Error(ctx, errorf(404, codeNotFound, "register a region at "+path+"/region/{name}/register"))
+			return
+		}
+		if cuda {
+			if aerr := s.registerCUDAHTTP(name, ctx.PostBody()); aerr != nil {
+				writeV2Error(ctx, aerr)
+				return
+			}
+			ctx.SetStatusCode(fasthttp.StatusOK)
 			return
 		}
 		var req struct {
@@ -401,7 +589,7 @@ func (s *Server) systemShm(ctx *fasthttp.RequestCtx, rest []byte) {
 		if !allowV2(ctx, "POST") {
 			return
 		}
-		if aerr := s.shm.unregister(name); aerr != nil {
+		if aerr := s.shm.unregister(name, cuda); aerr != nil {
 			writeV2Error(ctx, aerr)
 			return
 		}
@@ -409,7 +597,30 @@ func (s *Server) systemShm(ctx *fasthttp.RequestCtx, rest []byte) {
 	}
 }
 
-// shmPath splits what follows /v2/systemsharedmemory: "/status",
+// registerCUDAHTTP reads Triton's CUDA register body, whose handle is the
+// cudaIpcMemHandle_t's bytes in base64: {"raw_handle": {"b64": string},
+// "device_id": number, "byte_size": number}.
+func (s *Server) registerCUDAHTTP(name string, body []byte) *apiError {
+	if !s.shm.enabled {
+		return errShmDisabled
+	}
+	if s.shm.cuda == nil {
+		return errCUDAShmUnserved
+	}
+	var req struct {
+		RawHandle *struct {
+			B64 []byte `json:"b64"` // encoding/json decodes base64 into []byte
+		} `json:"raw_handle"`
+		DeviceID *int64 `json:"device_id"`
+		ByteSize *int64 `json:"byte_size"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.RawHandle == nil || req.DeviceID == nil || req.ByteSize == nil {
+		return errorf(400, codeBadRequest, `the body must be {"raw_handle": {"b64": base64 string}, "device_id": number, "byte_size": number}`)
+	}
+	return s.shm.registerCUDA(name, req.RawHandle.B64, *req.DeviceID, *req.ByteSize)
+}
+
+// shmPath splits what follows /v2/{system,cuda}sharedmemory: "/status",
 // "/unregister", or "/region/{name}/" and one of those or "register".
 func shmPath(rest []byte) (name, op string, ok bool) {
 	parts := bytes.Split(rest, []byte{'/'})
@@ -423,8 +634,4 @@ func shmPath(rest []byte) (name, op string, ok bool) {
 		}
 	}
 	return "", "", false
-}
-
-func (s *Server) cudaShm(ctx *fasthttp.RequestCtx) {
-	writeV2Error(ctx, errorf(501, "not_implemented", "CUDA shared memory is not served; use system shared memory (/v2/systemsharedmemory) with --allow-client-shm"))
 }

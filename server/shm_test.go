@@ -100,14 +100,8 @@ func TestShmHTTP(t *testing.T) {
 	if r := ts.register(t, "out", key, 100, 1000); r.status != 200 { // an offset inside a page
 		t.Fatalf("register: %d %s", r.status, r.body)
 	}
-	metric := func(want string) {
-		t.Helper()
-		if body := ts.do(t, "GET", "/metrics", "", nil).body; !strings.Contains(body, want+"\n") {
-			t.Errorf("/metrics has no %q", want)
-		}
-	}
-	metric("fastinfer_shm_regions 2")
-	metric("fastinfer_shm_region_bytes 2024")
+	ts.hasMetric(t, "fastinfer_shm_regions 2")
+	ts.hasMetric(t, "fastinfer_shm_region_bytes 2024")
 	golden(t, "shm_status", ts.do(t, "GET", "/v2/systemsharedmemory/status", "", nil))
 	golden(t, "shm_status_one", ts.do(t, "GET", "/v2/systemsharedmemory/region/out/status", "", nil))
 	golden(t, "v2_server_metadata_shm", ts.do(t, "GET", "/v2", "", nil))
@@ -152,8 +146,8 @@ func TestShmHTTP(t *testing.T) {
 	if r := ts.do(t, "GET", "/v2/systemsharedmemory/status", "", nil); r.body != "[]\n" {
 		t.Fatalf("status after unregistering all: %s", r.body)
 	}
-	metric("fastinfer_shm_regions 0")
-	metric("fastinfer_shm_region_bytes 0")
+	ts.hasMetric(t, "fastinfer_shm_regions 0")
+	ts.hasMetric(t, "fastinfer_shm_region_bytes 0")
 }
 
 func TestShmErrors(t *testing.T) {
@@ -201,7 +195,7 @@ func TestShmErrors(t *testing.T) {
 		{"not JSON", "POST", "/v2/systemsharedmemory/region/x/register", `key=x`, 400, "the body must be"},
 		{"register without a name", "POST", "/v2/systemsharedmemory/register", `{}`, 404, "no such endpoint"},
 		{"register by GET", "GET", "/v2/systemsharedmemory/region/x/register", ``, 405, "use POST"},
-		{"status of none", "GET", "/v2/systemsharedmemory/region/nope/status", ``, 404, `no region named \"nope\"`},
+		{"status of none", "GET", "/v2/systemsharedmemory/region/nope/status", ``, 404, `no system shared memory region named \"nope\"`},
 		{"unknown operation", "POST", "/v2/systemsharedmemory/region/r/delete", ``, 404, "no such endpoint"},
 		{"CUDA shared memory", "POST", "/v2/cudasharedmemory/region/r/register", `{}`, 501, "CUDA shared memory is not served"},
 
@@ -368,16 +362,8 @@ func TestShmGRPC(t *testing.T) {
 	_, err = c.SystemSharedMemoryRegister(ctx, &inferpb.SystemSharedMemoryRegisterRequest{Name: "in", Key: key, ByteSize: 16})
 	grpcGolden(t, "grpc_shm_register_twice", nil, err)
 
-	shm := func(region string, size int64) map[string]*inferpb.InferParameter {
-		return map[string]*inferpb.InferParameter{
-			"shared_memory_region":    {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: region}},
-			"shared_memory_byte_size": int64Param(size),
-		}
-	}
-	in := grpcInput([]int64{2, 2}, "FP32", nil)
-	in.Parameters = shm("in", 16)
 	// The input from the region: the answer comes raw, as Triton's.
-	resp, err := c.ModelInfer(ctx, &inferpb.ModelInferRequest{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{in}})
+	resp, err := toyInferShm(ctx, c, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,8 +371,7 @@ func TestShmGRPC(t *testing.T) {
 		t.Fatalf("answer %v, want %v", got, toyOut)
 	}
 	// And the output into the region.
-	resp, err = c.ModelInfer(ctx, &inferpb.ModelInferRequest{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{in},
-		Outputs: []*inferpb.ModelInferRequest_InferRequestedOutputTensor{{Name: "logits", Parameters: shm("out", 2048)}}})
+	resp, err = toyInferShm(ctx, c, "out", 2048)
 	grpcGolden(t, "grpc_shm_infer_output", resp, err)
 	if got := floatsLE(readAt(t, path, 2048, 32)); fmt.Sprint(got) != fmt.Sprint(toyOut) {
 		t.Fatalf("the region holds %v, want %v", got, toyOut)
@@ -409,7 +394,7 @@ func TestShmGRPC(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			in := grpcInput([]int64{2, 2}, "FP32", nil)
-			in.Parameters = shm("in", 16)
+			in.Parameters = regionParams("in", 16)
 			r := &inferpb.ModelInferRequest{ModelName: "toy", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{in}}
 			tt.mutate(r)
 			_, err := c.ModelInfer(ctx, r)

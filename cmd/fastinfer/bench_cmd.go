@@ -59,7 +59,7 @@ func benchFlags(fs *flag.FlagSet) *benchConfig {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "the gRPC API of the server at --url, for the grpc target (default: --url's host, port 8001)")
 	fs.StringVar(&c.models, "models", "models", "model repository (for the started server and the raw target)")
 	fs.StringVar(&c.model, "model", "", "model to load (default: the repository's only model)")
-	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), grpc (the tensor over gRPC), shm (the tensor through system shared memory: a server on this host, with --allow-client-shm), raw (ONNX Runtime in-process, the ceiling)")
+	fs.StringVar(&c.targets, "targets", "image", "comma-separated: image (HTTP image upload), tensor (HTTP binary tensor), grpc (the tensor over gRPC), shm (the tensor through system shared memory: a server on this host, with --allow-client-shm), cudashm (the same through CUDA shared memory, from device memory on GPU 0), raw (ONNX Runtime in-process, the ceiling)")
 	fs.BoolVar(&c.compare, "compare", false, "run raw, tensor and image on the same model and print the ratios")
 	fs.StringVar(&c.images, "images", "", "images for the image target, sent in turn: a folder of .jpg/.png files, or comma-separated files and globs")
 	fs.StringVar(&c.concurrency, "concurrency", "1,4,16", "closed-loop sweep: requests kept outstanding; START:END[:STEP] ranges as perf_analyzer's --concurrency-range")
@@ -161,8 +161,8 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 		targets = []string{"raw", "tensor", "image"}
 	}
 	for _, t := range targets {
-		if t != "raw" && t != "tensor" && t != "grpc" && t != "shm" && t != "image" {
-			return nil, fmt.Errorf("unknown target %q (image, tensor, grpc, shm or raw)", t)
+		if t != "raw" && t != "tensor" && t != "grpc" && t != "shm" && t != "cudashm" && t != "image" {
+			return nil, fmt.Errorf("unknown target %q (image, tensor, grpc, shm, cudashm or raw)", t)
 		}
 	}
 	loads, err := benchLoads(c)
@@ -201,13 +201,14 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 	}
 	res := &bench.Results{Schema: bench.SchemaVersion, Meta: benchMeta(c)}
 	var client *bench.Client
-	var tensorT, grpcT, shmT, imageT bench.Target
-	if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "shm") || contains(targets, "image") {
+	var tensorT, grpcT, shmT, cudaShmT, imageT bench.Target
+	anyShm := contains(targets, "shm") || contains(targets, "cudashm")
+	if contains(targets, "tensor") || contains(targets, "grpc") || anyShm || contains(targets, "image") {
 		// The server starts first, so every round (raw included) runs
 		// beside the same idle-or-busy server process.
 		url, grpcAddr := c.url, c.grpcAddr
 		if url == "" {
-			u, g, stopServer, err := startServer(ctx, c, tlsCfg, contains(targets, "grpc"), contains(targets, "shm"), progress)
+			u, g, stopServer, err := startServer(ctx, c, tlsCfg, contains(targets, "grpc"), anyShm, progress)
 			if err != nil {
 				return res, err
 			}
@@ -229,7 +230,7 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			return res, err
 		}
 		res.Meta.Provider = serverProvider(client, modelName, res.Meta.Provider)
-		if contains(targets, "tensor") || contains(targets, "grpc") || contains(targets, "shm") {
+		if contains(targets, "tensor") || contains(targets, "grpc") || anyShm {
 			meta, err := client.Metadata(modelName)
 			if err != nil {
 				return res, err
@@ -258,6 +259,19 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 					}
 				}()
 				shmT = st
+			}
+			if contains(targets, "cudashm") {
+				alloc := func(n int) (bench.IPCBuffer, error) { return cuda.AllocDevice(0, n) }
+				st, err := bench.NewCUDAShmTarget(client, meta, c.batch, 8, c.seed, 0, alloc)
+				if err != nil {
+					return res, err
+				}
+				defer func() {
+					if err := st.Close(); err != nil {
+						fmt.Fprintf(progress, "releasing CUDA shared memory: %v\n", err)
+					}
+				}()
+				cudaShmT = st
 			}
 		}
 		if contains(targets, "image") {
@@ -308,6 +322,11 @@ func runBench(ctx context.Context, c *benchConfig, progress io.Writer) (*bench.R
 			}
 			if shmT != nil {
 				if err := sweep(ctx, client, shmT, bench.TargetShmTensor, modelName, loads, localCores, emit, progress); err != nil {
+					return err
+				}
+			}
+			if cudaShmT != nil {
+				if err := sweep(ctx, client, cudaShmT, bench.TargetCUDAShmTensor, modelName, loads, localCores, emit, progress); err != nil {
 					return err
 				}
 			}
@@ -581,6 +600,9 @@ func compareSteps(steps []bench.Step) []bench.Comparison {
 		}
 		if t, ok := best(bench.TargetShmTensor); ok {
 			out = append(out, bench.Comparison{Name: model + ": server shared memory tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
+		}
+		if t, ok := best(bench.TargetCUDAShmTensor); ok {
+			out = append(out, bench.Comparison{Name: model + ": server CUDA shared memory tensor / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.97})
 		}
 		if t, ok := best(bench.TargetHTTPImage); ok {
 			out = append(out, bench.Comparison{Name: model + ": server image / raw (images/s)", Of: t.Key(), Over: raw.Key(), Value: t.ImagesPerSec / raw.ImagesPerSec, Goal: 0.90})

@@ -107,7 +107,7 @@ func serveFlags(fs *flag.FlagSet) *serveConfig {
 	fs.StringVar(&c.tls.Cert, "tls-cert", "", "PEM certificate (its chain may follow) for TLS on both the HTTP and the gRPC listener; read again when the file changes, so a rotated secret needs no restart")
 	fs.StringVar(&c.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.tls.ClientCA, "tls-client-ca", "", "PEM CA certificates: every endpoint but the health checks then requires a client certificate they signed (mutual TLS)")
-	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "serve Triton's system shared memory extension: clients on this host register POSIX shared memory objects (/dev/shm) for the server to map, and pass tensors through them instead of the socket")
+	fs.BoolVar(&c.allowClientShm, "allow-client-shm", false, "serve Triton's shared memory extensions: clients on this host register POSIX shared memory objects (/dev/shm) for the server to map, or on a GPU host CUDA IPC handles of their device memory, and pass tensors through them instead of the socket")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
@@ -277,6 +277,11 @@ func serve(ctx context.Context, cfg *serveConfig, log *slog.Logger, started chan
 		ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout, MaxConnsPerIP: cfg.maxConnsPerIP,
 		ReportsDir: filepath.Join(cfg.dataDir, "reports"), AllowClientShm: cfg.allowClientShm,
 	}
+	if cfg.allowClientShm && gpus.Available() {
+		// Only where a GPU is: elsewhere the extension answers 501 and
+		// is not listed, as clients check before they allocate.
+		opts.CUDAShm = cudaIPC{}
+	}
 	tlsMode := "off"
 	if tlsFiles != nil {
 		opts.TLS, opts.ClientCertRequired = tlsFiles.Config(), tlsFiles.ClientCertRequired()
@@ -416,4 +421,16 @@ func openPredictionLog(ctx context.Context, cfg *serveConfig, log *slog.Logger) 
 	}
 	log.Info("prediction log", "dsn", where, "images_up_to_bytes", cfg.logImages, "retention", cfg.retention)
 	return l, nil
+}
+
+// cudaIPC serves Triton's CUDA shared memory extension with package
+// cuda's IPC calls.
+type cudaIPC struct{}
+
+func (cudaIPC) OpenIPC(handle []byte, device int, size int64) (server.CUDARegion, error) {
+	m, err := cuda.OpenIPC(handle, device, size)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
