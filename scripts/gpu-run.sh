@@ -169,6 +169,17 @@ staged_stage() {
 			done
 		done
 	done
+	# Latency at equal load: one staged instance against two (the GPU
+	# default), Poisson at 80 % of the lower of their fp16 peaks. On the
+	# simulated device (BenchmarkSimulatedDeviceOpenLoop) a second
+	# instance on the same device adds a batch's wait to every request at
+	# no gain in rate once copies are staged.
+	local p1 p2 rate
+	p1=$(peak "$OUT/staged-fp16-i1-on.json" http-tensor) && p2=$(peak "$OUT/staged-fp16-i2-on.json" http-tensor) || return
+	rate=$(python3 -c "print(int(0.8*min($p1, $p2)))")
+	for i in 1 2; do
+		bench staged-rate80-fp16-i$i --model resnet50-fp16 --targets tensor --rate "$rate" --arrivals poisson --serve-flags "$SERVE --instances $i --stage-batches on"
+	done
 }
 
 # grpc: HTTP's binary tensors against gRPC's raw_input_contents and against
