@@ -289,6 +289,10 @@ func TestGRPCPythonClient(t *testing.T) {
 			RawOutputs int `json:"raw_outputs"`
 			Left       int
 		}
+		CUDAShm struct {
+			Regions           int
+			Register, Details string
+		} `json:"cuda_shm"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -307,6 +311,14 @@ func TestGRPCPythonClient(t *testing.T) {
 	}
 	if sh := got.Shm; fmt.Sprint(sh.Regions) != "[py-in py-out]" || !sh.KeyOK || len(sh.Top) != 2 || !tshirt(sh.Top[0]) || sh.Top[0] != sh.Top[1] || sh.RawOutputs != 0 || sh.Left != 0 {
 		t.Errorf("shared memory: %+v", sh)
+	}
+	// CUDA shared memory is served on a GPU host only (an unknown method
+	// would be Unimplemented too, hence the message); a handle of zeros
+	// opens nowhere.
+	c := got.CUDAShm
+	unserved := c.Register == "UNIMPLEMENTED" && strings.Contains(c.Details, "CUDA shared memory is not served")
+	if c.Regions != 0 || !unserved && c.Register != "INVALID_ARGUMENT" {
+		t.Errorf("CUDA shared memory: %+v", c)
 	}
 	if len(got.Stream) != 4 || !tshirt(got.Stream["s0"]) || !tshirt(got.Stream["s2"]) || got.Stream["s-bad"] != `model "no-such-model" is not served` {
 		t.Errorf("stream: %v", got.Stream)

@@ -89,6 +89,7 @@ def main():
             streamed[r.infer_response.id] = r.error_message or strings(r.infer_response.raw_output_contents[0])[0]
         result["stream"] = streamed
         result["shm"] = shared_memory_infer(ch, model, inp.name, shape, count, infer)
+        result["cuda_shm"] = cuda_shared_memory(ch)
     print(json.dumps(result, sort_keys=True))
 
 
@@ -128,6 +129,20 @@ def shared_memory_infer(ch, model, input_name, shape, count, infer):
     finally:
         shm.close()
         shm.unlink()
+
+
+def cuda_shared_memory(ch):
+    """The CUDA extension's calls by tritonclient's names and messages: the
+    status lists nothing; registering a handle no process exported is
+    refused (Unimplemented without a GPU, InvalidArgument with one)."""
+    status = unary(ch, "CudaSharedMemoryStatus", pb.CudaSharedMemoryStatusResponse)(pb.CudaSharedMemoryStatusRequest())
+    try:
+        unary(ch, "CudaSharedMemoryRegister", pb.CudaSharedMemoryRegisterResponse)(
+            pb.CudaSharedMemoryRegisterRequest(name="py-cuda", raw_handle=bytes(64), device_id=0, byte_size=16))
+        register, details = "OK", ""
+    except grpc.RpcError as e:
+        register, details = e.code().name, e.details()
+    return {"regions": len(status.regions), "register": register, "details": details}
 
 
 if __name__ == "__main__":
