@@ -617,7 +617,7 @@ func (g *grpcService) infer(ctx context.Context, m *Model, r *inferpb.ModelInfer
 			if raw || c != nil {
 				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its contents too")
 			}
-			return g.s.shmInput(ref, in, need, m.takesRaw(in.Datatype))
+			return g.s.shmInput(m, ref, in, need)
 		}
 		if raw {
 			if c != nil {

@@ -217,7 +217,7 @@ func (s *Server) v2InferModel(ctx *fasthttp.RequestCtx, m *Model, start time.Tim
 			if in.Parameters.BinaryDataSize != nil || len(in.Data) > 0 || len(blobs) > 0 {
 				return tensorSource{}, errorf(400, codeBadRequest, "input "+in.Name+" is in shared memory: the request must not carry its data too")
 			}
-			return s.shmInput(ref, in, need, m.takesRaw(in.Datatype))
+			return s.shmInput(m, ref, in, need)
 		case in.Parameters.BinaryDataSize != nil:
 			size := *in.Parameters.BinaryDataSize
 			if size != int64(need) {
@@ -258,7 +258,8 @@ type tensorSource struct {
 	values func(dst []float32) (int, error)
 	// shm: raw lies in a client's shared memory region, held mapped until
 	// release; reading it may fault (a truncated object), which
-	// truncated then answers.
+	// truncated then answers. release, when set, is called once the
+	// inference is done with raw (a hold, or a pooled buffer).
 	shm       bool
 	release   func()
 	truncated func() *apiError
