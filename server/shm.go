@@ -507,7 +507,9 @@ func (s *Server) shmOutput(m *Model, o *v2Output, logits []float32, rows int) (i
 	}
 	if reg.cuda != nil {
 		if blob == nil {
-			blob = m.appendOutput(make([]byte, 0, need), logits[:rows*m.Classes])
+			p := m.byteBuffer(int(need))
+			defer m.bpool.Put(p)
+			blob = m.appendOutput((*p)[:0], logits[:rows*m.Classes])
 		}
 		return need, reg.copyCUDA(&ref, what, blob, true)
 	}
