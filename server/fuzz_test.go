@@ -111,6 +111,7 @@ func FuzzV2Infer(f *testing.F) {
 		`{"inputs":[{"name":"data","datatype":"INT8","shape":[1,2,1,2],"data":[[[1,-2]],[[3,4]]]}]}`,
 		`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"parameters":{"shared_memory_region":"in","shared_memory_byte_size":16}}]}`,
 		`{"inputs":[` + in + `],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"out","shared_memory_offset":8,"shared_memory_byte_size":64}}]}`,
+		`{"inputs":[{"name":"data","datatype":"FP32","shape":[2,2],"parameters":{"shared_memory_region":"cin","shared_memory_byte_size":16}}],"outputs":[{"name":"logits","parameters":{"shared_memory_region":"cout","shared_memory_offset":8,"shared_memory_byte_size":64}}]}`,
 		`{"inputs":[`,
 		`{}`,
 		``,
@@ -146,6 +147,7 @@ func FuzzV2Infer(f *testing.F) {
 	s := fuzzServer(4)
 	// Regions "in" and "out" of one object, for the shared memory seeds.
 	if key, _ := fuzzShm(f, s); key != "" {
+		defer s.shm.unregister("", true)
 		defer s.shm.unregister("", false)
 	}
 	h := s.Handler()
@@ -237,8 +239,9 @@ func checkInferResponse(t *testing.T, ctx *fasthttp.RequestCtx, reqBody []byte) 
 		t.Fatalf("%s output with %d columns, want all 4 classes", o.Datatype, cols)
 	}
 	if p := o.Parameters; p != nil && p.SharedMemoryRegion != "" {
-		// Written into a region (fuzzShm's "in" or "out"), not the answer.
-		if binaryOut || o.Data != nil || p.BinaryDataSize != 0 || (p.SharedMemoryRegion != "in" && p.SharedMemoryRegion != "out") ||
+		// Written into a region (fuzzShm's "in", "out", "cin" or "cout"),
+		// not the answer.
+		if binaryOut || o.Data != nil || p.BinaryDataSize != 0 || !slices.Contains([]string{"in", "out", "cin", "cout"}, p.SharedMemoryRegion) ||
 			(size > 0 && p.SharedMemoryByteSize != size*rows*cols) || p.SharedMemoryByteSize <= 0 || p.SharedMemoryOffset < 0 {
 			t.Fatalf("shared memory output %q", head)
 		}

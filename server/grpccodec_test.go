@@ -131,6 +131,11 @@ func FuzzGRPCModelInfer(f *testing.F) {
 			Outputs: []*inferpb.ModelInferRequest_InferRequestedOutputTensor{{Name: "logits", Parameters: map[string]*inferpb.InferParameter{
 				"shared_memory_region": {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: "out"}}, "shared_memory_offset": int64Param(4),
 				"shared_memory_byte_size": int64Param(100)}}}},
+		{ModelName: "half", Inputs: []*inferpb.ModelInferRequest_InferInputTensor{{Name: "data", Datatype: "FP32", Shape: []int64{2, 2},
+			Parameters: map[string]*inferpb.InferParameter{"shared_memory_region": {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: "cin"}},
+				"shared_memory_byte_size": int64Param(16)}}},
+			Outputs: []*inferpb.ModelInferRequest_InferRequestedOutputTensor{{Name: "logits", Parameters: map[string]*inferpb.InferParameter{
+				"shared_memory_region": {ParameterChoice: &inferpb.InferParameter_StringParam{StringParam: "cout"}}, "shared_memory_byte_size": int64Param(100)}}}},
 	} {
 		b, err := proto.Marshal(r)
 		if err != nil {
@@ -140,6 +145,7 @@ func FuzzGRPCModelInfer(f *testing.F) {
 	}
 	g := &grpcService{s: fuzzServer(4)}
 	if key, _ := fuzzShm(f, g.s); key != "" {
+		defer g.s.shm.unregister("", true)
 		defer g.s.shm.unregister("", false)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -163,10 +169,17 @@ func FuzzGRPCModelInfer(f *testing.F) {
 			if int64(len(resp.RawOutputContents[0])) != 4*rows*cols {
 				t.Fatalf("%d raw bytes for shape %v", len(resp.RawOutputContents[0]), o.Shape)
 			}
-		case len(resp.RawOutputContents) == 1: // BYTES: rows·cols strings, each behind its length
+		case len(resp.RawOutputContents) == 1 && o.Datatype == "FP16": // the "half" model's own
+			if int64(len(resp.RawOutputContents[0])) != 2*rows*cols {
+				t.Fatalf("%d raw bytes of FP16 for shape %v", len(resp.RawOutputContents[0]), o.Shape)
+			}
+		case len(resp.RawOutputContents) == 1 && o.Datatype == "BYTES": // rows·cols strings, each behind its length
 			raw, n := resp.RawOutputContents[0], int64(0)
 			for len(raw) >= 4 {
-				l := binary.LittleEndian.Uint32(raw)
+				l := int(binary.LittleEndian.Uint32(raw))
+				if 4+l > len(raw) {
+					t.Fatalf("a string of %d bytes where %d are left", l, len(raw)-4)
+				}
 				raw, n = raw[4+l:], n+1
 			}
 			if n != rows*cols || len(raw) != 0 {
@@ -185,7 +198,7 @@ func FuzzGRPCModelInfer(f *testing.F) {
 				t.Fatalf("shared memory output %v", resp)
 			}
 		default:
-			t.Fatalf("an answer without data: %v", resp)
+			t.Fatalf("an answer without data, or of an unexpected datatype: %v", resp)
 		}
 	})
 }

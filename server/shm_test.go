@@ -435,6 +435,20 @@ func fuzzShm(f *testing.F, s *Server) (key, path string) {
 	if aerr := s.shm.register("out", key, 2048, 2048); aerr != nil {
 		f.Fatal(aerr)
 	}
+	// And CUDA regions "cin" and "cout" of the fake driver.
+	cu := &fakeCUDA{}
+	s.shm.cuda = cu
+	hin, mem := cu.alloc("cin", 2048)
+	copy(mem, toyIn)
+	hout, _ := cu.alloc("cout", 2048)
+	for _, r := range []struct {
+		name string
+		h    []byte
+	}{{"cin", hin}, {"cout", hout}} {
+		if aerr := s.shm.registerCUDA(r.name, r.h, 0, 2048); aerr != nil {
+			f.Fatal(aerr)
+		}
+	}
 	return key, path
 }
 
