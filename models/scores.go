@@ -215,7 +215,9 @@ func (w *wireReader) fields(n int64, fn func(num protowire.Number, n int64) (boo
 			skip = 8
 		case protowire.BytesType:
 			var l uint64
-			if l, err = w.uvarint(); err == nil && l > uint64(end-w.pos) {
+			// A tag can end past the message (its varint crossing end):
+			// end-w.pos is then negative, and no length fits.
+			if l, err = w.uvarint(); err == nil && (w.pos > end || l > uint64(end-w.pos)) {
 				err = fmt.Errorf("field %d of %d bytes overruns its message at offset %d", num, l, w.pos)
 			}
 			if err == nil {
@@ -262,7 +264,7 @@ func (w *wireReader) uvarint() (uint64, error) {
 // read returns the next n bytes, which the caller has checked lie within
 // the message (and so the file).
 func (w *wireReader) read(n int64) ([]byte, error) {
-	if n > w.size-w.pos {
+	if n < 0 || n > w.size-w.pos {
 		return nil, fmt.Errorf("%d bytes at offset %d run past the file's %d", n, w.pos, w.size)
 	}
 	b := make([]byte, n)
@@ -274,6 +276,9 @@ func (w *wireReader) read(n int64) ([]byte, error) {
 // skip moves n bytes on: through the buffer when they are in it, else by
 // seeking the file, so weights are never read.
 func (w *wireReader) skip(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("skipping %d bytes at offset %d", n, w.pos)
+	}
 	if n <= int64(w.br.Buffered()) {
 		w.br.Discard(int(n))
 		w.pos += n
