@@ -289,7 +289,13 @@ func TestConcurrentUse(t *testing.T) {
 // returns the file it logs its host- and device-memory calls to.
 func useLoggingFakeDriver(t *testing.T) string {
 	t.Helper()
-	dir := buildFakes(t, map[string]string{cudaSoname: readTestdata(t, "fakecuda.c")})
+	return useFakeDriverSource(t, readTestdata(t, "fakecuda.c"))
+}
+
+// useFakeDriverSource is useLoggingFakeDriver for a variant of fakecuda.c.
+func useFakeDriverSource(t *testing.T, src string) string {
+	t.Helper()
+	dir := buildFakes(t, map[string]string{cudaSoname: src})
 	resetState(t)
 	t.Setenv(LibDirEnv, dir)
 	logPath := filepath.Join(t.TempDir(), "host.log")

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,20 +15,6 @@ import (
 	"time"
 	"unsafe"
 )
-
-// useFakeDriverSource is useLoggingFakeDriver for a variant of fakecuda.c.
-func useFakeDriverSource(t *testing.T, src string) string {
-	t.Helper()
-	dir := buildFakes(t, map[string]string{cudaSoname: src})
-	resetState(t)
-	t.Setenv(LibDirEnv, dir)
-	logPath := filepath.Join(t.TempDir(), "host.log")
-	t.Setenv("FAKE_CUDA_HOST_LOG", logPath)
-	if info := Rediscover(); !info.Available() || info.Library != filepath.Join(dir, cudaSoname) {
-		t.Skipf("the fake driver was not the one discovered: %+v", info)
-	}
-	return logPath
-}
 
 // readLog is the fake driver's log so far ("" before any call).
 func readLog(t *testing.T, logPath string) string {

@@ -131,6 +131,17 @@ func (ts *testServer) hasMetric(t *testing.T, want string) {
 	}
 }
 
+// wantToyAnswer checks a raw gRPC answer of the toy model to toyIn.
+func wantToyAnswer(t *testing.T, resp *inferpb.ModelInferResponse, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := floatsLE(resp.RawOutputContents[0]); fmt.Sprint(got) != fmt.Sprint(toyOut) {
+		t.Fatalf("answer %v, want %v", got, toyOut)
+	}
+}
+
 func (ts *testServer) registerCUDA(t testing.TB, name string, handle []byte, device, size int64) response {
 	t.Helper()
 	return ts.do(t, "POST", "/v2/cudasharedmemory/region/"+name+"/register", "application/json",
@@ -340,12 +351,7 @@ func TestCUDAShmGRPC(t *testing.T) {
 	}
 
 	resp, err := toyInferShm(ctx, c, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := floatsLE(resp.RawOutputContents[0]); fmt.Sprint(got) != fmt.Sprint(toyOut) {
-		t.Fatalf("answer %v, want %v", got, toyOut)
-	}
+	wantToyAnswer(t, resp, err)
 	resp, err = toyInferShm(ctx, c, "out", 2048)
 	if err != nil || len(resp.RawOutputContents) != 0 {
 		t.Fatalf("output into device memory: %v %v", resp, err)

@@ -364,12 +364,7 @@ func TestShmGRPC(t *testing.T) {
 
 	// The input from the region: the answer comes raw, as Triton's.
 	resp, err := toyInferShm(ctx, c, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := floatsLE(resp.RawOutputContents[0]); fmt.Sprint(got) != fmt.Sprint(toyOut) {
-		t.Fatalf("answer %v, want %v", got, toyOut)
-	}
+	wantToyAnswer(t, resp, err)
 	// And the output into the region.
 	resp, err = toyInferShm(ctx, c, "out", 2048)
 	grpcGolden(t, "grpc_shm_infer_output", resp, err)
