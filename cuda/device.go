@@ -61,8 +61,9 @@ func (b *DeviceBuffer) Len() int {
 	return b.n
 }
 
-// CopyIn copies src to the start of the buffer and returns when the copy
-// is done. From a pinned HostBuffer the copy is one DMA.
+// CopyIn copies src to the start of the buffer and returns when the data
+// is in device memory (it waits for the copy's stream, so another process
+// may read it next). From a pinned HostBuffer the copy is one DMA.
 func (b *DeviceBuffer) CopyIn(src []byte) error { return b.copy(true, src) }
 
 // CopyOut copies the start of the buffer into dst and returns when the

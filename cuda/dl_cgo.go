@@ -302,12 +302,17 @@ static fi_CUresult fi_dev_free(fi_cuda *a, fi_CUdevice dev, unsigned long long p
 	return r;
 }
 
-// fi_dev_copy copies bytes to the device (in != 0) or from it. Both are
-// synchronous: the copy is complete when the call returns.
+// fi_dev_copy copies bytes to the device (in != 0) or from it, complete
+// when the call returns. A copy to the device from pageable memory may
+// return once the data is staged, before the DMA lands, and nothing
+// orders another stream's or process's reads after it: wait for the
+// copy's stream (a driver without cuStreamSynchronize has no IPC, and its
+// own later work on that stream is ordered anyway).
 static fi_CUresult fi_dev_copy(fi_cuda *a, fi_CUdevice dev, int in, unsigned long long d, void *h, size_t bytes) {
 	fi_CUresult r = fi_in_ctx(a, dev);
 	if (r != 0) return r;
 	r = in ? a->cuMemcpyHtoD_v2(d, h, bytes) : a->cuMemcpyDtoH_v2(h, d, bytes);
+	if (r == 0 && in && a->cuStreamSynchronize) r = a->cuStreamSynchronize(a->copy_stream);
 	fi_out_ctx(a);
 	a->cuDevicePrimaryCtxRelease_v2(dev);
 	return r;
@@ -318,19 +323,6 @@ static fi_CUresult fi_dev_copy(fi_cuda *a, fi_CUdevice dev, int in, unsigned lon
 static int fi_has_ipc(fi_cuda *a) {
 	return fi_has_device(a) && a->cuIpcGetMemHandle && a->cuIpcOpenMemHandle_v2 && a->cuIpcCloseMemHandle &&
 		a->cuMemGetAddressRange_v2 && a->cuStreamSynchronize;
-}
-
-// fi_ipc_write is fi_dev_copy to the device, then a wait for the copy's
-// stream: from pageable memory cuMemcpyHtoD may return before the DMA
-// lands, and the other process's reads are not ordered after it.
-static fi_CUresult fi_ipc_write(fi_cuda *a, fi_CUdevice dev, unsigned long long d, void *h, size_t bytes) {
-	fi_CUresult r = fi_in_ctx(a, dev);
-	if (r != 0) return r;
-	r = a->cuMemcpyHtoD_v2(d, h, bytes);
-	if (r == 0) r = a->cuStreamSynchronize(a->copy_stream);
-	fi_out_ctx(a);
-	a->cuDevicePrimaryCtxRelease_v2(dev);
-	return r;
 }
 
 // fi_ipc_get writes the 64-byte handle of the allocation at p into out.
@@ -585,10 +577,6 @@ func (c *cgoCUDA) IPCOpen(dev int, handle *[IPCHandleSize]byte, size int64) (p u
 		r = ipcTooSmall
 	}
 	return uint64(cp), int64(ca), r
-}
-
-func (c *cgoCUDA) IPCWrite(dev int, d uint64, h unsafe.Pointer, bytes int) cuResult {
-	return cuResult(C.fi_ipc_write(c.api, C.fi_CUdevice(dev), C.ulonglong(d), h, C.size_t(bytes)))
 }
 
 func (c *cgoCUDA) IPCClose(dev int, p uint64) cuResult {

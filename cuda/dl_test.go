@@ -438,5 +438,5 @@ func TestFakeDriverDeviceMemory(t *testing.T) {
 		t.Error("CopyOut after Free succeeded")
 	}
 	// The copies go through the per-thread default stream's entry points.
-	checkDriverLog(t, logPath, "retain 0\nalloc 64\nretain 0\nptds 0\nhtod 20\nrelease 0\nretain 0\nptds 0\ndtoh 20\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n")
+	checkDriverLog(t, logPath, "retain 0\nalloc 64\nretain 0\nptds 0\nhtod 20\nsync 2\nrelease 0\nretain 0\nptds 0\ndtoh 20\nrelease 0\nretain 0\nfree 0\nrelease 0\nrelease 0\n")
 }

@@ -25,9 +25,6 @@ type ipcAPI interface {
 	// ipcTooSmall, the handle closed again, when avail < size; on success
 	// the mapping holds a context reference until IPCClose.
 	IPCOpen(dev int, handle *[IPCHandleSize]byte, size int64) (p uint64, avail int64, r cuResult)
-	// IPCWrite is DeviceCopy to the device, returning only once the data
-	// is in device memory, where another process may read it.
-	IPCWrite(dev int, d uint64, h unsafe.Pointer, bytes int) cuResult
 	IPCClose(dev int, p uint64) cuResult
 }
 
@@ -115,11 +112,12 @@ func (m *IPCMemory) copy(toDevice bool, h []byte, off int64) error {
 		return nil
 	}
 	d, hp := m.p+uint64(off), unsafe.Pointer(&h[0])
-	if toDevice {
-		if r := m.lib.IPCWrite(m.dev, d, hp, len(h)); r != cuSuccess {
+	// DeviceCopy to the device waits for its stream: the other process
+	// reads the data next.
+	if r := m.lib.DeviceCopy(m.dev, toDevice, d, hp, len(h)); r != cuSuccess {
+		if toDevice {
 			return fmt.Errorf("cuMemcpyHtoD(%d bytes at offset %d of CUDA IPC memory): %v", n, off, r)
 		}
-	} else if r := m.lib.DeviceCopy(m.dev, false, d, hp, len(h)); r != cuSuccess {
 		return fmt.Errorf("cuMemcpyDtoH(%d bytes at offset %d of CUDA IPC memory): %v", n, off, r)
 	}
 	return nil
